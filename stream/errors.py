@@ -1,0 +1,31 @@
+"""The project's exception tree: one root, a subclass per area, the offending value in the message."""
+
+from __future__ import annotations
+
+
+class DwcpError(Exception):
+    """Root of every error this package raises on purpose."""
+
+    retriable = False
+
+
+class SettingsError(DwcpError, ValueError):
+    """A setting is unknown or has an invalid value."""
+
+
+class SchemaError(DwcpError, ValueError):
+    """A record does not match the schema."""
+
+
+class KafkaUnavailableError(DwcpError):
+    """The broker could not be reached in time."""
+
+    retriable = True
+
+
+class TopicError(DwcpError):
+    """A topic could not be created or described."""
+
+
+class CheckpointError(DwcpError):
+    """A model checkpoint could not be written or read."""

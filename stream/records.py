@@ -1,0 +1,135 @@
+"""Record types of the non-telemetry topics: labels, alerts, predictions and dead letters.
+
+They are ``msgspec.Struct`` types so that encoding and decoding validate in one pass, like
+:class:`stream.schema.Telemetry`. Times are tz-aware UTC datetimes.
+
+Examples
+--------
+>>> import datetime as dt
+>>> t0 = dt.datetime(2026, 1, 5, 10, tzinfo=dt.UTC)
+>>> lab = IncidentLabel(incident_id="inc-1", node_id="n-001", category="disk_full",
+...                     severity="high", start=t0, end=t0 + dt.timedelta(minutes=5))
+>>> decode(encode(lab), IncidentLabel) == lab
+True
+>>> encode(lab)[:60]
+b'{"incident_id":"inc-1","node_id":"n-001","category":"disk_fu'
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+
+#: Incident categories: the four legacy ones plus consensus degradation.
+CATEGORIES = ("crash", "network_failure", "disk_full", "memory_leak", "consensus_degradation")
+SEVERITIES = ("low", "medium", "high", "critical")
+ALERT_STATUSES = ("open", "update", "resolved")
+
+Category = Literal["crash", "network_failure", "disk_full", "memory_leak", "consensus_degradation"]
+Severity = Literal["low", "medium", "high", "critical"]
+UtcTime = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class IncidentLabel(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Ground truth for one injected (or recorded) incident; published on the labels topic."""
+
+    incident_id: str
+    node_id: str
+    category: Category
+    severity: Severity
+    start: UtcTime
+    end: UtcTime
+    peer_id: str | None = None
+    description: str = ""
+
+
+class MetricDeviation(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """How far one metric is from the node's own recent baseline."""
+
+    name: str
+    value: float
+    baseline: float
+    zscore: float
+
+
+class Alert(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One event in an incident's lifecycle (open -> update* -> resolved), keyed by node.
+
+    ``incident_id`` is stable across replays and restarts (derived from the node and the
+    event time the incident opened at); ``alert_id`` is unique per lifecycle event, so a
+    subscriber can drop duplicates of at-least-once delivery.
+    """
+
+    alert_id: str
+    incident_id: str
+    node_id: str
+    status: Literal["open", "update", "resolved"]
+    severity: Severity
+    score: Unit
+    threshold: float
+    event_time: UtcTime
+    opened_at: UtcTime
+    source: str
+    category: Category | None = None
+    region: str | None = None
+    top_metrics: list[MetricDeviation] = []
+    model_versions: dict[str, str] = {}
+    reason: str = ""
+
+
+class Prediction(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A model output for one link or node: a forecast or a recommendation."""
+
+    kind: str
+    node_id: str
+    event_time: UtcTime
+    model_version: str
+    value: float
+    peer_id: str | None = None
+    target: str = ""
+    horizon: int = 0
+    lower: float | None = None
+    upper: float | None = None
+    extra: dict[str, Any] = {}
+
+
+class FieldError(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One reason a record was rejected; ``field`` is empty for record-level problems."""
+
+    field: str
+    reason: str
+    value: str | None = None
+
+
+class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A record a consumer could not process, with its original bytes and origin.
+
+    ``original`` is the exact value bytes (base64 in JSON); the Kafka key is kept as the
+    dead letter's key.
+    """
+
+    reason: str
+    errors: list[FieldError]
+    original: bytes
+    source_topic: str
+    partition: int
+    offset: int
+    consumer: str
+    failed_at: UtcTime
+
+
+T = TypeVar("T")
+_encoder = msgspec.json.Encoder()
+
+
+def encode(rec: Any) -> bytes:
+    """JSON-encode any record type of this module (or :class:`stream.schema.Telemetry`)."""
+    return _encoder.encode(rec)
+
+
+def decode(data: bytes, type_: type[T]) -> T:
+    """Decode and validate JSON bytes into ``type_``."""
+    return msgspec.json.decode(data, type=type_)

@@ -1,0 +1,136 @@
+"""The one settings object: built once in ``main()`` from env vars and CLI flags, passed down.
+
+Precedence: defaults < ``DWCP_*`` environment variables < command-line flags. Nothing else in
+the package reads ``os.environ``. An unknown ``DWCP_*`` variable fails fast, naming it.
+
+Examples
+--------
+>>> s = Settings.from_env({"DWCP_BOOTSTRAP_SERVERS": "k1:9092", "DWCP_PARTITIONS": "3"})
+>>> s.bootstrap_servers, s.partitions, s.topic("alerts")
+('k1:9092', 3, 'dwcp.alerts')
+>>> Settings.from_env({"DWCP_BOOTSTRAP_SERVER": "k1:9092"})
+Traceback (most recent call last):
+...
+stream.errors.SettingsError: unknown setting DWCP_BOOTSTRAP_SERVER; did you mean DWCP_BOOTSTRAP_SERVERS?
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from stream.errors import SettingsError
+
+ENV_PREFIX = "DWCP_"
+BACKENDS = ("kafka-python", "confluent")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+#: Logical topic names; the wire name is ``topic_prefix + name``.
+TOPICS = ("telemetry", "labels", "alerts", "predictions", "dead-letter")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Connection, topic and runtime settings shared by every producer and consumer."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    backend: str = "kafka-python"
+    topic_prefix: str = "dwcp."
+    partitions: int = 6
+    replication_factor: int = 1
+    client_id: str = "dwcp-stream"
+    group_id: str = "dwcp-stream"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = dataclasses.field(default="", repr=False)
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    max_record_bytes: int = 64 * 1024
+    batch_size: int = 1000
+    poll_timeout_ms: int = 500
+    state_dir: str = ".cache/state"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise SettingsError(f"backend {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"security_protocol {self.security_protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        for name in ("partitions", "replication_factor", "max_record_bytes", "batch_size", "poll_timeout_ms"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.bootstrap_servers.strip():
+            raise SettingsError("bootstrap_servers is empty")
+
+    # -- topics ---------------------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        """Wire name of a logical topic (one of :data:`TOPICS`)."""
+        if name not in TOPICS:
+            raise SettingsError(f"unknown topic {name!r} (known: {', '.join(TOPICS)})")
+        return self.topic_prefix + name
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def env_names(cls) -> dict[str, str]:
+        """Map of ``DWCP_*`` environment variable -> field name."""
+        return {ENV_PREFIX + f.name.upper(): f.name for f in fields(cls)}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build from ``DWCP_*`` variables in ``environ``, then ``overrides`` (CLI flags)."""
+        names = cls.env_names()
+        values: dict[str, Any] = {}
+        for key, raw in environ.items():
+            if not key.startswith(ENV_PREFIX):
+                continue
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f"; did you mean {close[0]}?" if close else f" (known: {', '.join(sorted(names))})"
+                raise SettingsError(f"unknown setting {key}{hint}")
+            values[names[key]] = _coerce(names[key], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SettingsError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the common connection flags (each also settable as ``DWCP_<NAME>``)."""
+        g = parser.add_argument_group("Kafka connection (flags override DWCP_* env vars)")
+        g.add_argument("--bootstrap-servers", help="comma-separated host:port list (default 127.0.0.1:9092)")
+        g.add_argument("--backend", choices=BACKENDS, help="Kafka client: kafka-python (default) or confluent (fast)")
+        g.add_argument("--topic-prefix", help="prefix shared by all topic names (default 'dwcp.')")
+        g.add_argument("--client-id", help="Kafka client id")
+        g.add_argument("--group-id", help="consumer group id")
+        g.add_argument("--security-protocol", choices=SECURITY_PROTOCOLS, help="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
+        g.add_argument("--sasl-mechanism", help="e.g. PLAIN, SCRAM-SHA-256 (password only via DWCP_SASL_PASSWORD)")
+        g.add_argument("--sasl-username")
+        g.add_argument("--ssl-cafile")
+        g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str], **extra: Any) -> Settings:
+        """Build from env vars overridden by parsed flags (those ``add_arguments`` added)."""
+        flag_fields = {f.name for f in fields(cls)} & set(vars(args))
+        overrides = {name: getattr(args, name) for name in flag_fields}
+        overrides.update(extra)
+        return cls.from_env(environ, **overrides)
+
+
+def _coerce(name: str, raw: str) -> Any:
+    default = next(f.default for f in fields(Settings) if f.name == name)
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not an integer") from None
+    return raw
