@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The test command: install, lint, start the local Kafka broker, run every test, stop the broker.
+#   bash scripts/test.sh [extra pytest args]
+# Integration tests talk to a real single-node Apache Kafka (KRaft) started by
+# scripts/kafka-local.sh; a broker this script did not start is reused and left running.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+bash scripts/setup.sh
+py="$root/.venv/bin/python"
+
+echo "test: ruff check" >&2
+"$py" -m ruff check stream models producers consumers tests bench
+
+started=0
+if ! bash scripts/kafka-local.sh status >/dev/null 2>&1; then
+  bash scripts/kafka-local.sh start
+  started=1
+fi
+cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka-local.sh stop || true; fi; }
+trap cleanup EXIT
+
+set +e
+"$py" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+  echo "test: pytest collected no tests: treating that as a failure (the suite must never be empty)" >&2
+  exit 1
+fi
+exit "$rc"

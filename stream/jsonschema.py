@@ -1,0 +1,87 @@
+"""JSON Schema files for subscribers in other languages, generated from the one definition.
+
+``python -m stream.jsonschema`` rewrites ``schemas/*.schema.json``; ``--check`` exits non-zero
+when a file is out of date (a test runs the same check).
+
+Examples
+--------
+>>> doc = build_schemas()["telemetry"]
+>>> doc["required"], doc["properties"]["rtt_ms"]["anyOf"][0]["x-unit"]
+(['timestamp', 'node_id'], 'ms')
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import orjson
+
+from stream.records import Alert, DeadLetter, IncidentLabel, Prediction
+from stream.schema import SCHEMA_VERSION, Telemetry
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+TYPES: dict[str, Any] = {
+    "telemetry": Telemetry,
+    "label": IncidentLabel,
+    "alert": Alert,
+    "prediction": Prediction,
+    "dead-letter": DeadLetter,
+}
+
+
+def build_schemas() -> dict[str, dict[str, Any]]:
+    """One JSON Schema (draft 2020-12) document per record type."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, type_ in TYPES.items():
+        (ref,), components = msgspec.json.schema_components([type_], ref_template="#/$defs/{name}")
+        top_name = ref["$ref"].rsplit("/", 1)[1]
+        doc: dict[str, Any] = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://dwcp-stream.invalid/schemas/{name}.schema.json",
+            "title": f"dwcp-stream {name} record",
+            "x-schema-version": SCHEMA_VERSION,
+            **components.pop(top_name),
+        }
+        if components:
+            doc["$defs"] = components
+        out[name] = doc
+    return out
+
+
+def render(doc: dict[str, Any]) -> bytes:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def stale_files(directory: Path = SCHEMA_DIR) -> list[Path]:
+    """Schema files that are missing or differ from what the code generates."""
+    return [
+        directory / f"{name}.schema.json"
+        for name, doc in build_schemas().items()
+        if not (directory / f"{name}.schema.json").is_file()
+        or (directory / f"{name}.schema.json").read_bytes() != render(doc)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stream.jsonschema", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report stale files; exit 1 if any")
+    parser.add_argument("--dir", type=Path, default=SCHEMA_DIR, help=f"output folder (default {SCHEMA_DIR})")
+    args = parser.parse_args(argv)
+    stale = stale_files(args.dir)
+    if args.check:
+        for path in stale:
+            print(f"stale: {path} (run python -m stream.jsonschema)", file=sys.stderr)
+        return 1 if stale else 0
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for name, doc in build_schemas().items():
+        (args.dir / f"{name}.schema.json").write_bytes(render(doc))
+    print(f"wrote {len(TYPES)} schema files to {args.dir}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
