@@ -17,8 +17,8 @@ stream.errors.SettingsError: unknown setting DWCP_BOOTSTRAP_SERVER; did you mean
 from __future__ import annotations
 
 import argparse
-import difflib
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
