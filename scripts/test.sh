@@ -13,10 +13,12 @@ echo "test: ruff check" >&2
 "$py" -m ruff check stream models producers consumers tests bench
 
 started=0
-if ! bash scripts/kafka-local.sh status >/dev/null 2>&1; then
-  bash scripts/kafka-local.sh start
-  started=1
-fi
+status=$(bash scripts/kafka-local.sh status || true)
+case "$status" in
+  running*) echo "test: reusing the running local broker" >&2 ;;
+  *"not started by this script"*) echo "test: reusing a broker this script did not start: $status" >&2 ;;
+  *) bash scripts/kafka-local.sh start; started=1 ;;
+esac
 cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka-local.sh stop || true; fi; }
 trap cleanup EXIT
 
