@@ -29,3 +29,15 @@ class TopicError(DwcpError):
 
 class CheckpointError(DwcpError):
     """A model checkpoint could not be written or read."""
+
+
+class DeliveryError(DwcpError):
+    """A produced record was not acknowledged by the broker (reported by ``flush``)."""
+
+    retriable = True
+
+
+class CommitError(DwcpError):
+    """Consumer offsets could not be committed (e.g. the group rebalanced meanwhile)."""
+
+    retriable = True
