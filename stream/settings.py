@@ -52,7 +52,7 @@ class Settings:
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
     max_record_bytes: int = 64 * 1024
-    batch_size: int = 1000
+    batch_size: int = 5000
     poll_timeout_ms: int = 500
     state_dir: str = ".cache/state"
     log_level: str = "INFO"

@@ -1,0 +1,151 @@
+"""``python -m consumers.monitor``: watch what flows through the pipeline, live.
+
+Reads every topic (telemetry, labels, alerts, predictions, dead-letter) in a throwaway consumer
+group that never commits, and prints one status line a second: telemetry events/s, totals per
+topic, incidents injected (labels), alerts by status, dead letters and the last dead-letter
+reason. It only watches: validation and dead-lettering are the processing consumers' job.
+
+    python -m consumers.monitor                      # live, until Ctrl-C
+    python -m consumers.monitor --from-beginning --max-seconds 30 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from stream.kafka import make_consumer
+from stream.records import Alert, DeadLetter
+from stream.settings import TOPICS, Settings
+from stream.shutdown import handle_signals
+
+log = logging.getLogger("consumers.monitor")
+
+
+@dataclass
+class Tally:
+    """Running counts of one monitoring session (pure bookkeeping, no I/O)."""
+
+    started: float = field(default_factory=time.monotonic)
+    per_topic: collections.Counter[str] = field(default_factory=collections.Counter)
+    alerts: collections.Counter[str] = field(default_factory=collections.Counter)
+    open_incidents: set[str] = field(default_factory=set)
+    nodes: set[bytes] = field(default_factory=set)
+    last_dead_letter: str = ""
+    undecodable: int = 0
+    window: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
+
+    def add(self, logical: str, key: bytes | None, value: bytes) -> None:
+        self.per_topic[logical] += 1
+        if logical == "telemetry" and key is not None:
+            self.nodes.add(key)
+        elif logical == "alerts":
+            try:
+                alert = msgspec.json.decode(value, type=Alert)
+            except msgspec.MsgspecError:
+                self.undecodable += 1
+                return
+            self.alerts[alert.status] += 1
+            if alert.status == "resolved":
+                self.open_incidents.discard(alert.incident_id)
+            else:
+                self.open_incidents.add(alert.incident_id)
+        elif logical == "dead-letter":
+            try:
+                self.last_dead_letter = msgspec.json.decode(value, type=DeadLetter).reason
+            except msgspec.MsgspecError:
+                self.undecodable += 1
+
+    def rate(self, now: float, horizon: float = 5.0) -> float:
+        """Telemetry events/s over the last ``horizon`` seconds."""
+        self.window.append((now, self.per_topic["telemetry"]))
+        while len(self.window) > 1 and now - self.window[0][0] > horizon:
+            self.window.popleft()
+        (t0, n0), (t1, n1) = self.window[0], self.window[-1]
+        return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def line(self, now: float) -> str:
+        t = self.per_topic
+        return (
+            f"[{now - self.started:6.0f}s] telemetry {self.rate(now):8,.0f} ev/s  total {t['telemetry']:,}"
+            f"  nodes {len(self.nodes)} | incidents injected {t['labels']:,}"
+            f" | alerts {t['alerts']:,} (open now {len(self.open_incidents)})"
+            f" | predictions {t['predictions']:,} | dead letters {t['dead-letter']:,}"
+            + (f" (last: {self.last_dead_letter[:60]})" if self.last_dead_letter else "")
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seconds": round(time.monotonic() - self.started, 1),
+            "messages": dict(self.per_topic),
+            "nodes": len(self.nodes),
+            "alerts_by_status": dict(self.alerts),
+            "open_incidents": len(self.open_incidents),
+            "last_dead_letter_reason": self.last_dead_letter,
+            "undecodable": self.undecodable,
+        }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m consumers.monitor",
+        description="Watch every dwcp-stream topic live: rates, incidents, alerts, dead letters.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--from-beginning", action="store_true", help="count what the topics already hold")
+    parser.add_argument("--max-seconds", type=float, default=0, help="stop after this long (0 = until Ctrl-C)")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between status lines")
+    parser.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
+    Settings.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings.from_args(args, os.environ)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    by_wire = {settings.topic(t): t for t in TOPICS}
+    consumer = make_consumer(
+        settings,
+        list(by_wire),
+        group_id=f"{settings.group_id}-monitor-{uuid.uuid4().hex[:8]}",
+        from_beginning=args.from_beginning,
+    )
+    tally = Tally()
+    stop = threading.Event()
+    deadline = tally.started + args.max_seconds if args.max_seconds > 0 else float("inf")
+    next_line = tally.started + args.interval
+    tty = sys.stderr.isatty()
+    with handle_signals(stop.set):
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                for msg in consumer.poll_batch(max_records=settings.batch_size, timeout_ms=200):
+                    tally.add(by_wire[msg.topic], msg.key, msg.value)
+                now = time.monotonic()
+                if now >= next_line:
+                    print(("\r" if tty else "") + tally.line(now), end="" if tty else "\n", file=sys.stderr, flush=True)
+                    next_line = now + args.interval
+        finally:
+            consumer.close()
+    if tty:
+        print(file=sys.stderr)
+    summary = tally.summary()
+    if args.json:
+        print(msgspec.json.encode(summary).decode())
+    else:
+        print(f"monitor: {summary}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

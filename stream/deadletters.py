@@ -1,0 +1,63 @@
+"""Turning a rejected record into a dead letter: the record, its origin and every reason.
+
+Examples
+--------
+>>> import datetime as dt
+>>> from stream.kafka import Message
+>>> from stream.records import DeadLetter, decode
+>>> msg = Message("dwcp.telemetry", 3, 17, b"n-001", b"{oops", 0)
+>>> errors = [FieldError(field="", reason="not valid JSON")]
+>>> letter = decode(dead_letter(msg, errors, "ingest", dt.datetime(2026, 1, 5, tzinfo=dt.UTC)), DeadLetter)
+>>> letter.reason, letter.source_topic, letter.partition, letter.offset, letter.original
+('not valid JSON', 'dwcp.telemetry', 3, 17, b'{oops')
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from stream.kafka.base import Message, TopicPartition
+from stream.records import DeadLetter, FieldError, encode
+
+
+def dead_letter_reason(errors: Sequence[FieldError], limit: int = 3) -> str:
+    """One-line summary of why a record was rejected.
+
+    >>> dead_letter_reason([FieldError(field="rtt_ms", reason="-4 is below the minimum 0 ms")])
+    'rtt_ms: -4 is below the minimum 0 ms'
+    """
+    parts = [f"{e.field}: {e.reason}" if e.field else e.reason for e in errors[:limit]]
+    more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+def dead_letter(
+    msg: Message, errors: list[FieldError], consumer: str, failed_at: dt.datetime
+) -> bytes:
+    """The encoded :class:`stream.records.DeadLetter` for ``msg`` (produce it keyed by ``msg.key``)."""
+    return encode(
+        DeadLetter(
+            reason=dead_letter_reason(errors),
+            errors=errors,
+            original=msg.value,
+            source_topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            consumer=consumer,
+            failed_at=failed_at,
+        )
+    )
+
+
+def describe_batch(batch: Sequence[Message]) -> str:
+    """``topic[partition] first..last`` per partition, for log lines.
+
+    >>> describe_batch([Message("t", 0, 5, None, b"", 0), Message("t", 0, 9, None, b"", 0)])
+    't[0] 5..9'
+    """
+    spans: dict[TopicPartition, list[int]] = {}
+    for m in batch:
+        span = spans.setdefault(m.topic_partition, [m.offset, m.offset])
+        span[0], span[1] = min(span[0], m.offset), max(span[1], m.offset)
+    return ", ".join(f"{t}[{p}] {lo}..{hi}" for (t, p), (lo, hi) in sorted(spans.items()))

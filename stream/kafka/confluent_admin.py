@@ -1,0 +1,70 @@
+"""Topic administration on confluent-kafka's ``AdminClient`` (see :mod:`stream.kafka.confluent`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from stream.errors import KafkaUnavailableError, TopicError
+from stream.kafka.base import Admin
+from stream.kafka.confluent import _build, connection_config
+from stream.settings import Settings
+
+
+class ConfluentAdmin(Admin):
+    """:class:`~stream.kafka.base.Admin` on ``confluent_kafka.admin.AdminClient``."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        self._timeout = timeout_s
+        self._servers = settings.bootstrap_servers
+        self._admin = _build(AdminClient, connection_config(settings), "admin")
+        self.list_topics()  # fail fast, like the kafka-python admin's bootstrap
+
+    def create_topics(self, topics: Mapping[str, int], replication_factor: int) -> dict[str, bool]:
+        if not topics:
+            return {}
+        futures = self._admin.create_topics(
+            [
+                NewTopic(n, num_partitions=p, replication_factor=replication_factor)
+                for n, p in topics.items()
+            ],
+            operation_timeout=self._timeout,
+            request_timeout=self._timeout,
+        )
+        created: dict[str, bool] = {}
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout=self._timeout + 5)
+                created[name] = True
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise TopicError(f"cannot create topic {name!r}: {err.str()}") from exc
+                created[name] = False
+        return created
+
+    def list_topics(self) -> dict[str, int]:
+        try:
+            meta = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise KafkaUnavailableError(
+                f"Kafka broker at {self._servers} is unreachable: {exc.args[0].str()}"
+            ) from exc
+        return {n: len(t.partitions) for n, t in meta.topics.items() if not n.startswith("__")}
+
+    def delete_topics(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        for name, fut in self._admin.delete_topics(
+            list(names), operation_timeout=self._timeout
+        ).items():
+            try:
+                fut.result(timeout=self._timeout + 5)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise TopicError(f"cannot delete topic {name!r}: {exc.args[0].str()}") from exc
+
+    def close(self) -> None:
+        pass  # AdminClient has no close; its resources go with the object

@@ -1,0 +1,262 @@
+"""The kafka-python backend (pure Python, always installed).
+
+kafka-python 3.x runs its network I/O on a background thread; rebalance callbacks run there
+too, but only while the caller is blocked in ``poll_batch`` or ``close``, so they never race
+the caller's batch processing.
+
+Throughput settings (over kafka-python's defaults): producer ``linger_ms=5``, lz4 and 256 KiB
+batches (``acks=all`` and idempotence are kept); consumer 4 MiB per-partition fetches and
+``fetch_max_wait_ms=100``. Any of these, or any other kafka-python config key, can be
+overridden through ``make_producer(settings, **overrides)`` / ``make_consumer``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import kafka.errors as kerr
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka.structs import OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaTP
+
+from stream.errors import (
+    CommitError,
+    DeliveryError,
+    KafkaUnavailableError,
+    SettingsError,
+)
+from stream.kafka.base import (
+    Consumer,
+    Headers,
+    Message,
+    Producer,
+    RebalanceCallback,
+    TopicPartition,
+)
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    "linger_ms": 5,
+    "batch_size": 256 * 1024,
+    "compression_type": "lz4",
+    "delivery_timeout_ms": 120_000,
+}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    "fetch_max_wait_ms": 100,
+    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    "max_poll_records": 1000,
+}
+
+
+def connection_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python connection keys (bootstrap, client id, SASL/SSL) from ``settings``."""
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": settings.client_id,
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        cfg["sasl_mechanism"] = settings.sasl_mechanism or "PLAIN"
+        cfg["sasl_plain_username"] = settings.sasl_username or None
+        cfg["sasl_plain_password"] = settings.sasl_password or None
+    for key in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+        if getattr(settings, key):
+            cfg[key] = getattr(settings, key)
+    return cfg
+
+
+def _merge(
+    base: dict[str, Any], overrides: Mapping[str, Any], known: Mapping[str, Any], what: str
+) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise SettingsError(f"unknown kafka-python {what} config key(s): {', '.join(unknown)}")
+    return {**base, **overrides}
+
+
+def _unavailable(settings: Settings, exc: Exception) -> KafkaUnavailableError:
+    return KafkaUnavailableError(
+        f"Kafka broker at {settings.bootstrap_servers} is unreachable: {exc}"
+    )
+
+
+class KafkaPythonProducer(Producer):
+    """:class:`~stream.kafka.base.Producer` on ``kafka.KafkaProducer``."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        cfg = _merge(
+            {**connection_config(settings), **PRODUCER_DEFAULTS},
+            overrides,
+            KafkaProducer.DEFAULT_CONFIG,
+            "producer",
+        )
+        self._servers = settings.bootstrap_servers
+        self._failures: list[str] = []
+        try:
+            self._producer = KafkaProducer(**cfg)
+        except kerr.KafkaTimeoutError as exc:
+            raise _unavailable(settings, exc) from exc
+
+    def _on_error(self, topic: str, exc: BaseException) -> None:
+        self._failures.append(f"{topic}: {exc!r}")  # list.append is atomic: runs on the I/O thread
+
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        try:
+            future = self._producer.send(
+                topic, value=value, key=key, headers=list(headers) if headers else None
+            )
+        except kerr.KafkaTimeoutError as exc:
+            raise KafkaUnavailableError(
+                f"no metadata for topic {topic!r} from {self._servers}: {exc}"
+            ) from exc
+        except kerr.KafkaError as exc:  # rejected before sending, e.g. over max_request_size
+            raise DeliveryError(f"{topic}: {exc!r}") from exc
+        future.add_errback(self._on_error, topic)  # runs at once if it already failed
+
+    def flush(self, timeout: float | None = None) -> None:
+        try:
+            self._producer.flush(timeout=timeout)
+        except kerr.KafkaTimeoutError as exc:
+            raise KafkaUnavailableError(
+                f"records still in flight after {timeout}s (broker {self._servers}): {exc}"
+            ) from exc
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise DeliveryError(f"{len(failures)} record(s) failed delivery; first: {failures[0]}")
+
+    def close(self) -> None:
+        self._producer.close(timeout=30)
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(
+        self,
+        on_assign: RebalanceCallback | None,
+        on_revoke: RebalanceCallback | None,
+        unpinned: set[KafkaTP],
+    ) -> None:
+        self._on_assign, self._on_revoke, self._unpinned = on_assign, on_revoke, unpinned
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._unpinned.update(assigned)  # pinned by the caller's thread in the next poll_batch
+        if self._on_assign:
+            self._on_assign(sorted((tp.topic, tp.partition) for tp in assigned))
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        if self._on_revoke and revoked:  # kafka-python also reports an empty revoke on first join
+            self._on_revoke(sorted((tp.topic, tp.partition) for tp in revoked))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        log.warning("partitions lost (evicted from the group): %s", sorted(lost))
+        self.on_partitions_revoked(lost)
+
+
+class KafkaPythonConsumer(Consumer):
+    """:class:`~stream.kafka.base.Consumer` on ``kafka.KafkaConsumer`` (group member)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        *,
+        group_id: str,
+        from_beginning: bool = False,
+        on_assign: RebalanceCallback | None = None,
+        on_revoke: RebalanceCallback | None = None,
+        **overrides: Any,
+    ) -> None:
+        base = {
+            **connection_config(settings),
+            **CONSUMER_DEFAULTS,
+            "group_id": group_id,
+            "auto_offset_reset": "earliest" if from_beginning else "latest",
+        }
+        cfg = _merge(base, overrides, KafkaConsumer.DEFAULT_CONFIG, "consumer")
+        if cfg["enable_auto_commit"]:
+            raise SettingsError(
+                "enable_auto_commit must stay False: offsets are committed explicitly"
+            )
+        try:
+            self._consumer = KafkaConsumer(**cfg)
+        except kerr.KafkaTimeoutError as exc:
+            raise _unavailable(settings, exc) from exc
+        for topic in topics:  # metadata first, or the first join assigns nothing and rejoins
+            self._consumer.partitions_for_topic(topic)
+        self._unpinned: set[KafkaTP] = set()
+        listener = _Listener(on_assign, on_revoke, self._unpinned)
+        self._consumer.subscribe(topics=list(topics), listener=listener)
+
+    def poll_batch(self, max_records: int, timeout_ms: int) -> list[Message]:
+        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        if self._unpinned:
+            self._pin(batches)
+        out: list[Message] = []
+        for records in batches.values():
+            out.extend(
+                Message(
+                    r.topic,
+                    r.partition,
+                    r.offset,
+                    r.key,
+                    r.value if r.value is not None else b"",
+                    r.timestamp,
+                    tuple(r.headers) if r.headers else (),
+                )
+                for r in records
+            )
+        return out
+
+    def _pin(self, batches: Mapping[KafkaTP, list[Any]]) -> None:
+        """Commit the start position of newly assigned partitions that have no commit yet.
+
+        Without it, a partition that returned no record before a restart would be reset again
+        by ``auto_offset_reset`` and, with ``latest``, skip what arrived meanwhile. The start
+        is the first offset returned now, or the fetch position (nothing returned yet).
+        """
+        assigned = self._consumer.assignment()
+        pins: dict[TopicPartition, int] = {}
+        for tp in list(self._unpinned):
+            if tp not in assigned or self._consumer.committed(tp) is not None:
+                self._unpinned.discard(tp)
+                continue
+            records = batches.get(tp)
+            start = records[0].offset if records else self._consumer.position(tp, timeout_ms=1000)
+            if start is not None:  # else: not resolved yet, retried after the next poll
+                pins[(tp.topic, tp.partition)] = start
+        if pins:
+            try:
+                self.commit(pins)
+            except CommitError as exc:  # e.g. a rebalance: retried after the next poll
+                log.warning("could not commit start offsets: %s", exc)
+                return
+            self._unpinned.difference_update(KafkaTP(t, p) for t, p in pins)
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        payload = {KafkaTP(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+        try:
+            self._consumer.commit(payload)
+        except kerr.KafkaError as exc:
+            raise CommitError(f"commit of {dict(offsets)} failed: {exc!r}") from exc
+
+    def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+        return {(t, p): self._consumer.committed(KafkaTP(t, p)) for t, p in partitions}
+
+    def assignment(self) -> set[TopicPartition]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+__all__ = ["KafkaPythonConsumer", "KafkaPythonProducer", "connection_config"]

@@ -1,0 +1,64 @@
+"""Topic administration on kafka-python's ``KafkaAdminClient`` (see :mod:`stream.kafka.kafka_python`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import kafka.errors as kerr
+from kafka import KafkaAdminClient
+
+from stream.errors import TopicError
+from stream.kafka.base import Admin
+from stream.kafka.kafka_python import _unavailable, connection_config
+from stream.settings import Settings
+
+
+class KafkaPythonAdmin(Admin):
+    """:class:`~stream.kafka.base.Admin` on ``kafka.KafkaAdminClient``."""
+
+    def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
+        self._timeout_ms = int(timeout_s * 1000)
+        try:
+            self._admin = KafkaAdminClient(
+                **connection_config(settings), bootstrap_timeout_ms=self._timeout_ms
+            )
+        except (kerr.KafkaTimeoutError, kerr.KafkaConnectionError) as exc:
+            raise _unavailable(settings, exc) from exc
+
+    def create_topics(self, topics: Mapping[str, int], replication_factor: int) -> dict[str, bool]:
+        if not topics:
+            return {}
+        spec = {
+            n: {"num_partitions": p, "replication_factor": replication_factor}
+            for n, p in topics.items()
+        }
+        result = self._admin.create_topics(spec, timeout_ms=self._timeout_ms, raise_errors=False)
+        created: dict[str, bool] = {}
+        for t in result["topics"]:
+            error = kerr.for_code(t["error_code"])
+            if error is kerr.TopicAlreadyExistsError:
+                created[t["name"]] = False
+            elif t["error_code"]:
+                raise TopicError(
+                    f"cannot create topic {t['name']!r}: {error.__name__} {t.get('error_message') or ''}"
+                )
+            else:
+                created[t["name"]] = True
+        new = [n for n, c in created.items() if c]
+        if new:
+            self._admin.wait_for_topics(new, timeout_ms=self._timeout_ms)
+        return created
+
+    def list_topics(self) -> dict[str, int]:
+        return {
+            t["name"]: len(t["partitions"])
+            for t in self._admin.describe_topics()
+            if not t.get("is_internal") and not t["name"].startswith("__")
+        }
+
+    def delete_topics(self, names: Sequence[str]) -> None:
+        if names:
+            self._admin.delete_topics(list(names), timeout_ms=self._timeout_ms, raise_errors=False)
+
+    def close(self) -> None:
+        self._admin.close()

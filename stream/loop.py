@@ -1,0 +1,327 @@
+"""The batch consume loop every consumer runs, with at-least-once delivery.
+
+One iteration::
+
+    poll a batch -> decode + validate each record
+                 -> good records: handler(records) -> outputs
+                 -> bad records:  DeadLetter (original bytes, origin, reasons)
+    -> produce outputs and dead letters -> producer.flush() -> commit (max offset + 1)
+
+Guarantees
+----------
+* **At least once.** Offsets are committed only after ``flush`` confirmed every output and
+  dead letter of the batch, so a crash anywhere before the commit means the batch is read
+  again (duplicates are possible, losses are not). Downstream records carry stable ids for
+  de-duplication (see :class:`stream.records.Alert`).
+* **Bad data is data.** A record the decoder rejects (or whose decoding raises) becomes a
+  :class:`stream.records.DeadLetter` on the dead-letter topic, keyed by the original key,
+  and its offset is committed with the rest; good records keep flowing.
+* **A handler exception stops the loop.** Nothing of the batch is produced or committed; the
+  error is logged with the batch's partitions and offsets and re-raised, so the process
+  exits non-zero and a restart re-reads the batch. A handler bug is a code problem, not a
+  data problem: dead-lettering the batch would silently drop good records. A handler that
+  wants to reject single records returns :class:`Output` records to the dead-letter topic.
+* **Rebalances.** Every batch is committed before the next poll, and rebalance callbacks only
+  run inside a poll, so ``on_revoke`` (passed to :func:`stream.kafka.make_consumer`) sees
+  state that matches the committed offsets. A commit the broker refuses (the group
+  rebalanced meanwhile) is logged and retried with the next batch for the partitions still
+  assigned; the others are re-read by their new owner.
+* **Graceful stop** (:meth:`BatchLoop.stop`, SIGINT/SIGTERM via :func:`run_consumer`, or a
+  ``max_records``/``max_seconds``/``idle_timeout`` limit): the batch in hand is finished,
+  flushed and committed, then ``on_close()`` runs (checkpoint state there: it matches the
+  committed offsets) and the clients are closed (closing the consumer leaves the group, which
+  calls ``on_revoke`` once more). ``on_close`` is *not* called when the loop dies on an
+  exception, so a checkpoint never gets ahead of the committed offsets.
+
+Throughput: each batch costs one synchronous commit, a broker round trip of about 5 ms on
+Kafka 4.x (its group coordinator lingers 5 ms to batch writes), so the batch size
+(``DWCP_BATCH_SIZE``) bounds the rate: ~100k records/s at 1000, ~140k at 5000 (see
+``bench/bench_clients.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from stream.deadletters import dead_letter, describe_batch
+from stream.errors import CommitError
+from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
+from stream.loop_stats import LoopStats
+from stream.records import FieldError
+from stream.settings import Settings
+from stream.shutdown import handle_signals
+from stream.validation import validate_telemetry
+
+__all__ = ["BatchLoop", "Decoder", "Handler", "LoopStats", "Output", "run_consumer"]
+
+log = logging.getLogger(__name__)
+
+
+class Output(msgspec.Struct, frozen=True):
+    """A record for the loop to produce: ``Output(topic, key, value)``."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+#: ``decoder(value) -> (record, [])`` or ``(None, reasons)``, like ``validate_telemetry``.
+Decoder = Callable[[bytes], tuple[Any, list[FieldError]]]
+#: ``handler([(message, record), ...]) -> outputs`` (``None`` means no outputs).
+Handler = Callable[[list[tuple[Message, Any]]], Iterable[Output] | None]
+
+
+class BatchLoop:
+    """Poll -> validate -> handle -> produce -> flush -> commit, until stopped.
+
+    Parameters
+    ----------
+    consumer, producer
+        Clients from :mod:`stream.kafka`; closed when the loop ends if ``close_clients``.
+    handler
+        Called with the batch's good records; returns the outputs to produce.
+    dead_letter_topic
+        Wire name of the dead-letter topic.
+    group_id
+        Recorded as ``consumer`` in each dead letter.
+    decoder
+        Decodes and validates one value (default :func:`stream.validation.validate_telemetry`).
+    max_batch, poll_timeout_ms
+        Records per poll and how long one poll may wait.
+    max_records, max_seconds, idle_timeout
+        Stop after this many records, this many seconds, or this many seconds without data
+        while partitions are assigned (joining the group does not count as idle).
+    on_close
+        Called once after the final commit of a graceful stop (checkpoint state here).
+    on_progress, progress_interval
+        ``on_progress(stats)`` every ``progress_interval`` seconds and once at the end.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        handler: Handler | None = None,
+        *,
+        dead_letter_topic: str,
+        group_id: str,
+        decoder: Decoder = validate_telemetry,
+        max_batch: int = 1000,
+        poll_timeout_ms: int = 500,
+        max_records: int | None = None,
+        max_seconds: float | None = None,
+        idle_timeout: float | None = None,
+        on_close: Callable[[], None] | None = None,
+        on_progress: Callable[[LoopStats], None] | None = None,
+        progress_interval: float = 5.0,
+        flush_timeout: float = 60.0,
+        close_clients: bool = True,
+    ) -> None:
+        self.consumer, self.producer, self.handler = consumer, producer, handler
+        self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
+        self.max_batch, self.poll_timeout_ms = max_batch, poll_timeout_ms
+        self.max_records, self.max_seconds = max_records, max_seconds
+        self.idle_timeout, self.on_close = idle_timeout, on_close
+        self.on_progress, self.progress_interval = on_progress, progress_interval
+        self.flush_timeout, self.close_clients = flush_timeout, close_clients
+        self.stats = LoopStats()
+        self._stop = threading.Event()
+        self._pending: dict[TopicPartition, int] = {}
+
+    def stop(self) -> None:
+        """Ask the loop to stop after the batch in hand (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(self) -> LoopStats:
+        """Run until stopped or a limit is reached; returns the final stats."""
+        stats = self.stats
+        stats.started = last_data = next_progress = time.monotonic()
+        stats._window = (stats.started, 0)
+        next_progress += self.progress_interval
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                stats.stop_reason = self._limit_reached(now, last_data)
+                if stats.stop_reason:
+                    break
+                want = self.max_batch
+                if self.max_records is not None:
+                    want = min(want, self.max_records - stats.records_in)
+                batch = self.consumer.poll_batch(want, self.poll_timeout_ms)
+                if batch:
+                    self.process_batch(batch)
+                    last_data = time.monotonic()
+                elif self.idle_timeout is not None and not self.consumer.assignment():
+                    last_data = time.monotonic()  # still joining the group: not idle yet
+                if self.on_progress and time.monotonic() >= next_progress:
+                    stats.tick(time.monotonic())
+                    self.on_progress(stats)
+                    next_progress = time.monotonic() + self.progress_interval
+            stats.stop_reason = stats.stop_reason or "stop requested"
+            if self._pending:
+                self._commit({})
+            stats.stopped = time.monotonic()
+            if self.on_progress:
+                stats.tick(stats.stopped)
+                self.on_progress(stats)
+            if self.on_close:
+                self.on_close()
+            log.info(
+                "loop stopped (%s): %d record(s), %d dead letter(s), %d output(s), %d batch(es)",
+                stats.stop_reason,
+                stats.records_in,
+                stats.dead_letters,
+                stats.outputs,
+                stats.batches,
+            )
+        finally:
+            stats.stopped = stats.stopped or time.monotonic()
+            if self.close_clients:
+                self._close_clients()
+        return stats
+
+    def process_batch(self, batch: Sequence[Message]) -> None:
+        """Validate, handle, produce, flush and commit one batch (raises on handler error)."""
+        good: list[tuple[Message, Any]] = []
+        bad: list[tuple[Message, list[FieldError]]] = []
+        offsets: dict[TopicPartition, int] = {}
+        decoder = self.decoder
+        for m in batch:
+            try:
+                rec, errors = decoder(m.value)
+            except Exception as exc:  # a decoder bug must not stop the stream either
+                rec, errors = (
+                    None,
+                    [FieldError(field="", reason=f"decoder raised {type(exc).__name__}: {exc}")],
+                )
+            if errors:
+                bad.append((m, errors))
+            else:
+                good.append((m, rec))
+            tp = (m.topic, m.partition)
+            if m.offset >= offsets.get(tp, -1):
+                offsets[tp] = m.offset + 1
+        outputs = self._handle(good, batch) if good and self.handler else []
+        produce = self.producer.produce
+        for out in outputs:
+            produce(out.topic, out.value, out.key, out.headers or None)
+        if bad:
+            failed_at = dt.datetime.now(dt.UTC)
+            for m, errors in bad:
+                letter = dead_letter(m, errors, self.group_id, failed_at)
+                produce(self.dead_letter_topic, letter, m.key, m.headers or None)
+        self.producer.flush(self.flush_timeout)
+        self._commit(offsets)
+        stats = self.stats
+        stats.records_in += len(batch)
+        stats.dead_letters += len(bad)
+        stats.outputs += len(outputs)
+        stats.batches += 1
+
+    # -- internals --------------------------------------------------------------------------
+    def _handle(self, good: list[tuple[Message, Any]], batch: Sequence[Message]) -> list[Output]:
+        try:
+            return list(self.handler(good) or ()) if self.handler else []
+        except Exception as exc:
+            where = describe_batch(batch)
+            log.exception(
+                "handler failed on a batch of %d record(s) (%s); nothing of it was produced "
+                "or committed, it is re-read after a restart",
+                len(batch),
+                where,
+            )
+            exc.add_note(f"while handling {len(batch)} record(s): {where} (offsets not committed)")
+            raise
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self._pending.update(offsets)
+        try:
+            self.consumer.commit(self._pending)
+        except CommitError as exc:
+            self.stats.commit_failures += 1
+            assigned = self.consumer.assignment()
+            self._pending = {tp: o for tp, o in self._pending.items() if tp in assigned}
+            log.warning(
+                "%s; retrying with the next batch for %d partition(s) still assigned "
+                "(the others are re-read by their new owner)",
+                exc,
+                len(self._pending),
+            )
+            return
+        self._pending.clear()
+        self.stats.commits += 1
+
+    def _limit_reached(self, now: float, last_data: float) -> str:
+        if self.max_records is not None and self.stats.records_in >= self.max_records:
+            return f"max_records={self.max_records} reached"
+        if self.max_seconds is not None and now - self.stats.started >= self.max_seconds:
+            return f"max_seconds={self.max_seconds:g} reached"
+        if self.idle_timeout is not None and now - last_data >= self.idle_timeout:
+            return f"idle for {self.idle_timeout:g}s"
+        return ""
+
+    def _close_clients(self) -> None:
+        for name, client in (("consumer", self.consumer), ("producer", self.producer)):
+            try:
+                client.close()
+            except Exception:
+                log.exception("closing the %s failed", name)
+
+
+def run_consumer(
+    settings: Settings,
+    topics: Sequence[str],
+    handler: Handler | None = None,
+    *,
+    group_id: str | None = None,
+    from_beginning: bool = False,
+    decoder: Decoder | None = None,
+    on_assign: Callable[[list[TopicPartition]], None] | None = None,
+    on_revoke: Callable[[list[TopicPartition]], None] | None = None,
+    install_signals: bool = True,
+    **options: Any,
+) -> LoopStats:
+    """Build the clients from ``settings``, run a :class:`BatchLoop`, stop on SIGINT/SIGTERM.
+
+    ``options`` are :class:`BatchLoop` keywords (``max_records``, ``on_close``, ...);
+    ``max_batch``/``poll_timeout_ms`` default to ``settings.batch_size``/``poll_timeout_ms``
+    and the decoder to ``validate_telemetry`` capped at ``settings.max_record_bytes``.
+    """
+    group = group_id or settings.group_id
+    options.setdefault("max_batch", settings.batch_size)
+    options.setdefault("poll_timeout_ms", settings.poll_timeout_ms)
+    producer = make_producer(settings)
+    try:
+        consumer = make_consumer(
+            settings,
+            topics,
+            group_id=group,
+            from_beginning=from_beginning,
+            on_assign=on_assign,
+            on_revoke=on_revoke,
+        )
+    except BaseException:
+        producer.close()
+        raise
+    loop = BatchLoop(
+        consumer,
+        producer,
+        handler,
+        dead_letter_topic=settings.topic("dead-letter"),
+        group_id=group,
+        decoder=decoder or partial(validate_telemetry, max_bytes=settings.max_record_bytes),
+        **options,
+    )
+    if not install_signals:
+        return loop.run()
+    with handle_signals(loop.stop):
+        return loop.run()

@@ -1,0 +1,49 @@
+"""Counters of a :class:`stream.loop.BatchLoop` run, read by progress callbacks.
+
+Examples
+--------
+>>> stats = LoopStats(started=0.0)
+>>> stats.records_in, stats.dead_letters = 1200, 3
+>>> stats.tick(2.0)
+>>> stats.window_rate
+600.0
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoopStats:
+    """Counters of one loop run; ``window_rate`` is records/s since the previous ``tick``."""
+
+    records_in: int = 0
+    dead_letters: int = 0
+    outputs: int = 0
+    batches: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    started: float = field(default_factory=time.monotonic)
+    stopped: float | None = None
+    stop_reason: str = ""
+    window_rate: float = 0.0
+    _window: tuple[float, int] | None = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the loop started (until it stopped)."""
+        return (self.stopped or time.monotonic()) - self.started
+
+    @property
+    def rate(self) -> float:
+        """Mean records/s over the whole run."""
+        return self.records_in / self.elapsed if self.elapsed > 0 else 0.0
+
+    def tick(self, now: float) -> None:
+        """Update ``window_rate`` (called before each progress report)."""
+        t0, n0 = self._window or (self.started, 0)
+        if now > t0:
+            self.window_rate = (self.records_in - n0) / (now - t0)
+        self._window = (now, self.records_in)

@@ -1,0 +1,204 @@
+"""The client layer on the real broker, each test over both backends."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from stream.errors import DeliveryError, SettingsError
+from stream.kafka import Message, make_consumer, make_producer
+from stream.settings import Settings
+
+
+def _join(consumer, timeout: float = 30.0) -> list[Message]:
+    """Poll until the consumer has an assignment; returns what it read meanwhile."""
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while not consumer.assignment() and time.monotonic() < deadline:
+        got += consumer.poll_batch(100, 200)
+    assert consumer.assignment(), "consumer never got an assignment"
+    return got
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_round_trip_keeps_keys_headers_and_per_key_order(
+    kafka_settings, topic_factory, produce_records, read_topic
+):
+    topic = topic_factory(partitions=3)
+    records = [
+        (
+            f"n-{i % 10:03d}".encode(),
+            f'{{"seq": {i}}}'.encode(),
+            [("seq", str(i).encode()), ("src", b"test")],
+        )
+        for i in range(300)
+    ]
+    produce_records(kafka_settings, topic, records)
+
+    got = read_topic(kafka_settings, topic, 300)
+
+    assert len(got) == 300
+    by_key: dict[bytes, list[Message]] = defaultdict(list)
+    for m in got:
+        assert m.topic == topic and m.timestamp_ms > 0
+        assert dict(m.headers)["src"] == b"test"
+        assert m.value == f'{{"seq": {int(dict(m.headers)["seq"])}}}'.encode()
+        by_key[m.key].append(m)
+    assert len(by_key) == 10
+    for msgs in by_key.values():
+        assert len({m.partition for m in msgs}) == 1  # one key, one partition
+        msgs.sort(key=lambda m: m.offset)
+        seqs = [int(dict(m.headers)["seq"]) for m in msgs]
+        assert seqs == sorted(seqs)  # produce order kept per key
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_both_backends_put_a_key_on_the_same_partition(kafka_bootstrap, topic_factory, read_topic):
+    topic = topic_factory(partitions=6)
+    keys = [f"n-{i:03d}".encode() for i in range(40)]
+    for backend in ("kafka-python", "confluent"):
+        with make_producer(
+            Settings(bootstrap_servers=kafka_bootstrap, backend=backend)
+        ) as producer:
+            for key in keys:
+                producer.produce(topic, backend.encode(), key)
+            producer.flush(30)
+
+    got = read_topic(Settings(bootstrap_servers=kafka_bootstrap), topic, 80)
+
+    partition = defaultdict(set)
+    for m in got:
+        partition[m.key].add(m.partition)
+    assert len(got) == 80
+    assert all(len(p) == 1 for p in partition.values()), "murmur2 keying differs between backends"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_a_broker_rejection_surfaces_as_delivery_error_at_flush(kafka_settings, topic_factory):
+    topic = topic_factory(partitions=1)
+    big = os.urandom(2 * 1024 * 1024)  # incompressible, over the broker's 1 MiB message.max.bytes
+    client_limit = (
+        {"max_request_size": 8 << 20}
+        if kafka_settings.backend == "kafka-python"
+        else {"message.max.bytes": 8 << 20}
+    )
+    with make_producer(kafka_settings, **client_limit) as producer:
+        producer.produce(topic, b"small")
+        producer.produce(topic, big)
+        with pytest.raises(DeliveryError, match=r"record\(s\) failed delivery"):
+            producer.flush(30)
+        producer.flush(30)  # a failure is reported once
+
+    with make_producer(kafka_settings) as producer, pytest.raises(DeliveryError, match=topic):
+        producer.produce(topic, big)  # over the client's own limit: refused at once
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_explicit_commit_sets_the_group_position(
+    kafka_settings, topic_factory, group_id, produce_records, read_topic
+):
+    topic = topic_factory(partitions=2)
+    produce_records(kafka_settings, topic, [(f"k{i}".encode(), str(i).encode()) for i in range(40)])
+    consumer = make_consumer(kafka_settings, [topic], group_id=group_id, from_beginning=True)
+    try:
+        got = _join(consumer)
+        while len(got) < 40:
+            got += consumer.poll_batch(100, 200)
+        first = {(m.topic, m.partition): m for m in got if m.offset == 0}
+        assert consumer.committed(sorted(first)) == {
+            tp: 0 for tp in first
+        }  # start pinned on assign
+        consumer.commit({tp: 1 for tp in first})  # only offset 0 of each partition is done
+        assert consumer.committed(sorted(first)) == {tp: 1 for tp in first}
+    finally:
+        consumer.close()
+
+    again = read_topic(kafka_settings, topic, 38, group_id=group_id, from_beginning=False)
+    assert len(again) == 38 and min(m.offset for m in again) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_on_revoke_runs_before_partitions_move_and_on_close(
+    kafka_settings, topic_factory, group_id
+):
+    topic = topic_factory(partitions=2)
+    events: list[tuple[str, str, list]] = []
+
+    def consumer(name: str):
+        return make_consumer(
+            kafka_settings,
+            [topic],
+            group_id=group_id,
+            on_assign=lambda ps: events.append((name, "assign", ps)),
+            on_revoke=lambda ps: events.append((name, "revoke", ps)),
+        )
+
+    first = consumer("first")
+    second = None
+    try:
+        _join(first)
+        assert first.assignment() == {(topic, 0), (topic, 1)}
+        second = consumer("second")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            first.assignment() and second.assignment() and len(first.assignment()) == 1
+        ):
+            first.poll_batch(10, 100)
+            second.poll_batch(10, 100)
+        assert len(first.assignment()) == 1 and len(second.assignment()) == 1
+        revoked = events.index(("first", "revoke", [(topic, 0), (topic, 1)]))
+        second_assigned = next(
+            i for i, e in enumerate(events) if e[:2] == ("second", "assign") and e[2]
+        )
+        assert revoked < second_assigned  # the old owner let go before the new one started
+        kept, before_close = sorted(first.assignment()), len(events)
+        first.close()
+        assert [e for e in events[before_close:] if e[0] == "first"] == [("first", "revoke", kept)]
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_unknown_config_keys_fail_fast_with_the_key(backend):
+    settings = Settings(backend=backend)
+    with pytest.raises(SettingsError, match="lingerr"):
+        make_producer(settings, lingerr_ms=5)
+    with pytest.raises(SettingsError, match="auto"):
+        make_consumer(settings, ["t"], group_id=f"g-{uuid.uuid4().hex}", enable_auto_commit=True)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_new_group_pins_its_start_so_a_restart_skips_nothing(
+    kafka_settings, topic_factory, group_id, produce_records, read_topic
+):
+    topic = topic_factory(partitions=3)
+    produce_records(kafka_settings, topic, [(f"old-{i}".encode(), b"old") for i in range(9)])
+    consumer = make_consumer(kafka_settings, [topic], group_id=group_id)  # starts at the end
+    try:
+        assert _join(consumer) == []
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and None in consumer.committed([(topic, p) for p in range(3)]).values()
+        ):
+            consumer.poll_batch(10, 100)
+        ends = consumer.committed([(topic, p) for p in range(3)])
+    finally:
+        consumer.close()  # nothing read, nothing committed by the caller
+    produce_records(kafka_settings, topic, [(f"new-{i}".encode(), b"new") for i in range(12)])
+
+    again = read_topic(kafka_settings, topic, 12, group_id=group_id, from_beginning=False)
+
+    assert sum(ends.values()) == 9
+    assert sorted(m.value for m in again) == [b"new"] * 12  # neither skipped nor the old ones
