@@ -1,0 +1,23 @@
+# One image for the producer and every consumer of dwcp-stream; docker-compose.yml picks the
+# module to run with `command: python -m <module>`.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    TF_CPP_MIN_LOG_LEVEL=2
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY stream ./stream
+COPY models ./models
+COPY producers ./producers
+COPY consumers ./consumers
+COPY schemas ./schemas
+RUN pip install ".[fast]"
+
+# Checkpoints and other state live here; mount a volume to keep them across restarts.
+ENV DWCP_STATE_DIR=/var/lib/dwcp
+VOLUME ["/var/lib/dwcp"]
+
+CMD ["python", "-m", "consumers.ingest", "--help"]

@@ -1,0 +1,54 @@
+"""The shared incident lifecycle: hysteresis, stable ids, updates, checkpointing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+
+from models.alerting import IncidentTracker
+
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+
+
+def feed(tracker, scores, node="n-1", step_s=5.0, threshold=0.8):
+    alerts = []
+    for i, s in enumerate(scores):
+        alerts += tracker.observe(node, T0 + dt.timedelta(seconds=step_s * i), s, threshold)
+    return alerts
+
+
+def test_single_spike_does_not_open_and_flapping_does_not_reopen():
+    tracker = IncidentTracker("t", open_after=2, hysteresis=0.9, resolve_after_s=20)
+    assert feed(tracker, [0.9, 0.1, 0.9, 0.1]) == []
+    flapping = [0.9, 0.9] + [0.75, 0.85] * 10 + [0.1] * 6
+    statuses = [a.status for a in feed(IncidentTracker("t", resolve_after_s=20), flapping)]
+    assert statuses[0] == "open" and statuses[-1] == "resolved"
+    assert statuses.count("open") == 1 and statuses.count("resolved") == 1  # periodic updates in between
+
+
+def test_replay_and_restart_give_the_same_ids():
+    scores = [0.1, 0.9, 0.95, 0.99, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    first = feed(IncidentTracker("t", resolve_after_s=20), scores)
+    second = feed(IncidentTracker("t", resolve_after_s=20), scores)
+    assert [a.alert_id for a in first] == [a.alert_id for a in second]
+    assert len({a.incident_id for a in first}) == 1 and len({a.alert_id for a in first}) == len(first)
+
+    # restart mid-incident from a pickled checkpoint: the same alerts follow
+    tracker = IncidentTracker("t", resolve_after_s=20)
+    head = feed(tracker, scores[:3])
+    restored = pickle.loads(pickle.dumps(tracker))
+    tail = [a for i, s in enumerate(scores[3:], start=3)
+            for a in restored.observe("n-1", T0 + dt.timedelta(seconds=5 * i), s, 0.8)]
+    assert [a.alert_id for a in head + tail] == [a.alert_id for a in first]
+
+
+def test_updates_on_escalation_and_periodically_and_ids_differ_per_node():
+    tracker = IncidentTracker("t", open_after=1, update_every_s=30, resolve_after_s=10)
+    alerts = feed(tracker, [0.82, 0.83, 0.99] + [0.85] * 10)
+    assert [a.status for a in alerts][:2] == ["open", "update"]
+    assert alerts[0].severity == "low" and alerts[1].severity == "critical"
+    periodic = [a for a in alerts[2:] if a.status == "update"]
+    assert periodic and all(a.severity == "critical" for a in periodic)
+    other = feed(IncidentTracker("t", open_after=1), [0.82], node="n-2")
+    assert other[0].incident_id != alerts[0].incident_id
+    assert tracker.open_incidents() == {"n-1": alerts[0].incident_id}
