@@ -23,6 +23,7 @@ import threading
 from collections.abc import Callable, Sequence
 
 from producers.config import DEFAULT_START, FleetConfig
+from producers.corrupt import CorruptingSink
 from producers.runner import Limits, run, summary
 from producers.sinks import FileSink, KafkaSink, Sink, default_labels_path
 from stream.errors import DwcpError
@@ -170,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         "<name>.labels.jsonl next to it; with Kafka: no file)",
     )
     g.add_argument(
+        "--bad-rate",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="replace this fraction of telemetry records with malformed ones (not JSON, wrong "
+        "type, missing node_id, NaN, out of range, oversized) to exercise dead-letter handling",
+    )
+    g.add_argument(
         "--no-create-topics",
         action="store_true",
         help="do not create missing topics (stream.topics.ensure_topics) before producing",
@@ -228,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             count=args.count, duration_s=args.duration, rate=args.rate, speedup=args.speedup
         )
         sink = _open_sink(args, None if args.output else settings)
+        if args.bad_rate > 0:
+            sink = CorruptingSink(sink, args.bad_rate, seed=args.seed)
         try:
             with handle_signals(stop.set):
                 stats = run(

@@ -3,7 +3,8 @@
 # consumers for a bounded time while the monitor shows what flows live, then stop cleanly.
 #   bash scripts/demo.sh [SECONDS]          (default 60)
 # Environment: DEMO_RATE events/s (2000), DEMO_NODES (50), DWCP_BACKEND (confluent),
-# DEMO_SPEEDUP simulated-time speed-up (10). Logs of every process: .cache/demo/*.log
+# DEMO_SPEEDUP simulated-time speed-up (10), DEMO_INCIDENT_RATE incidents per node per simulated
+# hour (1), DEMO_BAD_RATE fraction of malformed records (0.001). Logs of every process: .cache/demo/*.log
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -41,7 +42,9 @@ for name in "${consumers[@]}"; do
   pids+=("$!")
   echo "demo: started consumers.$name (log: .cache/demo/$name.log)" >&2
 done
+# A few incidents per simulated hour and 0.1% malformed records, so alerts and dead letters show.
 "$py" -m producers.synthetic --nodes "$nodes" --rate "$rate" --speedup "$speedup" --duration "$seconds" \
+  --incident-rate "${DEMO_INCIDENT_RATE:-1}" --bad-rate "${DEMO_BAD_RATE:-0.001}" \
   >"$logs/producer.log" 2>&1 &
 pids+=("$!")
 echo "demo: fleet of $nodes nodes at $rate events/s for ${seconds}s, backend $DWCP_BACKEND" >&2
