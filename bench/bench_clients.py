@@ -1,7 +1,10 @@
 """Benchmark the two Kafka client backends on realistic telemetry (not a test).
 
 For each backend, each round: produce N ~600-byte telemetry JSON records keyed by node_id
-into a fresh topic, then read them back three times with fresh consumer groups:
+into a fresh topic (``produce``: pre-encoded records, the client's limit), run the synthetic
+fleet producer for the same N records into another topic (``synthetic``: simulate + encode +
+produce, what ``python -m producers.synthetic --rate 0`` does), then read the first topic back
+three times with fresh consumer groups:
 
 * ``raw``: ``poll_batch`` + touch each value (the limit any consumer can reach),
 * ``validate``: ``poll_batch`` + ``validate_telemetry`` on each value (decode + checks),
@@ -26,6 +29,7 @@ import platform
 import random
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,6 +39,9 @@ from typing import Any
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without an install
+from producers.config import FleetConfig  # noqa: E402
+from producers.runner import Limits, run  # noqa: E402
+from producers.sinks import KafkaSink  # noqa: E402
 from stream.errors import DwcpError  # noqa: E402
 from stream.kafka import make_admin, make_consumer, make_producer  # noqa: E402
 from stream.loop import BatchLoop  # noqa: E402
@@ -43,7 +50,7 @@ from stream.settings import BACKENDS, Settings  # noqa: E402
 from stream.validation import validate_telemetry  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "clients.json"
-METRICS = ("produce", "raw", "validate", "loop")
+METRICS = ("produce", "synthetic", "raw", "validate", "loop")
 
 
 def make_records(n: int, nodes: int = 500, seed: int = 7) -> list[tuple[bytes, bytes]]:
@@ -125,8 +132,11 @@ def run_round(
 ) -> dict[str, float]:
     """One round for one backend: produce, then raw / validate / loop consume."""
     topic, dlq = f"bench-{uuid.uuid4().hex}", f"bench-dlq-{uuid.uuid4().hex}"
+    fleet_topic, labels = f"bench-fleet-{uuid.uuid4().hex}", f"bench-labels-{uuid.uuid4().hex}"
     with make_admin(settings) as admin:
-        admin.create_topics({topic: partitions, dlq: 1}, settings.replication_factor)
+        admin.create_topics(
+            {topic: partitions, dlq: 1, fleet_topic: partitions, labels: 1}, settings.replication_factor
+        )
     try:
         with make_producer(settings) as producer:
             start = time.perf_counter()
@@ -135,13 +145,26 @@ def run_round(
             producer.flush()
             produce = len(records) / (time.perf_counter() - start)
         n = len(records)
+        synthetic = _synthetic(settings, fleet_topic, labels, n)
         raw = _consume(settings, topic, n, len)
         validate = _consume(settings, topic, n, validate_telemetry)
         loop = _loop(settings, topic, dlq, n)
     finally:
         with make_admin(settings) as admin:
-            admin.delete_topics([topic, dlq])
-    return {"produce": produce, "raw": raw, "validate": validate, "loop": loop}
+            admin.delete_topics([topic, dlq, fleet_topic, labels])
+    return {"produce": produce, "synthetic": synthetic, "raw": raw, "validate": validate, "loop": loop}
+
+
+def _synthetic(settings: Settings, topic: str, labels: str, n: int) -> float:
+    """The synthetic fleet producer (50 nodes, default incidents) at full speed: events/s."""
+    sink = KafkaSink(make_producer(settings), topic, labels)
+    start = time.perf_counter()
+    try:
+        stats = run(FleetConfig(seed=1), sink, Limits(count=n), threading.Event())
+        sink.flush()
+    finally:
+        sink.close()
+    return stats.records / (time.perf_counter() - start)
 
 
 def summarize(rounds: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
