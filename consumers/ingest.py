@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval", type=float, default=2.0, help="seconds between stats lines (default 2)"
     )
     parser.add_argument(
-        "--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE or 1000)"
+        "--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE or 5000)"
     )
     Settings.add_arguments(parser)
     return parser
