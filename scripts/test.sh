@@ -9,8 +9,9 @@ cd "$root"
 bash scripts/setup.sh
 py="$root/.venv/bin/python"
 
-echo "test: ruff check" >&2
+echo "test: ruff check, mypy (stream/ and models/)" >&2
 "$py" -m ruff check stream models producers consumers tests bench
+"$py" -m mypy
 
 started=0
 status=$(bash scripts/kafka-local.sh status || true)
