@@ -1,0 +1,154 @@
+"""Per-link choices on a stream: decide, switch only when it pays, learn in micro-batches.
+
+:class:`LinkSelector` keeps each link's current action. For a batch of (link, state) pairs the
+policy picks an action per state; a link switches when the pick differs from its current
+action *and* the transfer-time model expects it to be at least ``min_improvement`` faster
+(hysteresis: near a decision boundary the pick may flicker, the recommendation should not).
+Every state is scored against the teacher's best action before it is learnt from
+(prequential agreement); every ``train_every`` states the policy takes a micro-batch update on
+them mixed with an equal-sized replay sample (a reservoir over all states seen).
+
+Examples
+--------
+A policy that always says zstd-3, on two links of a simulated fleet (the first decision of a
+link always counts as a switch):
+
+>>> from models.compression.dataset import fleet_states
+>>> from models.compression.policy import CompressionPolicy
+>>> from models.compression.portable import Dense, PortablePolicy
+>>> teacher = TransferModel()
+>>> bias = np.zeros(6)
+>>> bias[teacher.table.index("zstd-3")] = 1.0
+>>> doc = PortablePolicy(actions=teacher.table.actions, mean=np.zeros(8), std=np.ones(8),
+...                      layers=[Dense(np.zeros((8, 6)), bias, "softmax")], version="v0")
+>>> sel = LinkSelector(CompressionPolicy.from_portable(doc, transfer=teacher), train=False)
+>>> states = fleet_states(seed=7, nodes=4, hours=1.0, interval_s=600.0)[:12]
+>>> links = ["a>b", "c>d"] * 6
+>>> [(d.link, teacher.names[d.action]) for d in sel.decide(links, states)]
+[('a>b', 'zstd-3'), ('c>d', 'zstd-3')]
+>>> round(sel.agreement, 3)
+0.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from models.compression.states import STATE_FIELDS
+from models.compression.transfer import TransferModel
+
+__all__ = ["Decision", "LinkSelector"]
+
+
+@dataclass(frozen=True, eq=False)
+class Decision:
+    """A link's new action: ``row`` of the input, confidence and every action's expected time."""
+
+    row: int
+    link: str
+    action: int
+    previous: int | None
+    confidence: float
+    times: np.ndarray
+
+
+class LinkSelector:
+    """Current action per link, switched with hysteresis; micro-batch learning with replay.
+
+    Parameters
+    ----------
+    policy
+        A fitted :class:`~models.compression.policy.CompressionPolicy`.
+    min_improvement
+        Relative expected-time saving a switch needs (0 switches on every change of pick).
+    train_every
+        States per micro-batch update (``train=False`` never updates).
+    replay
+        Size of the reservoir of past states mixed into each update.
+    seed
+        Seeds the reservoir.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        *,
+        min_improvement: float = 0.02,
+        train_every: int = 4096,
+        replay: int = 16384,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.policy = policy
+        self.min_improvement = min_improvement
+        self.train_every = train_every
+        self.replay = replay
+        self.train = train
+        self.seed = seed
+        self.current: dict[str, int] = {}
+        self.decided = self.agreed = self.switches = 0
+        self._rng = np.random.default_rng(seed)
+        self._pending: list[np.ndarray] = []
+        self._reservoir = np.empty((0, len(STATE_FIELDS)))
+        self._seen = 0
+
+    @property
+    def transfer(self) -> TransferModel:
+        """The teacher (the policy's transfer-time model)."""
+        return self.policy.transfer  # type: ignore[no-any-return]
+
+    @property
+    def agreement(self) -> float:
+        """Share of decided states where the pick was the teacher's best (NaN before any)."""
+        return self.agreed / self.decided if self.decided else float("nan")
+
+    def decide(self, links: Sequence[str], states: np.ndarray) -> list[Decision]:
+        """Pick an action for each state, in order; return the switches (then learn)."""
+        s = np.asarray(states, dtype=np.float64).reshape(len(links), len(STATE_FIELDS))
+        if not len(s):
+            return []
+        times = self.transfer.times(s)
+        proba = self.policy.predict_proba(s)
+        pick = proba.argmax(axis=1)
+        self.decided += len(s)
+        self.agreed += int((times[np.arange(len(s)), pick] <= times.min(axis=1)).sum())
+        out = []
+        for i, link in enumerate(links):
+            new, prev = int(pick[i]), self.current.get(link)
+            if prev == new:
+                continue
+            if prev is not None and times[i, prev] < times[i, new] * (1.0 + self.min_improvement):
+                continue
+            self.current[link] = new
+            out.append(Decision(i, link, new, prev, float(proba[i, new]), times[i]))
+        self.switches += len(out)
+        if self.train:
+            self._learn(s)
+        return out
+
+    def _learn(self, s: np.ndarray) -> None:
+        self._pending.append(s)
+        if sum(len(p) for p in self._pending) < self.train_every:
+            return
+        new = np.concatenate(self._pending)
+        self._pending = []
+        k = min(len(self._reservoir), len(new))
+        old = self._reservoir[self._rng.choice(len(self._reservoir), k, replace=False)]
+        self.policy.partial_fit(np.concatenate([new, old]))
+        self._remember(new)
+
+    def _remember(self, new: np.ndarray) -> None:
+        """Reservoir sampling: every state seen has the same chance to be in the replay set."""
+        room = max(self.replay - len(self._reservoir), 0)
+        if room:
+            self._reservoir = np.concatenate([self._reservoir, new[:room]])
+        rest = new[room:]
+        seen = self._seen + room + np.arange(1, len(rest) + 1)
+        slot = (self._rng.random(len(rest)) * seen).astype(np.int64)
+        keep = slot < self.replay
+        self._reservoir[slot[keep]] = rest[keep]  # a repeated slot keeps the later row
+        self._seen += len(new)
