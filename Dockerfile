@@ -14,6 +14,7 @@ COPY models ./models
 COPY producers ./producers
 COPY consumers ./consumers
 COPY schemas ./schemas
+COPY data ./data
 RUN pip install ".[fast]"
 
 # Checkpoints and other state live here; mount a volume to keep them across restarts.
