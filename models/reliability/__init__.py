@@ -1,0 +1,34 @@
+"""The reliability detector: per-node context features, river Half-Space Trees and a
+background-refit IsolationForest, calibrated and combined into one score, with category
+signatures, missed-heartbeat tracking and the shared alert lifecycle.
+
+Pure code: no Kafka, no file or network I/O, no environment reads. See
+:mod:`models.reliability.detector` for how the parts fit together.
+"""
+
+from __future__ import annotations
+
+from models.reliability.calibration import ScoreCombiner, TailQuantile
+from models.reliability.detector import RecordScore, ReliabilityDetector
+from models.reliability.features import METRICS, FeatureRow, MetricSpec, NodeContext
+from models.reliability.forest import ForestDetector
+from models.reliability.heartbeat import HeartbeatTracker, Missing
+from models.reliability.hst import HSTDetector
+from models.reliability.signatures import SIGNATURES, match_category
+
+__all__ = [
+    "METRICS",
+    "SIGNATURES",
+    "FeatureRow",
+    "ForestDetector",
+    "HSTDetector",
+    "HeartbeatTracker",
+    "MetricSpec",
+    "Missing",
+    "NodeContext",
+    "RecordScore",
+    "ReliabilityDetector",
+    "ScoreCombiner",
+    "TailQuantile",
+    "match_category",
+]

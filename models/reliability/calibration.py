@@ -1,0 +1,182 @@
+"""Putting scores of different detectors on one scale, and combining them.
+
+A raw anomaly score (a Half-Space Trees mass, an isolation depth, a z-score) means nothing
+across detectors. :class:`TailQuantile` maps a raw score to its *quantile among recent
+normal-looking scores*: 0.5 is a typical record, 0.99 one that only 1% of normal records
+reach. Beyond the empirical 99th percentile the tail is extrapolated with an exponential fit
+(peaks over threshold), so scores keep growing smoothly towards 1 instead of saturating at
+the largest value seen. Only scores the caller marks as normal are learned, so an incident
+does not shift the scale it is measured on.
+
+:class:`ScoreCombiner` turns the calibrated scores of several detectors into one score in
+[0, 1]: each calibrated score ``u`` becomes a *surprise* ``-log10(1 - u)`` (2 = a 1-in-100
+record), the surprises are combined with weights, and the combination is calibrated again,
+so the final score is itself a quantile among normal records and a fixed threshold on it is
+an adaptive threshold on the raw scores.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> cal = TailQuantile(window=2000, refresh=100)
+>>> for x in rng.normal(size=3000):
+...     cal.learn_one(float(x))
+>>> [round(cal.score_one(x), 3) for x in (0.0, 1.0, 2.33, 4.0)]
+[0.515, 0.841, 0.993, 1.0]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["TailQuantile", "ScoreCombiner", "surprise"]
+
+_MAX_SURPRISE = 12.0
+
+
+def surprise(u: float) -> float:
+    """``-log10(1 - u)``, capped at 12: how rare a calibrated score ``u`` is, in decades.
+
+    >>> round(surprise(0.9), 6), round(surprise(0.999), 6)
+    (1.0, 3.0)
+    """
+    if u >= 1.0:
+        return _MAX_SURPRISE
+    return min(_MAX_SURPRISE, max(0.0, -math.log10(1.0 - u)) + 0.0)
+
+
+class TailQuantile:
+    """Streaming quantile calibration with an exponential upper tail.
+
+    Parameters
+    ----------
+    window
+        How many recent normal scores define the scale (a ring buffer).
+    refresh
+        The sorted view of the window is rebuilt every ``refresh`` learned scores.
+    tail
+        Share of the window treated as the tail (fit of the exponential).
+    min_count
+        Scores learned before calibration starts; before that :meth:`score_one` returns 0.5.
+    """
+
+    def __init__(
+        self, window: int = 20_000, refresh: int = 500, tail: float = 0.01, min_count: int = 200
+    ) -> None:
+        self.window = window
+        self.refresh = refresh
+        self.tail = tail
+        self.min_count = min_count
+        self.buf_ = np.zeros(window)
+        self.n_ = 0
+        self._since = 0
+        self._sorted = np.zeros(0)
+        self._edge = math.inf
+        self._scale = 1.0
+
+    def learn_one(self, x: float) -> None:
+        """Add one normal score."""
+        if not math.isfinite(x):
+            return
+        self.buf_[self.n_ % self.window] = x
+        self.n_ += 1
+        self._since += 1
+        if self._since >= self.refresh or (self.n_ == self.min_count and self._sorted.size == 0):
+            self._rebuild()
+
+    def learn_many(self, xs: np.ndarray) -> None:
+        """Add many normal scores (same result as :meth:`learn_one` in a loop)."""
+        for x in np.asarray(xs, dtype=float):
+            self.learn_one(float(x))
+
+    def _rebuild(self) -> None:
+        self._since = 0
+        n = min(self.n_, self.window)
+        if n < self.min_count:
+            return
+        s = np.sort(self.buf_[:n])
+        self._sorted = s
+        k = max(1, int(round(n * self.tail)))
+        self._edge = float(s[n - k - 1]) if n > k else float(s[0])
+        excess = s[n - k :] - self._edge
+        self._scale = max(float(excess.mean()), 1e-9)
+
+    def score_one(self, x: float) -> float:
+        """Quantile of ``x`` among the recent normal scores, in [0, 1]."""
+        s = self._sorted
+        if s.size == 0:
+            return 0.5
+        if not math.isfinite(x):
+            return 1.0 if x > 0 else 0.0
+        if x <= self._edge:
+            return float(np.searchsorted(s, x, side="right")) / s.size
+        return 1.0 - self.tail * math.exp(-(x - self._edge) / self._scale)
+
+    def score_many(self, xs: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`score_one`."""
+        xs = np.asarray(xs, dtype=float)
+        s = self._sorted
+        if s.size == 0:
+            return np.full(xs.shape, 0.5)
+        low = np.searchsorted(s, xs, side="right") / s.size
+        high = 1.0 - self.tail * np.exp(-np.maximum(xs - self._edge, 0.0) / self._scale)
+        out = np.where(xs <= self._edge, low, high)
+        return np.nan_to_num(out, nan=1.0)
+
+    def __getstate__(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+class ScoreCombiner:
+    """Weighted combination of calibrated detector scores, calibrated again.
+
+    Parameters
+    ----------
+    weights
+        ``{detector name: weight}``; the combined surprise is the weighted mean of the
+        detectors' surprises plus ``max_weight`` times the largest one.
+    max_weight
+        Weight of the single most surprised detector (one detector may see what the
+        others cannot).
+    window, refresh
+        Of the final :class:`TailQuantile`.
+
+    Examples
+    --------
+    >>> comb = ScoreCombiner({"a": 1.0, "b": 1.0})
+    >>> comb.raw({"a": 0.99, "b": 0.5}) > comb.raw({"a": 0.9, "b": 0.5})
+    True
+    """
+
+    def __init__(
+        self,
+        weights: dict[str, float],
+        max_weight: float = 1.0,
+        window: int = 5000,
+        refresh: int = 250,
+    ) -> None:
+        self.weights = dict(weights)
+        self.max_weight = max_weight
+        self.window = window
+        self.refresh = refresh
+        self.final_ = TailQuantile(window=window, refresh=refresh)
+
+    def raw(self, calibrated: dict[str, float]) -> float:
+        """The combined surprise of calibrated scores (missing detectors count 0)."""
+        total = wsum = top = 0.0
+        for name, w in self.weights.items():
+            s = surprise(calibrated.get(name, 0.5))
+            total += w * s
+            wsum += w
+            top = max(top, s)
+        return total / max(wsum, 1e-12) + self.max_weight * top
+
+    def score_one(self, calibrated: dict[str, float]) -> float:
+        """The final score in [0, 1] (a quantile among normal records)."""
+        return self.final_.score_one(self.raw(calibrated))
+
+    def learn_one(self, calibrated: dict[str, float]) -> None:
+        """Learn a normal record's calibrated scores."""
+        self.final_.learn_one(self.raw(calibrated))

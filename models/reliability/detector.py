@@ -1,0 +1,362 @@
+"""The reliability detector: features -> two detectors -> one calibrated score -> alerts.
+
+Per record (in stream order):
+
+1. :class:`~models.reliability.features.NodeContext` turns it into z-scores against its own
+   node's and link's baselines (and learns it, protected);
+2. river Half-Space Trees (:class:`~models.reliability.hst.HSTDetector`, scored then learned
+   one record at a time) and the IsolationForest (:class:`~models.reliability.forest.
+   ForestDetector`, scored once per batch) score the features; so does the plain deviation
+   ``max |z|``;
+3. each raw score is calibrated to a quantile among recent normal records and the three are
+   combined into one score in [0, 1] (:mod:`models.reliability.calibration`). A record is
+   *flagged* when that score reaches ``threshold`` (a fixed quantile, so an adaptive
+   threshold on every raw score). Flagged records are not learned by the calibrators or the
+   forest, and HST protects itself;
+4. per node and sample interval (tick), the highest score goes to the shared
+   :class:`models.alerting.IncidentTracker` with the metrics that deviate most, the probable
+   category (:mod:`models.reliability.signatures`) and the model versions;
+5. missed heartbeats and unreachable-peer reports (:mod:`models.reliability.heartbeat`) are
+   ``crash`` evidence for the silent node. A link record that only says its *peer* is gone is
+   not counted against its own node (``attributed``).
+
+Nothing reads a clock except the forest's optional time-based refit, and nothing does I/O.
+With ``background=False`` (the default) the detector is deterministic for a given seed and
+batching; a score never depends on records after it.
+
+Examples
+--------
+>>> from producers.encode import RecordEncoder
+>>> from producers.fleet import Fleet, FleetConfig
+>>> fleet = Fleet(FleetConfig(nodes=8, seed=3, interval_s=5.0, incident_rate=0.0))
+>>> enc = RecordEncoder(fleet.topology)
+>>> records = [r for _ in range(500) for r in enc.records(fleet.step())]
+>>> det = ReliabilityDetector(seed=0)
+>>> scored, alerts = det.process(records)
+>>> flagged = sum(s.flagged for s in scored[8000:])
+>>> print(f"flag rate on normal records: {flagged / len(scored[8000:]):.3f}")
+flag rate on normal records: 0.017
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from models.alerting import IncidentTracker
+from models.reliability.calibration import ScoreCombiner, TailQuantile
+from models.reliability.features import FeatureRow, NodeContext
+from models.reliability.forest import ForestDetector
+from models.reliability.heartbeat import HeartbeatTracker
+from models.reliability.hst import HSTDetector
+from models.reliability.signatures import match_category
+from stream.records import Alert, MetricDeviation
+
+__all__ = ["ReliabilityDetector", "RecordScore"]
+
+DETECTORS = ("hst", "forest", "deviation")
+
+
+class RecordScore(NamedTuple):
+    """One record's result: combined ``score`` in [0, 1], ``flagged`` (score >= threshold
+    and not attributed), ``attributed`` (the record only reports an unreachable peer) and the
+    calibrated score of each detector."""
+
+    score: float
+    flagged: bool
+    attributed: bool
+    hst: float
+    forest: float
+    deviation: float
+
+
+@dataclass(slots=True)
+class _Tick:
+    time: dt.datetime
+    score: float
+    row: FeatureRow
+    region: str | None
+
+
+class ReliabilityDetector:
+    """Streaming reliability detector (see the module docstring).
+
+    Parameters
+    ----------
+    threshold
+        Score (a quantile among normal records) at which a record is flagged.
+    seed
+        Seed of all randomness (trees and forests).
+    span, protect_z
+        Of the per-node context (:class:`NodeContext`).
+    hst_trees, hst_height, hst_window
+        Of the Half-Space Trees.
+    forest_window, forest_refit_every, forest_trees, background, refit_interval_s
+        Of the IsolationForest (background refits are not deterministic in time).
+    weights, max_weight
+        How the calibrated scores are combined (:class:`ScoreCombiner`).
+    open_after, hysteresis, resolve_after_s, update_every_s
+        Of the :class:`IncidentTracker` (per node tick).
+    heartbeat_factor
+        A node is missing after this many of its intervals without a sample.
+    warmup
+        Records learned before anything is flagged (the calibrators need a scale first).
+    learn_below
+        The calibrators and the forest learn records scoring below this, except on nodes
+        with an open incident.
+    source
+        Detector name in alerts and incident ids.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 0.995,
+        seed: int = 0,
+        span: int = 360,
+        protect_z: float = 4.0,
+        hst_trees: int = 10,
+        hst_height: int = 8,
+        hst_window: int = 250,
+        forest_window: int = 4096,
+        forest_refit_every: int = 20_000,
+        forest_trees: int = 100,
+        background: bool = False,
+        refit_interval_s: float | None = None,
+        weights: dict[str, float] | None = None,
+        max_weight: float = 1.0,
+        open_after: int = 2,
+        hysteresis: float = 0.97,
+        resolve_after_s: float = 60.0,
+        update_every_s: float = 60.0,
+        heartbeat_factor: float = 2.5,
+        warmup: int = 3000,
+        learn_below: float = 0.9999,
+        source: str = "reliability",
+    ) -> None:
+        self.threshold = threshold
+        self.warmup = warmup
+        self.learn_below = learn_below
+        self.seed = seed
+        self.span = span
+        self.protect_z = protect_z
+        self.weights = dict(weights or {"hst": 1.0, "forest": 1.0, "deviation": 1.0})
+        self.max_weight = max_weight
+        self.source = source
+        self.context_ = NodeContext(span=span, protect_z=protect_z)
+        names = self.context_.feature_names
+        self.feature_names_ = names
+        self.hst_ = HSTDetector(
+            n_trees=hst_trees, height=hst_height, window_size=hst_window, features=names, seed=seed
+        )
+        self.forest_ = ForestDetector(
+            n_features=len(names),
+            window=forest_window,
+            refit_every=forest_refit_every,
+            refit_interval_s=refit_interval_s,
+            n_estimators=forest_trees,
+            background=background,
+            seed=seed,
+        )
+        self.calibrators_ = {name: TailQuantile() for name in DETECTORS}
+        self.combiner_ = ScoreCombiner(self.weights, max_weight=max_weight)
+        self.tracker_ = IncidentTracker(
+            source,
+            open_after=open_after,
+            hysteresis=hysteresis,
+            resolve_after_s=resolve_after_s,
+            update_every_s=update_every_s,
+        )
+        self.heartbeat_ = HeartbeatTracker(factor=heartbeat_factor)
+        self.pending_: dict[str, _Tick] = {}
+        self.watermark_: dt.datetime | None = None
+        self.n_seen_ = 0
+
+    # -- the streaming contract ---------------------------------------------------------------
+    def score_one(self, rec: Any) -> float:
+        """Combined score of one record without learning it (nothing is mutated)."""
+        row = self.context_.score_one(rec)
+        x = self._vector(row)
+        cal = self._calibrated(
+            row, self.hst_.score_one(row.z), self.forest_.score_one(np.asarray(x))
+        )
+        return self.combiner_.score_one(cal)
+
+    def learn_one(self, rec: Any) -> None:
+        """Process one record (scores, learns, tracks); alerts are dropped."""
+        self.process([rec])
+
+    # -- batches ------------------------------------------------------------------------------
+    def process(
+        self, records: Sequence[Any], watermark: dt.datetime | None = None
+    ) -> tuple[list[RecordScore], list[Alert]]:
+        """Score, learn and track a batch; returns one :class:`RecordScore` per record (in
+        order) and the alerts the batch caused. ``watermark`` is the event time the whole
+        stream has reached (default: the largest event time seen)."""
+        ctx = self.context_
+        rows = [ctx.learn_one(rec) for rec in records]
+        if not rows:
+            return [], self._advance(watermark)
+        xs = np.array([self._vector(r) for r in rows])
+        forest_raw = self.forest_.score_many(xs)
+        thr, hst, comb, cals = self.threshold, self.hst_, self.combiner_, self.calibrators_
+        out: list[RecordScore] = []
+        alerts: list[Alert] = []
+        normal_idx: list[int] = []
+        for i, (rec, row) in enumerate(zip(records, rows, strict=True)):
+            self.n_seen_ += 1
+            h = hst.score_learn_one(row.z)
+            cal = self._calibrated(row, h, float(forest_raw[i]))
+            score = comb.score_one(cal) if self.n_seen_ > self.warmup else 0.0
+            flagged = score >= thr and not row.peer_unreachable
+            out.append(
+                RecordScore(
+                    score,
+                    flagged,
+                    row.peer_unreachable,
+                    cal["hst"],
+                    cal["forest"],
+                    cal["deviation"],
+                )
+            )
+            state = self.tracker_.nodes.get(row.node_id)
+            if score < self.learn_below and (state is None or state.incident is None):
+                # learn everything but open incidents and the far tail: protecting by the
+                # flag itself would truncate the scale at the threshold and let it run away
+                normal_idx.append(i)
+                cals["hst"].learn_one(h)
+                cals["forest"].learn_one(float(forest_raw[i]))
+                cals["deviation"].learn_one(_deviation(row))
+                if self.n_seen_ > self.warmup // 2:  # once the components have a scale
+                    comb.learn_one(cal)
+            alerts += self._track(rec, row, score)
+        if normal_idx:
+            self.forest_.learn_many(xs[normal_idx])
+        alerts += self._advance(watermark)
+        return out, alerts
+
+    def flush(self) -> list[Alert]:
+        """Emit the ticks still pending (end of a file or a shutdown)."""
+        alerts: list[Alert] = []
+        for node in list(self.pending_):
+            alerts += self._emit_tick(node)
+        return alerts
+
+    @property
+    def model_versions(self) -> dict[str, str]:
+        """Versions of the parts that score (written into every alert)."""
+        return {
+            "features": f"ctx-span{self.span}",
+            "hst": f"hst-s{self.seed}-w{self.hst_.n_learned_ // max(1, self.hst_.window_size)}",
+            "iforest": f"if-s{self.seed}-v{self.forest_.version_}",
+        }
+
+    # -- internals ----------------------------------------------------------------------------
+    def _vector(self, row: FeatureRow) -> list[float]:
+        z = row.z
+        return [z.get(n, 0.0) for n in self.feature_names_]
+
+    def _calibrated(self, row: FeatureRow, h: float, f: float) -> dict[str, float]:
+        cals = self.calibrators_
+        return {
+            "hst": cals["hst"].score_one(h),
+            "forest": cals["forest"].score_one(f),
+            "deviation": cals["deviation"].score_one(_deviation(row)),
+        }
+
+    def _track(self, rec: Any, row: FeatureRow, score: float) -> list[Alert]:
+        alerts: list[Alert] = []
+        node, ts = row.node_id, row.event_time
+        if ts is None or node is None:
+            return alerts
+        if self.watermark_ is None or ts > self.watermark_:
+            old = self.watermark_
+            self.watermark_ = ts
+            if old is None or (ts - old).total_seconds() >= 1.0 or ts.second != old.second:
+                alerts += self._check_heartbeats(ts)
+        hb = self.heartbeat_
+        if row.peer_unreachable and row.peer_id is not None and hb.is_silent(row.peer_id, ts):
+            alerts += self._crash_evidence(row.peer_id, ts, f"unreachable from {node}")
+        hb.observe(node, ts)
+        pending = self.pending_.get(node)
+        if pending is not None and pending.time != ts:
+            alerts += self._emit_tick(node)
+            pending = None
+        if row.peer_unreachable:
+            score = 0.0  # evidence about the peer, not this node
+        if pending is None:
+            region = rec.get("region") if isinstance(rec, dict) else getattr(rec, "region", None)
+            self.pending_[node] = _Tick(ts, score, row, region)
+        elif score > pending.score:
+            pending.score, pending.row = score, row
+        return alerts
+
+    def _emit_tick(self, node: str) -> list[Alert]:
+        tick = self.pending_.pop(node)
+        row = tick.row
+        flagged = tick.score >= self.threshold
+        category = match_category(row.z) if flagged else None
+        state = self.tracker_.nodes.get(node)
+        if state is not None and state.incident is not None and state.incident.category:
+            category = None  # the first probable category sticks for the incident's life
+        return self.tracker_.observe(
+            node,
+            tick.time,
+            tick.score,
+            self.threshold,
+            category=category,
+            top_metrics=_top_metrics(row) if flagged else (),
+            model_versions=self.model_versions,
+            region=tick.region,
+            reason="score above the adaptive threshold" if flagged else "",
+        )
+
+    def _crash_evidence(self, node: str, ts: dt.datetime, reason: str) -> list[Alert]:
+        alerts = self._emit_tick(node) if node in self.pending_ else []
+        return alerts + self.tracker_.observe(
+            node,
+            ts,
+            1.0,
+            self.threshold,
+            category="crash",
+            model_versions=self.model_versions,
+            reason=reason,
+        )
+
+    def _check_heartbeats(self, watermark: dt.datetime) -> list[Alert]:
+        alerts: list[Alert] = []
+        for miss in self.heartbeat_.check(watermark):
+            alerts += self._crash_evidence(miss.node_id, miss.event_time, miss.reason)
+        return alerts
+
+    def _advance(self, watermark: dt.datetime | None) -> list[Alert]:
+        wm = watermark or self.watermark_
+        if wm is None:
+            return []
+        alerts: list[Alert] = []
+        for node in [n for n, t in self.pending_.items() if t.time < wm]:
+            alerts += self._emit_tick(node)
+        if watermark is not None:
+            alerts += self._check_heartbeats(watermark)
+        return alerts
+
+
+def _deviation(row: FeatureRow) -> float:
+    z = row.z
+    return max((abs(v) for v in z.values()), default=0.0)
+
+
+def _top_metrics(row: FeatureRow, k: int = 3) -> list[MetricDeviation]:
+    ranked = sorted(row.values, key=lambda n: -abs(row.z.get(n, 0.0)))[:k]
+    return [
+        MetricDeviation(
+            name=n,
+            value=row.values[n],
+            baseline=row.baselines.get(n, row.values[n]),
+            zscore=round(row.z.get(n, 0.0), 3),
+        )
+        for n in ranked
+    ]

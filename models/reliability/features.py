@@ -1,0 +1,346 @@
+"""Per-node context features: how far each metric is from the node's (or link's) own baseline.
+
+Raw telemetry values mean little on their own (a 110 ms RTT is normal on a WAN link and a
+disaster on a datacenter link), so every metric is turned into a *z-score against its own
+recent baseline*: an exponentially weighted mean and variance kept per link
+``(node_id, peer_id)`` for link metrics and per node for node metrics. Heavy-tailed metrics
+are taken in log space first, and each metric has a floor on its standard deviation so a
+nearly constant metric (disk usage) does not turn noise into huge scores.
+
+Queueing explains latency: when a link's queue is longer than usual (congestion, which is
+normal operation), the z-scores of RTT, jitter, loss and retransmits are reduced by the
+queue's own z-score, so congestion is not mistaken for a path fault.
+
+Two more features carry per-node context that a baseline cannot: ``restart`` (1 right after a
+node (re)started, from ``uptime_s``) and the rate of change of slow node metrics
+(``mem_util``, ``disk_util``) over the last minutes, against their own normal drift.
+
+The baseline learns with a reduced weight from samples that deviate strongly (protection):
+an incident does not become the new normal within minutes, while a lasting level shift
+(a provider's throttle, a path change) still does, eventually.
+
+Examples
+--------
+>>> import datetime as dt
+>>> ctx = NodeContext(span=60)
+>>> t0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+>>> for i in range(200):
+...     rec = {"node_id": "n-1", "peer_id": "n-2", "timestamp": t0 + dt.timedelta(seconds=5 * i),
+...            "rtt_ms": 20.0 + (i % 3), "disk_util": 40.0 + 0.01 * (i % 5)}
+...     row = ctx.learn_one(rec)
+>>> rec = dict(rec, rtt_ms=60.0, timestamp=t0 + dt.timedelta(seconds=1000))
+>>> row = ctx.score_one(rec)
+>>> round(row.z["rtt_ms"], 1), abs(row.z["disk_util"]) < 1
+(21.5, True)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["METRICS", "MetricSpec", "NodeContext", "FeatureRow", "field_getter"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    """One metric the context tracks.
+
+    ``scope`` is ``"link"`` (baseline per ``(node_id, peer_id)``) or ``"node"``; ``offset``
+    > 0 means the metric is taken as ``log(x + offset)``; ``floor`` is the smallest standard
+    deviation (in transformed units) a z-score divides by.
+    """
+
+    name: str
+    scope: str
+    offset: float
+    floor: float
+
+
+#: The metrics the reliability detector reads (any subset may be present in a record).
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("rtt_ms", "link", 0.01, 0.03),
+    MetricSpec("jitter_ms", "link", 0.001, 0.15),
+    MetricSpec("throughput_mbps", "link", 1.0, 0.08),
+    MetricSpec("packet_loss", "link", 1e-5, 0.3),
+    MetricSpec("retransmits", "link", 1.0, 0.3),
+    MetricSpec("congestion_window", "link", 1.0, 0.08),
+    MetricSpec("queue_depth", "link", 1.0, 0.3),
+    MetricSpec("failure_rate", "link", 1e-2, 0.3),
+    MetricSpec("cpu_util", "node", 0.0, 1.5),
+    MetricSpec("mem_util", "node", 0.0, 0.5),
+    MetricSpec("disk_util", "node", 0.0, 0.2),
+    MetricSpec("error_count", "node", 1.0, 0.3),
+    MetricSpec("consensus_latency_ms", "node", 0.1, 0.08),
+)
+#: Metrics whose rise queueing explains: their z-score is reduced by the queue's (congestion
+#: is normal operation; a path fault raises latency and loss *without* a longer queue).
+QUEUE_EXPLAINS = ("rtt_ms", "jitter_ms", "packet_loss", "retransmits")
+
+#: Node metrics that also get a rate-of-change feature (``<name>_rate``).
+RATE_METRICS = ("mem_util", "disk_util")
+Z_CLIP = 50.0
+
+
+def field_getter(rec: Any) -> Any:
+    """``get(name)`` for a mapping or an attribute record (``Telemetry``); missing -> None."""
+    if isinstance(rec, Mapping):
+        return rec.get
+    return lambda name: getattr(rec, name, None)
+
+
+class _Stat:
+    """Exponentially weighted mean/variance with a fast start (``__slots__`` for memory)."""
+
+    __slots__ = ("mean", "var", "n")
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 0.0
+        self.n = 0
+
+    def z(self, x: float, floor: float, min_count: int) -> float:
+        if self.n < min_count:
+            return 0.0
+        z = (x - self.mean) / math.sqrt(self.var + floor * floor)
+        return Z_CLIP if z > Z_CLIP else (-Z_CLIP if z < -Z_CLIP else z)
+
+    def update(self, x: float, alpha: float) -> None:
+        self.n += 1
+        a = max(alpha, 1.0 / self.n) if self.n < 1.0 / alpha else alpha
+        d = x - self.mean
+        self.mean += a * d
+        self.var = (1.0 - a) * (self.var + a * d * d)
+
+
+@dataclass(slots=True)
+class FeatureRow:
+    """Features of one record.
+
+    ``z`` maps feature name -> signed z-score (0 while a baseline warms up); ``values``
+    holds the raw values and ``baselines`` the baseline means in raw units (for alerts);
+    ``peer_unreachable`` is True when the record says its peer is unreachable (no transfer
+    streams to it), which is evidence about the *peer*, not this node.
+    """
+
+    node_id: str
+    peer_id: str | None
+    event_time: Any
+    new_tick: bool
+    z: dict[str, float]
+    values: dict[str, float] = field(default_factory=dict)
+    baselines: dict[str, float] = field(default_factory=dict)
+    peer_unreachable: bool = False
+    _x: dict[str, float] = field(default_factory=dict, repr=False)
+
+
+class _Node:
+    __slots__ = ("stats", "last_time", "past", "rates", "prev_uptime", "protected")
+
+    def __init__(self) -> None:
+        self.stats: dict[str, _Stat] = {}
+        self.last_time: Any = None
+        self.past: dict[str, deque[float]] = {}  # metric -> its last ``rate_lag`` tick values
+        self.rates: dict[str, _Stat] = {}
+        self.prev_uptime: float | None = None
+        self.protected = 0  # consecutive protected ticks
+
+
+class NodeContext:
+    """Per-node and per-link baselines turned into z-score features.
+
+    Parameters
+    ----------
+    span
+        Baseline memory in samples of one node or link (``alpha = 2 / (span + 1)``).
+    min_count
+        Samples a baseline needs before its z-scores count (0 before).
+    protect_z
+        A sample whose largest |z| in its scope exceeds this is learned with weight
+        ``protect_weight`` (the baseline does not chase an incident).
+    protect_weight
+        Relative learning weight of such samples, for at most ``protect_max`` samples in a
+        row; after that the deviation is taken as the new normal and learned at full weight.
+    protect_max
+        See ``protect_weight``.
+    rate_lag
+        Rate-of-change features compare a node metric with its value this many samples
+        (ticks of the node) ago.
+    restart_s
+        ``restart`` is ``1 - uptime_s / restart_s`` right after a restart (0 after).
+    metrics
+        The :class:`MetricSpec` table (default :data:`METRICS`).
+    """
+
+    def __init__(
+        self,
+        span: int = 360,
+        min_count: int = 20,
+        protect_z: float = 6.0,
+        protect_weight: float = 0.1,
+        protect_max: int = 120,
+        rate_lag: int = 36,
+        restart_s: float = 300.0,
+        metrics: tuple[MetricSpec, ...] = METRICS,
+    ) -> None:
+        self.span = span
+        self.min_count = min_count
+        self.protect_z = protect_z
+        self.protect_weight = protect_weight
+        self.protect_max = protect_max
+        self.rate_lag = rate_lag
+        self.restart_s = restart_s
+        self.metrics = metrics
+        self.nodes_: dict[str, _Node] = {}
+        self.links_: dict[tuple[str, str | None], dict[str, _Stat]] = {}
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """Every feature a row can carry, in a fixed order (the forest's columns)."""
+        return (
+            tuple(m.name for m in self.metrics)
+            + tuple(f"{n}_rate" for n in RATE_METRICS)
+            + ("restart",)
+        )
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score_one(self, rec: Any) -> FeatureRow:
+        """Features of ``rec`` against the baselines so far (the record is not learned)."""
+        get = field_getter(rec)
+        node_id, peer_id, ts = get("node_id"), get("peer_id"), get("timestamp")
+        node = self.nodes_.get(node_id) or _Node()
+        link = self.links_.get((node_id, peer_id)) or {}
+        new_tick = node.last_time is None or ts != node.last_time
+        z: dict[str, float] = {}
+        xs: dict[str, float] = {}
+        values: dict[str, float] = {}
+        baselines: dict[str, float] = {}
+        mc = self.min_count
+        for m in self.metrics:
+            v = get(m.name)
+            if v is None:
+                continue
+            v = float(v)
+            if not math.isfinite(v):
+                continue
+            x = math.log(v + m.offset) if m.offset else v
+            xs[m.name] = x
+            values[m.name] = v
+            st = (link if m.scope == "link" else node.stats).get(m.name)
+            if st is None:
+                z[m.name] = 0.0
+                continue
+            z[m.name] = st.z(x, m.floor, mc)
+            baselines[m.name] = math.exp(st.mean) - m.offset if m.offset else st.mean
+        q = z.get("queue_depth", 0.0)
+        if q > 1.0:
+            for name in QUEUE_EXPLAINS:
+                v = z.get(name)
+                if v is not None and v > 0.0:
+                    z[name] = max(0.0, v - q)
+            z["queue_depth"] = min(q, 3.0)
+        for name in RATE_METRICS:
+            past = node.past.get(name)
+            if name in xs and past and len(past) == self.rate_lag:
+                rate = xs[name] - past[0]
+                xs[name + "_rate"] = rate
+                st = node.rates.get(name)
+                z[name + "_rate"] = st.z(rate, 0.3, mc) if st is not None else 0.0
+        uptime = get("uptime_s")
+        if uptime is not None:
+            young = max(0.0, 1.0 - float(uptime) / self.restart_s)
+            reset = node.prev_uptime is not None and float(uptime) + 1.0 < node.prev_uptime
+            z["restart"] = (
+                10.0 * max(young, 1.0 if reset else 0.0) if node.prev_uptime is not None else 0.0
+            )
+            xs["restart"] = float(uptime)
+        streams = get("amst_streams")
+        return FeatureRow(
+            node_id=node_id,
+            peer_id=peer_id,
+            event_time=ts,
+            new_tick=new_tick,
+            z=z,
+            values=values,
+            baselines=baselines,
+            peer_unreachable=streams is not None and streams == 0 and peer_id is not None,
+            _x=xs,
+        )
+
+    # -- learning -----------------------------------------------------------------------------
+    def learn_row(self, row: FeatureRow) -> None:
+        """Update the baselines with a row from :meth:`score_one` (protected if it deviates)."""
+        node = self.nodes_.get(row.node_id)
+        if node is None:
+            node = self.nodes_[row.node_id] = _Node()
+        key = (row.node_id, row.peer_id)
+        link = self.links_.get(key)
+        if link is None:
+            link = self.links_[key] = {"": _Stat()}  # "": consecutive protected samples in .n
+        alpha = 2.0 / (self.span + 1.0)
+        z, xs = row.z, row._x
+        link_dev = node_dev = 0.0
+        for m in self.metrics:
+            a = abs(z.get(m.name, 0.0))
+            if m.scope == "link":
+                link_dev = max(link_dev, a)
+            else:
+                node_dev = max(node_dev, a)
+        w_link = w_node = 1.0
+        run = link[""]
+        if link_dev > self.protect_z:
+            run.n += 1
+            w_link = self.protect_weight if run.n <= self.protect_max else 1.0
+        else:
+            run.n = 0
+        if row.new_tick:
+            if node_dev > self.protect_z:
+                node.protected += 1
+            else:
+                node.protected = 0
+        if 0 < node.protected <= self.protect_max:
+            w_node = self.protect_weight
+        if row.peer_unreachable:
+            w_link = 0.0  # a link to a dead peer says nothing about this link's normal
+        for m in self.metrics:
+            x = xs.get(m.name)
+            if x is None:
+                continue
+            if m.scope == "link":
+                if w_link == 0.0:
+                    continue
+                stats, w = link, w_link
+            else:
+                if not row.new_tick:
+                    continue  # node metrics repeat on every link of the tick: learn once
+                stats, w = node.stats, w_node
+            st = stats.get(m.name)
+            if st is None:
+                st = stats[m.name] = _Stat()
+            st.update(x, alpha * w)
+        if row.new_tick:
+            for name in RATE_METRICS:
+                x = xs.get(name)
+                if x is None:
+                    continue
+                if name + "_rate" in xs:
+                    st = node.rates.get(name)
+                    if st is None:
+                        st = node.rates[name] = _Stat()
+                    st.update(xs[name + "_rate"], alpha * w_node)
+                past = node.past.get(name)
+                if past is None:
+                    past = node.past[name] = deque(maxlen=self.rate_lag)
+                past.append(x)
+            node.last_time = row.event_time
+        if "restart" in xs:
+            node.prev_uptime = xs["restart"]
+
+    def learn_one(self, rec: Any) -> FeatureRow:
+        """Score then learn ``rec``; returns its features."""
+        row = self.score_one(rec)
+        self.learn_row(row)
+        return row

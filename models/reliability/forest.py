@@ -1,0 +1,209 @@
+"""scikit-learn IsolationForest behind the streaming contract, refit in the background.
+
+The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
+
+* it keeps a sliding window (ring buffer) of recent *normal-looking* feature vectors;
+* every ``refit_every`` learned records (or ``refit_interval_s`` seconds, by the injected
+  ``clock``) it fits a new forest on a copy of the window. With ``background=True`` the fit
+  runs in a worker thread, so scoring never waits; the finished forest replaces the old one
+  in one reference assignment (atomic under the GIL) at the next call, and ``version_``
+  counts the swaps. With ``background=False`` the fit runs inline (deterministic: offline
+  scoring and tests);
+* scoring is batched (:meth:`score_many`, one ``score_samples`` call per poll), and flipped:
+  scikit-learn's ``score_samples`` is lower = more abnormal, ours is higher = more abnormal.
+  Before the first fit every score is 0.
+
+The worker thread and its future are not pickled: a checkpoint taken during a refit keeps the
+window and the current forest, and the refit simply runs again after a restore.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> det = ForestDetector(n_features=2, window=512, refit_every=256, background=False, seed=1)
+>>> for row in rng.normal(size=(600, 2)):
+...     det.learn_one(row)
+>>> det.version_
+1
+>>> scores = det.score_many(np.vstack([rng.normal(size=(200, 2)), [[6.0, -6.0]]]))
+>>> bool(scores[-1] > np.quantile(scores[:-1], 0.99))
+True
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import numpy as np
+from sklearn.ensemble import IsolationForest
+
+__all__ = ["ForestDetector"]
+
+
+class ForestDetector:
+    """IsolationForest with a sliding window, periodic background refits and atomic swaps.
+
+    Parameters
+    ----------
+    n_features
+        Width of the feature vectors.
+    window
+        Most recent normal vectors the forest is fit on.
+    refit_every
+        Refit after this many learned vectors (the first fit once ``min_fit`` are in).
+    refit_interval_s
+        Also refit when this many seconds passed since the last refit (``None``: never).
+    min_fit
+        Vectors needed before the first fit.
+    n_estimators, max_samples
+        Passed to :class:`sklearn.ensemble.IsolationForest`.
+    background
+        Fit in a worker thread (``True``) or inline (``False``, deterministic).
+    seed
+        Seed of every forest (refit ``k`` uses ``seed + k``).
+    clock
+        Monotonic clock for ``refit_interval_s`` (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        window: int = 4096,
+        refit_every: int = 20_000,
+        refit_interval_s: float | None = None,
+        min_fit: int = 512,
+        n_estimators: int = 100,
+        max_samples: int = 256,
+        background: bool = True,
+        seed: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.n_features = n_features
+        self.window = window
+        self.refit_every = refit_every
+        self.refit_interval_s = refit_interval_s
+        self.min_fit = min_fit
+        self.n_estimators = n_estimators
+        self.max_samples = max_samples
+        self.background = background
+        self.seed = seed
+        self.clock = clock
+        self.buf_ = np.zeros((window, n_features))
+        self.n_seen_ = 0
+        self.since_fit_ = 0
+        self.forest_: IsolationForest | None = None
+        self.version_ = 0
+        self.last_fit_at_: float | None = None
+        self.fit_seconds_: list[float] = []
+        self._future: Future[IsolationForest] | None = None
+
+    # -- learning -----------------------------------------------------------------------------
+    def learn_one(self, x: np.ndarray) -> None:
+        """Add one normal-looking vector to the window; maybe start a refit."""
+        self.buf_[self.n_seen_ % self.window] = x
+        self.n_seen_ += 1
+        self.since_fit_ += 1
+        self.maybe_refit()
+
+    def learn_many(self, xs: np.ndarray) -> None:
+        """Add many vectors (rows) at once; maybe start a refit."""
+        xs = np.asarray(xs, dtype=float).reshape(-1, self.n_features)
+        for start in range(0, len(xs), self.window):
+            chunk = xs[start : start + self.window]
+            idx = (self.n_seen_ + np.arange(len(chunk))) % self.window
+            self.buf_[idx] = chunk
+            self.n_seen_ += len(chunk)
+            self.since_fit_ += len(chunk)
+        self.maybe_refit()
+
+    def maybe_refit(self) -> bool:
+        """Swap in a finished refit; start a new one when due. True if one started."""
+        self._swap_if_done()
+        if self._future is not None or self.n_seen_ < self.min_fit:
+            return False
+        due = self.forest_ is None or self.since_fit_ >= self.refit_every
+        if not due and self.refit_interval_s is not None and self.last_fit_at_ is not None:
+            due = self.clock() - self.last_fit_at_ >= self.refit_interval_s
+        if not due:
+            return False
+        data = self.buf_[: min(self.n_seen_, self.window)].copy()
+        seed = self.seed + self.version_ + 1
+        self.since_fit_ = 0
+        self.last_fit_at_ = self.clock()
+        if not self.background:
+            self._install(self._fit(data, seed))
+            return True
+        fut: Future[IsolationForest] = Future()
+
+        def work() -> None:
+            try:
+                fut.set_result(self._fit(data, seed))
+            except BaseException as exc:  # reported at the swap
+                fut.set_exception(exc)
+
+        self._future = fut
+        threading.Thread(target=work, name="iforest-refit", daemon=True).start()
+        return True
+
+    def _fit(self, data: np.ndarray, seed: int) -> IsolationForest:
+        t0 = time.perf_counter()
+        forest = IsolationForest(
+            n_estimators=self.n_estimators,
+            max_samples=min(self.max_samples, len(data)),
+            random_state=seed,
+            n_jobs=1,
+        ).fit(data)
+        self.fit_seconds_.append(time.perf_counter() - t0)
+        del self.fit_seconds_[:-20]
+        return forest
+
+    def _install(self, forest: IsolationForest) -> None:
+        self.forest_ = forest  # one reference assignment: scorers see the old or the new forest
+        self.version_ += 1
+
+    def _swap_if_done(self) -> None:
+        fut = self._future
+        if fut is not None and fut.done():
+            self._future = None
+            self._install(fut.result())
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until a running refit finished and is swapped in (tests, shutdown)."""
+        fut = self._future
+        if fut is not None:
+            fut.exception(timeout)
+            self._swap_if_done()
+
+    @property
+    def refitting(self) -> bool:
+        """True while a background refit runs."""
+        return self._future is not None and not self._future.done()
+
+    # -- scoring ------------------------------------------------------------------------------
+    def score_many(self, xs: np.ndarray) -> np.ndarray:
+        """Anomaly scores of many vectors (rows), higher = more anomalous; 0 before a fit."""
+        self._swap_if_done()
+        xs = np.asarray(xs, dtype=float).reshape(-1, self.n_features)
+        forest = self.forest_
+        if forest is None or len(xs) == 0:
+            return np.zeros(len(xs))
+        return -forest.score_samples(xs)  # sklearn: lower = more abnormal; flip it here only
+
+    def score_one(self, x: np.ndarray) -> float:
+        """Anomaly score of one vector."""
+        return float(self.score_many(np.asarray(x, dtype=float).reshape(1, -1))[0])
+
+    # -- pickling -----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_future"] = None
+        state["clock"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        if self.clock is None:
+            self.clock = time.monotonic
