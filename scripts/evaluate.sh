@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The end-to-end evaluation: replay the recorded-incident library through the local broker, run
+# every detector/forecaster consumer that exists until it has caught up, write the report.
+#   bash scripts/evaluate.sh [RECORDING]      (default data/incidents/fleet.jsonl.gz)
+# Output: reports/pipeline/report.{json,md} + plots/, and docs/model-cards/*.generated.md.
+# Each run uses its own topics (prefix eval-<time>-<pid>.), consumer groups and state folder,
+# so it never mixes with another run or the demo; the topics are deleted at the end unless
+# EVAL_KEEP_TOPICS=1. Environment: EVAL_OUT (reports/pipeline), EVAL_IDLE (consumers stop after
+# this many seconds without new records, 20), EVAL_MAX_SECONDS (hard limit per consumer, 1500),
+# EVAL_<NAME>_ARGS extra flags for consumers.<name> (EVAL_BANDWIDTH_ARGS defaults to
+# "--warmup-windows 4000": the library's 20 links x 2000 samples never reach the default 20000
+# windows of its 512-step buffers), DWCP_BACKEND (confluent). Logs: .cache/evaluate/<run>/*.log
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+recording=${1:-data/incidents/fleet.jsonl.gz}
+out=${EVAL_OUT:-reports/pipeline}
+idle=${EVAL_IDLE:-20}
+max_seconds=${EVAL_MAX_SECONDS:-1500}
+run="eval-$(date -u +%Y%m%dT%H%M%S)-$$"
+logs="$root/.cache/evaluate/$run"
+mkdir -p "$logs"
+export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
+export DWCP_TOPIC_PREFIX="$run."
+export DWCP_GROUP_ID="$run"
+export DWCP_STATE_DIR="$logs/state"
+EVAL_BANDWIDTH_ARGS=${EVAL_BANDWIDTH_ARGS:---warmup-windows 4000}
+
+bash scripts/setup.sh
+py="$root/.venv/bin/python"
+
+started=0
+case "$(bash scripts/kafka-local.sh status || true)" in
+  running*) echo "evaluate: reusing the running local broker" >&2 ;;
+  *"not started by this script"*) echo "evaluate: reusing a broker this script did not start" >&2 ;;
+  *) bash scripts/kafka-local.sh start; started=1 ;;
+esac
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${EVAL_KEEP_TOPICS:-0}" != 1 ]; then
+    "$py" - <<'EOF' || true
+import os
+from stream.kafka import make_admin
+from stream.settings import Settings
+
+s = Settings.from_env(os.environ)
+with make_admin(s) as admin:
+    admin.delete_topics([t for t in admin.list_topics() if t.startswith(s.topic_prefix)])
+EOF
+  fi
+  if [ "$started" = 1 ]; then bash scripts/kafka-local.sh stop || true; fi
+}
+trap cleanup EXIT
+
+echo "evaluate: run $run, topics $DWCP_TOPIC_PREFIX*, backend $DWCP_BACKEND, logs .cache/evaluate/$run/" >&2
+"$py" -m stream.topics create >/dev/null
+"$py" -m producers.replay "$recording" --speed max --progress-interval 5 2>&1 | tee "$logs/replay.log" >&2
+
+# The consumers that exist in this checkout, each in its own group, from the first record,
+# until idle (caught up); they run side by side.
+consumers=()
+for name in reliability consensus bandwidth compression; do
+  if [ -f "consumers/$name.py" ]; then consumers+=("$name"); fi
+done
+echo "evaluate: running ${consumers[*]:-no consumers} until idle for ${idle}s" >&2
+t0=$(date +%s)
+for name in "${consumers[@]}"; do
+  var="EVAL_${name^^}_ARGS"
+  # shellcheck disable=SC2086
+  "$py" -m "consumers.$name" --from-beginning --idle-timeout "$idle" --max-seconds "$max_seconds" \
+    ${!var:-} >"$logs/$name.log" 2>&1 &
+  pids+=("$!")
+done
+status=0
+for i in "${!pids[@]}"; do
+  if ! wait "${pids[$i]}"; then
+    echo "evaluate: consumers.${consumers[$i]} failed; see .cache/evaluate/$run/${consumers[$i]}.log" >&2
+    tail -n 5 "$logs/${consumers[$i]}.log" >&2 || true
+    status=1
+  fi
+done
+pids=()
+echo "evaluate: consumers done in $(( $(date +%s) - t0 ))s" >&2
+for name in "${consumers[@]}"; do printf '  %s: %s\n' "$name" "$(tail -n 1 "$logs/$name.log")" >&2; done
+
+"$py" -m consumers.evaluate --out "$out" --command "bash scripts/evaluate.sh${1:+ $1}" \
+  --title "Pipeline evaluation on $(basename "$recording")"
+"$py" -m consumers.report_cards --report "$out/report.json" --out docs/model-cards
+exit "$status"
