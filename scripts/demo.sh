@@ -3,7 +3,8 @@
 # consumers for a bounded time while the monitor shows what flows live, then stop cleanly.
 #   bash scripts/demo.sh [SECONDS]          (default 60)
 # Environment: DEMO_RATE events/s (2000), DEMO_NODES (50), DWCP_BACKEND (confluent),
-# DEMO_SPEEDUP simulated-time speed-up (10), DEMO_INCIDENT_RATE incidents per node per simulated
+# DEMO_INTERVAL seconds of event time between samples of a link (5), DEMO_SPEEDUP simulated-time
+# speed-up (50: a 60 s demo covers 50 minutes of fleet time), DEMO_INCIDENT_RATE incidents per node per simulated
 # hour (1), DEMO_BAD_RATE fraction of malformed records (0.001). Logs of every process: .cache/demo/*.log
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -11,10 +12,19 @@ cd "$root"
 seconds=${1:-60}
 rate=${DEMO_RATE:-2000}
 nodes=${DEMO_NODES:-50}
-speedup=${DEMO_SPEEDUP:-10}
+speedup=${DEMO_SPEEDUP:-50}
+interval=${DEMO_INTERVAL:-5}
 export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
+# Each run gets its own topics and groups, so a new run never re-reads an old one; model state
+# (checkpoints) is kept across runs in .cache/demo/state, so the second run starts warm.
+run="demo-$(date -u +%Y%m%dT%H%M%S)"
+export DWCP_TOPIC_PREFIX=${DWCP_TOPIC_PREFIX:-$run.}
+export DWCP_GROUP_ID=${DWCP_GROUP_ID:-$run}
 logs="$root/.cache/demo"
+export DWCP_STATE_DIR=${DWCP_STATE_DIR:-$logs/state}
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 mkdir -p "$logs"
+rm -f "$logs"/*.log
 
 bash scripts/setup.sh
 py="$root/.venv/bin/python"
@@ -29,6 +39,9 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${DEMO_KEEP_TOPICS:-0}" != 1 ] && [ "${#pids[@]}" -gt 0 ]; then
+    "$py" -m stream.topics delete --yes >/dev/null 2>&1 || true
+  fi
   if [ "$started" = 1 ]; then bash scripts/kafka-local.sh stop || true; fi
 }
 trap cleanup EXIT
@@ -36,14 +49,14 @@ trap cleanup EXIT
 "$py" -m stream.topics create
 
 # Consumers first, so they are in their groups before the first event; then the fleet.
-consumers=(ingest)
+consumers=(ingest reliability compression)
 for name in "${consumers[@]}"; do
   "$py" -m "consumers.$name" --from-beginning >"$logs/$name.log" 2>&1 &
   pids+=("$!")
   echo "demo: started consumers.$name (log: .cache/demo/$name.log)" >&2
 done
 # A few incidents per simulated hour and 0.1% malformed records, so alerts and dead letters show.
-"$py" -m producers.synthetic --nodes "$nodes" --rate "$rate" --speedup "$speedup" --duration "$seconds" \
+"$py" -m producers.synthetic --nodes "$nodes" --rate "$rate" --speedup "$speedup" --interval "$interval" --duration "$seconds" \
   --incident-rate "${DEMO_INCIDENT_RATE:-1}" --bad-rate "${DEMO_BAD_RATE:-0.001}" \
   >"$logs/producer.log" 2>&1 &
 pids+=("$!")

@@ -41,15 +41,7 @@ cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "${EVAL_KEEP_TOPICS:-0}" != 1 ]; then
-    "$py" - <<'EOF' || true
-import os
-from stream.kafka import make_admin
-from stream.settings import Settings
-
-s = Settings.from_env(os.environ)
-with make_admin(s) as admin:
-    admin.delete_topics([t for t in admin.list_topics() if t.startswith(s.topic_prefix)])
-EOF
+    "$py" -m stream.topics delete --yes >/dev/null || true
   fi
   if [ "$started" = 1 ]; then bash scripts/kafka-local.sh stop || true; fi
 }

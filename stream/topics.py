@@ -88,6 +88,16 @@ def describe_topics(settings: Settings, timeout_s: float = 10.0) -> dict[str, in
     return {settings.topic(t): existing.get(settings.topic(t)) for t in TOPICS}
 
 
+def delete_topics(settings: Settings, timeout_s: float = 10.0) -> list[str]:
+    """Delete those of the five topics that exist; return their wire names."""
+    with make_admin(settings, timeout_s=timeout_s) as admin:
+        existing = admin.list_topics()
+        names = [settings.topic(t) for t in TOPICS if settings.topic(t) in existing]
+        if names:
+            admin.delete_topics(names)
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m stream.topics`` command line."""
     parser = argparse.ArgumentParser(
@@ -102,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DWCP_BOOTSTRAP_SERVERS=k1:9092. Start a local broker with: bash scripts/kafka-local.sh start",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{create,list}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{create,list,delete}")
     create = sub.add_parser("create", help="create missing topics (idempotent)")
     create.add_argument(
         "--partitions", type=int, help="partitions per new topic (default DWCP_PARTITIONS or 6)"
@@ -111,7 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--replication-factor", type=int, help="replication per new topic (default 1)"
     )
     sub.add_parser("list", help="show the five topics and their partition counts")
-    for p in (create, sub.choices["list"]):
+    delete = sub.add_parser("delete", help="delete the five topics of this prefix (needs --yes)")
+    delete.add_argument("--yes", action="store_true", help="really delete them and their data")
+    for p in (create, sub.choices["list"], delete):
         p.add_argument(
             "--timeout",
             type=float,
@@ -136,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = ensure_topics(settings, args.partitions, args.timeout)
             for name, created in result.items():
                 print(f"{name:40s} {'created' if created else 'exists'}")
+        elif args.command == "delete":
+            if not args.yes:
+                print("error: delete removes the topics and all their data; add --yes", file=sys.stderr)
+                return 2
+            for name in delete_topics(settings, args.timeout):
+                print(f"{name:40s} deleted")
         else:
             for name, parts in describe_topics(settings, args.timeout).items():
                 print(f"{name:40s} {'missing' if parts is None else f'{parts} partition(s)'}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from stream import topics
@@ -76,3 +78,19 @@ def test_cli_help_explains_the_topics_and_keys(capsys):
         topics.main(["create", "--help"])
     sub = capsys.readouterr().out
     assert "--partitions" in sub and "--bootstrap-servers" in sub and "DWCP_" in out + sub
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(60)
+def test_delete_removes_only_this_prefix_and_needs_yes(kafka_bootstrap):
+    prefix = f"del-{uuid.uuid4().hex[:8]}."
+    other = f"keep-{uuid.uuid4().hex[:8]}."
+    flags = ["--bootstrap-servers", kafka_bootstrap]
+    for p in (prefix, other):
+        assert topics.main(["create", "--partitions", "1", "--topic-prefix", p, *flags]) == 0
+    assert topics.main(["delete", "--topic-prefix", prefix, *flags]) == 2
+    assert topics.main(["delete", "--yes", "--topic-prefix", prefix, *flags]) == 0
+    mine = topics.describe_topics(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix))
+    kept = topics.describe_topics(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=other))
+    assert all(v is None for v in mine.values()) and all(v == 1 for v in kept.values())
+    assert topics.main(["delete", "--yes", "--topic-prefix", other, *flags]) == 0
