@@ -1,0 +1,1 @@
+"""LSTM autoencoder on consensus-latency windows (TensorFlow is imported lazily)."""

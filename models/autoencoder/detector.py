@@ -1,0 +1,300 @@
+"""The online consensus-latency detector: node windows -> LSTM autoencoder score -> flag.
+
+:meth:`ConsensusDetector.process` takes completed node samples
+(:class:`~models.autoencoder.features.NodeSample`), turns each into a baseline-relative
+feature row, appends it to the node's window, and scores every full window by its
+reconstruction error. A window is flagged when its error reaches the adaptive threshold
+(:class:`~models.autoencoder.threshold.AdaptiveThreshold`); flagged windows neither update the
+threshold, nor the node's baseline, nor the training set of later retrains. The autoencoder is
+first fitted once ``warmup_windows`` windows exist, then retrained in the background every
+``retrain_every`` samples (same :class:`~models.forecast.retrain.BackgroundTrainer` as the
+forecaster), and swapped in between batches with a new version.
+
+Examples
+--------
+Before warm-up nothing is scored:
+
+>>> from models.autoencoder.features import NodeSample
+>>> d = ConsensusDetector(window=5, warmup_windows=10**9)
+>>> out = d.process([NodeSample("n1", float(t), 5.0, 20.0, 1.0) for t in range(10)])
+>>> len(out.index), d.version_
+(0, 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.autoencoder.features import FEATURES, NodeBaseline, NodeSample
+from models.autoencoder.model import LSTMAutoencoder
+from models.autoencoder.threshold import AdaptiveThreshold
+from models.forecast.retrain import BackgroundTrainer
+from models.forecast.windows import LinkHistory
+
+
+@dataclass
+class ScoreBatch:
+    """Scores of one :meth:`ConsensusDetector.process` call (``index`` into its samples).
+
+    ``raw`` is the reconstruction error, ``score`` its squashed form in ``[0, 1)`` (0.5 = the
+    threshold), ``deviation`` the sample's log consensus latency over the node baseline.
+    """
+
+    index: np.ndarray
+    raw: np.ndarray
+    score: np.ndarray
+    flagged: np.ndarray
+    deviation: np.ndarray
+    threshold: float
+    version: int
+    events: list[str] = field(default_factory=list)
+
+
+class ConsensusDetector:
+    """Online LSTM-autoencoder detector of consensus degradation (see the module docstring).
+
+    Parameters
+    ----------
+    window, units, latent, seed
+        Autoencoder shape and seed.
+    feature_weights
+        Error weight per feature (:data:`~models.autoencoder.features.FEATURES`).
+    trim
+        Largest per-step errors left out of a window's score (robust to one-sample spikes).
+    warmup_windows, warmup_epochs
+        Windows before the first fit, and its epochs.
+    retrain_every, retrain_windows, retrain_epochs
+        Samples between retrains, windows per retrain, epochs per retrain.
+    threshold_k
+        Adaptive threshold: robust z-score of the log error (median + k MAD of recent
+        unflagged errors).
+    baseline_alpha
+        Smoothing of the per-node baseline.
+    capacity
+        Samples kept per node.
+    recent
+        A window is flagged only if its last ``recent`` consensus values are, on average, above
+        the node baseline (a rise, not a recovery).
+    background
+        Retrain in a background thread (``False``: inline, reproducible).
+    retrain_pause_s
+        Sleep after each training minibatch of a background retrain: a retrain takes longer
+        but leaves the CPU to inference (ingestion) on a 2-core machine.
+    batch_size
+        Minibatch size of every fit.
+    """
+
+    def __init__(
+        self,
+        window: int = 30,
+        units: int = 16,
+        latent: int = 4,
+        feature_weights: Sequence[float] = (4.0, 1.0, 1.0),
+        trim: int = 3,
+        warmup_windows: int = 8000,
+        warmup_epochs: int = 5,
+        retrain_every: int = 20000,
+        retrain_windows: int = 8192,
+        retrain_epochs: int = 1,
+        threshold_k: float = 4.0,
+        baseline_alpha: float = 1 / 300,
+        capacity: int = 512,
+        recent: int = 5,
+        background: bool = True,
+        retrain_pause_s: float = 0.01,
+        batch_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        self.window, self.units, self.latent = window, units, latent
+        self.feature_weights, self.trim = tuple(feature_weights), trim
+        self.warmup_windows, self.warmup_epochs = warmup_windows, warmup_epochs
+        self.retrain_every, self.retrain_windows = retrain_every, retrain_windows
+        self.retrain_epochs, self.threshold_k = retrain_epochs, threshold_k
+        self.baseline_alpha, self.capacity, self.recent = baseline_alpha, capacity, recent
+        self.retrain_pause_s = retrain_pause_s
+        self.background, self.batch_size, self.seed = background, batch_size, seed
+        self.history_ = LinkHistory(len(FEATURES), capacity)
+        self.baseline_ = NodeBaseline(baseline_alpha)
+        self.threshold_ = AdaptiveThreshold(threshold_k)
+        self.model_ = self._new_model()
+        self.trainer_ = BackgroundTrainer(
+            self._new_model(), background=background, pause_s=retrain_pause_s
+        )
+        self.version_ = 0
+        self.samples_ = 0
+        self.since_retrain_ = 0
+        self.retrains_: list[dict[str, Any]] = []
+        self.flag_ = np.zeros((0, capacity), dtype=bool)  # flagged window ending at (row, step)
+        self.node_flag_ = np.zeros(0, dtype=bool)  # the node's latest window was flagged
+        self._rng = np.random.default_rng(seed)
+
+    def _new_model(self) -> LSTMAutoencoder:
+        return LSTMAutoencoder(
+            window=self.window,
+            n_features=len(FEATURES),
+            units=self.units,
+            latent=self.latent,
+            weights=self.feature_weights,
+            trim=self.trim,
+            epochs=self.warmup_epochs,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+
+    @property
+    def ready(self) -> bool:
+        """True once the autoencoder has been fitted."""
+        return self.version_ > 0
+
+    @property
+    def model_version(self) -> str:
+        """Version label written into alerts."""
+        return f"consensus-ae-v{self.version_}"
+
+    def process(self, samples: Sequence[NodeSample]) -> ScoreBatch:
+        """Append node samples in order and score the full windows."""
+        events: list[str] = []
+        self._swap(events)
+        hist = self.history_
+        keys = [s.node for s in samples]
+        rows = hist.rows_for(keys)
+        self._grow(len(hist.count))
+        cons = np.array([s.cons for s in samples], dtype=float)
+        feats = self.baseline_.features(
+            rows,
+            cons,
+            np.array([s.rtt for s in samples], dtype=float),
+            np.array([s.cpu for s in samples], dtype=float),
+            frozen=self.node_flag_[rows],
+        )
+        ts = np.array([s.ts for s in samples], dtype=float)
+        rows, steps, ok = hist.append(keys, ts, feats, cons)
+        self.samples_ += len(rows)
+        self.since_retrain_ += len(rows)
+        pos = steps % self.capacity
+        self.flag_[rows, pos] = False
+        if not self.ready:
+            self._maybe_warm_up(events)
+        full = steps >= self.window - 1
+        empty = np.zeros(0)
+        thr = self.threshold_.value
+        if not (self.ready and full.any()):
+            return ScoreBatch(
+                np.zeros(0, np.int64),
+                empty,
+                empty,
+                empty.astype(bool),
+                empty,
+                thr,
+                self.version_,
+                events,
+            )
+        r, s = rows[full], steps[full]
+        win = hist.windows(r, s, self.window)
+        raw = self.model_.score(win)
+        # only a rise of the latency is a degradation: a window whose recent consensus level is
+        # below the node baseline (recovery, a quiet node) is never flagged
+        up = win[:, -self.recent :, 0].mean(axis=1) > 0.0
+        flagged = (raw >= thr) & up
+        self.threshold_.update(raw[raw < thr])
+        self.flag_[r, s % self.capacity] = flagged
+        self.node_flag_[r] = flagged  # in order: the node's last window of the batch wins
+        version = self.version_
+        squashed = self.threshold_.squash(raw) if np.isfinite(thr) else np.zeros_like(raw)
+        if self.since_retrain_ >= self.retrain_every:
+            self._retrain(events)
+        return ScoreBatch(
+            index=np.flatnonzero(ok)[full],
+            raw=raw,
+            score=np.where(up, squashed, np.minimum(squashed, 0.45)),
+            flagged=flagged,
+            deviation=hist.feats[r, s % self.capacity, 0].astype(float),
+            threshold=thr,
+            version=version,
+            events=events,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+    def _grow(self, n_rows: int) -> None:
+        have = len(self.node_flag_)
+        if n_rows > have:
+            extra = n_rows - have
+            self.flag_ = np.concatenate([self.flag_, np.zeros((extra, self.capacity), bool)])
+            self.node_flag_ = np.concatenate([self.node_flag_, np.zeros(extra, bool)])
+
+    def training_windows(self, limit: int) -> np.ndarray:
+        """Recent windows with no flagged window ending inside them (a random sample)."""
+        hist = self.history_
+        rows, steps = hist.recent_pairs(self.window - 1, 0)
+        pos = (steps[:, None] + np.arange(1 - self.window, 1)) % self.capacity
+        clean = ~self.flag_[rows[:, None], pos].any(axis=1)
+        rows, steps = rows[clean], steps[clean]
+        if len(rows) > limit:
+            pick = self._rng.choice(len(rows), size=limit, replace=False)
+            rows, steps = rows[pick], steps[pick]
+        return hist.windows(rows, steps, self.window)
+
+    def _maybe_warm_up(self, events: list[str]) -> None:
+        avail = np.maximum(np.minimum(self.history_.count, self.capacity) - self.window, 0).sum()
+        if avail < self.warmup_windows:
+            return
+        x = self.training_windows(max(self.warmup_windows, self.retrain_windows))
+        self.trainer_.model.fit(x, epochs=self.warmup_epochs)
+        self.model_.copy_from(self.trainer_.model)
+        self.version_ = 1
+        self.since_retrain_ = 0
+        events.append(f"warm-up fit on {len(x)} windows -> {self.model_version}")
+
+    def _retrain(self, events: list[str]) -> None:
+        if self.trainer_.busy:
+            return
+        self._swap(events)
+        x = self.training_windows(self.retrain_windows)
+        if self.trainer_.submit(x, None, epochs=self.retrain_epochs, reason="scheduled"):
+            self.since_retrain_ = 0
+            events.append(f"retrain started on {len(x)} windows")
+            if not self.background:
+                self._swap(events)
+
+    def _swap(self, events: list[str]) -> None:
+        result = self.trainer_.poll()
+        if result is None:
+            return
+        if result.error:
+            events.append(f"retrain failed: {result.error}")
+            return
+        self.model_.set_weights(result.weights)
+        self.version_ += 1
+        self.retrains_.append(
+            {
+                "version": self.version_,
+                "seconds": round(result.seconds, 3),
+                "windows": result.n_windows,
+            }
+        )
+        events.append(f"retrain done in {result.seconds:.2f}s -> {self.model_version}")
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait for a running retrain and swap it in (call before a checkpoint)."""
+        self.trainer_.join(timeout)
+        self._swap([])
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The trainer's model may be mid-retrain in its thread: never pickle it. A restored
+        # object gets a fresh trainer holding a copy of the serving model (an unfinished
+        # retrain is simply lost).
+        state = dict(self.__dict__)
+        state["trainer_"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.trainer_ = BackgroundTrainer(
+            self._new_model(), background=self.background, pause_s=self.retrain_pause_s
+        )
+        if self.model_.net_ is not None:
+            self.trainer_.model.copy_from(self.model_)

@@ -1,0 +1,122 @@
+"""Micro-batch retraining in one background thread, with an atomic swap done by the caller.
+
+:class:`BackgroundTrainer` owns a *training copy* of the model. :meth:`submit` hands it a
+training set and starts one thread that continues training it (warm start); inference keeps
+using the caller's model meanwhile. When the thread is done, :meth:`poll` returns the new
+weights once, and the caller copies them into its inference model between two batches, so
+every forecast of a batch comes from one model version. At most one retrain runs at a time.
+
+Examples
+--------
+>>> class Echo:                          # any object with fit() and get_weights()
+...     def fit(self, x, y, epochs=None):
+...         self.w = [sum(x)]
+...     def get_weights(self):
+...         return self.w
+>>> bt = BackgroundTrainer(Echo())
+>>> bt.submit([1, 2, 3], None, epochs=1, reason="scheduled")
+True
+>>> bt.join()
+>>> result = bt.poll()
+>>> result.weights, result.reason, bt.poll() is None
+([6], 'scheduled', True)
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    """The outcome of one retrain: new weights, why it ran, how long it took, on how much."""
+
+    weights: list[Any]
+    reason: str
+    seconds: float
+    n_windows: int
+    error: str = ""
+
+
+class BackgroundTrainer:
+    """Runs ``model.fit(x, y, epochs=...)`` in a background thread (one at a time).
+
+    Parameters
+    ----------
+    model
+        The training copy; only the trainer thread touches it while a retrain runs.
+    background
+        ``False`` trains synchronously inside :meth:`submit` (deterministic tests, replays).
+    pause_s
+        Sleep after each training minibatch of a background retrain (passed to ``fit``), so
+        that a retrain takes longer but leaves the CPU to inference on a 2-core machine.
+    """
+
+    def __init__(self, model: Any, background: bool = True, pause_s: float = 0.0) -> None:
+        self.model, self.background, self.pause_s = model, background, pause_s
+        self._thread: threading.Thread | None = None
+        self._result: RetrainResult | None = None
+        self._lock = threading.Lock()
+        self.completed = 0
+
+    @property
+    def busy(self) -> bool:
+        """True while a retrain runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(self, x: Any, y: Any, *, epochs: int, reason: str) -> bool:
+        """Start a retrain on ``(x, y)``; False (and nothing done) while one is running or its
+        result has not been polled yet (so no finished model version is ever overwritten)."""
+        with self._lock:
+            unpolled = self._result is not None
+        if self.busy or unpolled:
+            return False
+        n = len(x)
+        if not self.background:
+            self._run(x, y, epochs, reason, n)
+            return True
+        self._thread = threading.Thread(
+            target=self._run, args=(x, y, epochs, reason, n), name="lstm-retrain", daemon=True
+        )
+        self._thread.start()
+        return True
+
+    def _run(self, x: Any, y: Any, epochs: int, reason: str, n: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            if self.background and self.pause_s > 0:
+                self.model.fit(x, y, epochs=epochs, pause_s=self.pause_s)
+            else:
+                self.model.fit(x, y, epochs=epochs)
+            result = RetrainResult(self.model.get_weights(), reason, time.perf_counter() - t0, n)
+        except Exception as exc:  # a failed retrain keeps the current model serving
+            result = RetrainResult([], reason, time.perf_counter() - t0, n, error=repr(exc))
+        with self._lock:
+            self._result = result
+            self.completed += 1
+
+    def poll(self) -> RetrainResult | None:
+        """The finished retrain's result, once; ``None`` while running or idle."""
+        with self._lock:
+            result, self._result = self._result, None
+        return result
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for a running retrain."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "background": self.background,
+            "pause_s": self.pause_s,
+            "completed": self.completed,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["model"], state["background"], state.get("pause_s", 0.0))  # type: ignore[misc]
+        self.completed = state["completed"]

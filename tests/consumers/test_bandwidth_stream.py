@@ -1,0 +1,143 @@
+"""consumers.bandwidth on the real broker: forecasts to the predictions topic, background
+retrains, and a restart that restores the checkpoint (no second warm-up)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from consumers import bandwidth
+from producers.encode import RecordEncoder
+from producers.fleet import Fleet, FleetConfig
+from stream.checkpoint import CheckpointStore
+from stream.kafka import make_admin, make_consumer, make_producer
+from stream.records import Prediction, decode
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+
+LINKS = 16  # 4 nodes x 4 links
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Iterator[Settings]:
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"t-{uuid.uuid4().hex[:12]}.",
+        partitions=2,
+        batch_size=200,
+        poll_timeout_ms=200,
+    )
+    ensure_topics(settings)
+    yield settings
+    with make_admin(settings) as admin:
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(settings.topic_prefix)])
+
+
+def fleet_records(ticks: int) -> list[tuple[bytes, bytes]]:
+    fleet = Fleet(FleetConfig(nodes=4, seed=5, interval_s=1.0, incident_rate=0.0))
+    enc = RecordEncoder(fleet.topology)
+    out: list[tuple[bytes, bytes]] = []
+    for _ in range(ticks):
+        s = fleet.step()
+        out += zip(enc.keys(s), enc.encode(enc.records(s)), strict=True)
+    return out
+
+
+def produce(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    with make_producer(settings) as p:
+        for key, value in records:
+            p.produce(settings.topic("telemetry"), value, key)
+        p.flush(30)
+
+
+def read_predictions(settings: Settings) -> list[Prediction]:
+    consumer = make_consumer(
+        settings,
+        [settings.topic("predictions")],
+        group_id=f"r-{uuid.uuid4().hex}",
+        from_beginning=True,
+    )
+    got = []
+    try:
+        empty = 0
+        while empty < 10:
+            batch = consumer.poll_batch(2000, 200)
+            empty = 0 if batch else empty + 1
+            got += [decode(m.value, Prediction) for m in batch]
+    finally:
+        consumer.close()
+    return got
+
+
+def run(settings: Settings, state: Path) -> int:
+    return bandwidth.main(
+        [
+            "--bootstrap-servers",
+            settings.bootstrap_servers,
+            "--topic-prefix",
+            settings.topic_prefix,
+            "--group-id",
+            "bw-test",
+            "--state-dir",
+            str(state),
+            "--batch-size",
+            "200",
+            "--from-beginning",
+            "--idle-timeout",
+            "4",
+            "--window",
+            "10",
+            "--units",
+            "8",
+            "--horizons",
+            "1,5",
+            "--warmup-windows",
+            "800",
+            "--retrain-every",
+            "400",
+            "--retrain-windows",
+            "800",
+            "--fit-batch",
+            "64",
+            "--accuracy-every",
+            "1000",
+        ]
+    )
+
+
+def version(p: Prediction) -> int:
+    return int(p.model_version.rsplit("v", 1)[1])
+
+
+def test_forecasts_retrains_and_restart_from_checkpoint(topics: Settings, tmp_path: Path) -> None:
+    records = fleet_records(200)
+    produce(topics, records[: 120 * LINKS])
+    assert run(topics, tmp_path) == 0
+    first = read_predictions(topics)
+    fc1 = [p for p in first if p.kind == "bandwidth_forecast"]
+    assert fc1, "no forecasts after warm-up"
+    assert {p.horizon for p in fc1} == {1, 5}
+    assert all(p.lower <= p.value <= p.upper for p in fc1)
+    assert any(p.kind == "bandwidth_accuracy" for p in first)
+    store = CheckpointStore(tmp_path, "bandwidth-bw-test")
+    state, _meta = store.load()
+    assert state.version_ >= 2 and state.retrains_  # a background retrain was swapped in
+
+    produce(topics, records[120 * LINKS :])
+    assert run(topics, tmp_path) == 0
+    last_t = max(p.event_time for p in fc1)
+    fc2 = [
+        p
+        for p in read_predictions(topics)
+        if p.kind == "bandwidth_forecast" and p.event_time > last_t
+    ]
+    # restored buffers and model: every new record is forecast at once, no second warm-up
+    assert len(fc2) >= 0.95 * 80 * LINKS * 2
+    assert min(version(p) for p in fc2) >= state.version_ >= max(version(p) for p in fc1)
+    state, _meta = store.load()
+    assert state.records_ == 200 * LINKS

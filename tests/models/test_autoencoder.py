@@ -1,0 +1,96 @@
+"""models.autoencoder: node samples, robust baseline, threshold, the LSTM autoencoder, detector."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+
+from models.autoencoder.detector import ConsensusDetector
+from models.autoencoder.features import NodeBaseline, NodeSample, NodeSampler
+from models.autoencoder.model import LSTMAutoencoder
+from models.autoencoder.threshold import AdaptiveThreshold
+
+
+def test_sampler_folds_links_and_skips_replays() -> None:
+    ns = NodeSampler()
+    for ts, rtt in ((0.0, 3.0), (0.0, 1.0), (1.0, 2.0), (0.0, 0.1), (2.0, 2.0)):
+        ns.add("n", ts, cons=5.0, cpu=10.0, rtt=rtt)
+    out = ns.pop()
+    assert [(s.ts, s.rtt) for s in out] == [(0.0, 1.0), (1.0, 2.0)]
+
+
+def test_baseline_does_not_absorb_a_large_shift() -> None:
+    b = NodeBaseline(alpha=0.05)
+    rows = np.zeros(400, dtype=np.int64)
+    cons = np.r_[np.full(100, 5.0), np.full(300, 50.0)]  # x10 for 300 samples
+    f = b.features(rows, cons, np.zeros(400), np.zeros(400), frozen=np.zeros(400, bool))
+    assert f[-1, 0] > 0.9 * np.log(10.0)  # still far above the baseline at the end
+
+
+def test_threshold_shift_from_a_sub_threshold_tail_is_bounded() -> None:
+    rng = np.random.default_rng(0)
+    th = AdaptiveThreshold(k=3.0, size=5000, min_samples=100)
+    th.update(np.exp(rng.standard_normal(5000)))
+    values = []
+    for _ in range(60):  # 10% of scores just under the threshold, round after round
+        th.update(np.r_[np.exp(rng.standard_normal(900)), np.full(100, 0.99 * th.value)])
+        values.append(th.value)
+    assert values[-1] < 1.1 * values[19]  # no ratchet: it settles instead of growing
+
+
+def _node_windows(n: int, seed: int, shift: float = 0.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    walk = np.cumsum(rng.normal(0, 0.01, (n, 20)), axis=1) + rng.normal(0, 0.1, (n, 1))
+    x = np.stack([walk + shift, rng.normal(0, 0.1, (n, 20)), np.full((n, 20), 0.3)], axis=2)
+    return x.astype(np.float32)
+
+
+def test_autoencoder_scores_shifted_windows_higher_and_pickles() -> None:
+    ae = LSTMAutoencoder(window=20, n_features=3, units=8, latent=3, epochs=4, trim=2, seed=0)
+    ae.fit(_node_windows(1500, 0))
+    normal, shifted = ae.score(_node_windows(300, 1)), ae.score(_node_windows(300, 2, shift=0.6))
+    assert np.median(shifted) > 5 * np.median(normal)
+    again = pickle.loads(pickle.dumps(ae))
+    np.testing.assert_allclose(
+        again.score(_node_windows(10, 3)), ae.score(_node_windows(10, 3)), rtol=1e-5
+    )
+
+
+def _samples(nodes: int, ticks: int, seed: int, bad: tuple[int, int, int] | None):
+    rng = np.random.default_rng(seed)
+    walk = np.zeros(nodes)
+    for t in range(ticks):
+        walk = 0.98 * walk + rng.normal(0, 0.02, nodes)
+        for n in range(nodes):
+            mult = 3.0 if bad and n == bad[0] and bad[1] <= t < bad[2] else 1.0
+            cons = 5.0 * np.exp(walk[n]) * mult
+            yield NodeSample(f"n{n}", float(t), cons, 30.0, 1.0)
+
+
+def test_detector_flags_a_degradation_not_normal_nodes() -> None:
+    d = ConsensusDetector(
+        window=10,
+        units=8,
+        latent=3,
+        warmup_windows=1500,
+        warmup_epochs=4,
+        retrain_every=2000,
+        background=False,
+        batch_size=32,
+        seed=0,
+    )
+    samples = list(_samples(8, 600, seed=0, bad=(3, 450, 520)))
+    flagged: dict[str, int] = {}
+    n_scored = 0
+    for i in range(0, len(samples), 80):
+        chunk = samples[i : i + 80]
+        out = d.process(chunk)
+        n_scored += len(out.index)
+        for k, f in zip(out.index.tolist(), out.flagged.tolist(), strict=True):
+            if f and chunk[k].ts >= 400:
+                flagged[chunk[k].node] = flagged.get(chunk[k].node, 0) + 1
+    assert d.version_ >= 2 and n_scored > 2000
+    assert flagged.get("n3", 0) >= 30  # most of the 70 degraded samples
+    assert sum(v for k, v in flagged.items() if k != "n3") <= 0.05 * 7 * 200
+    assert min(out.score) >= 0.0 and max(out.score) < 1.0

@@ -1,0 +1,214 @@
+"""models.forecast: windows, baselines, intervals, accuracy, drift, the LSTM and the online loop."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from models.forecast.accuracy import AccuracyTracker
+from models.forecast.baselines import EWMABaseline
+from models.forecast.drift import DriftTrigger
+from models.forecast.intervals import ResidualQuantiles
+from models.forecast.lstm import LSTMForecaster
+from models.forecast.online import OnlineForecaster
+from models.forecast.retrain import BackgroundTrainer
+from models.forecast.windows import FEATURES, LinkHistory, normalize_windows, step_features
+
+
+def test_history_dedupes_and_wraps() -> None:
+    h = LinkHistory(n_features=1, capacity=4)
+    for t in range(10):
+        h.append(["a"], np.array([float(t)]), np.array([[float(t)]]), np.array([float(t)]))
+    rows, steps, ok = h.append(["a"], np.array([3.0]), np.array([[3.0]]), np.array([3.0]))
+    assert not ok.any() and len(rows) == 0  # a replayed record is skipped
+    assert h.count[0] == 10
+    w = h.windows(np.array([0]), np.array([9]), width=3)
+    assert w[0, :, 0].tolist() == [7.0, 8.0, 9.0]
+
+
+def test_history_many_keys_in_one_batch() -> None:
+    h = LinkHistory(n_features=1, capacity=8)
+    keys = ["a", "b"] * 3
+    ts = np.repeat(np.arange(3.0), 2)
+    rows, steps, _ = h.append(keys, ts, ts[:, None], ts)
+    assert rows.tolist() == [0, 1] * 3 and steps.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_step_features_shape_and_nan_tolerance() -> None:
+    f = step_features(
+        np.array([0.0, 3600.0]),
+        np.array([10.0, 20.0]),
+        np.array([np.nan, 1.0]),
+        np.array([np.nan, 1.0]),
+        np.array([np.nan, 0.01]),
+    )
+    assert f.shape == (2, len(FEATURES)) and np.isfinite(f).all()
+
+
+def test_normalize_does_not_mutate_input() -> None:
+    raw = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    before = raw.copy()
+    normalize_windows(raw, 2, ref_alpha=0.3)
+    assert np.array_equal(raw, before)
+
+
+def test_ewma_rows_independent() -> None:
+    e = EWMABaseline(alpha=0.5)
+    out = e.update(np.array([0, 1, 0]), np.array([10.0, 100.0, 20.0]))
+    assert out.tolist() == [10.0, 100.0, 15.0]
+
+
+def test_interval_coverage_follows_residuals() -> None:
+    rq = ResidualQuantiles((1,), coverage=0.8, size=2000)
+    rng = np.random.default_rng(3)
+    rq.add(1, rng.normal(0, 2, 2000))
+    lo, hi = rq.bounds(1)
+    new = rng.normal(0, 2, 20000)
+    assert abs(np.mean((new >= lo) & (new <= hi)) - 0.8) < 0.03
+
+
+def test_accuracy_skill_against_better_baseline() -> None:
+    acc = AccuracyTracker((1,))
+    y = np.full(4, 10.0)
+    acc.update(1, y, model=y + 1, persistence=y + 2, ewma=y + 4, lower=y - 1, upper=y + 1)
+    s = acc.summary()[1]
+    assert s["skill"] == pytest.approx(0.5) and s["coverage"] == 1.0
+
+
+def test_drift_ignores_falling_error() -> None:
+    rng = np.random.default_rng(0)
+    d = DriftTrigger(chunk=10)
+    assert not d.update(np.abs(rng.normal(0, 3, 3000)))
+    assert not d.update(np.abs(rng.normal(0, 1, 3000)))
+
+
+def test_background_trainer_runs_one_at_a_time() -> None:
+    import threading
+
+    gate = threading.Event()
+
+    class Slow:
+        def fit(self, x, y, epochs=None):
+            gate.wait(5)
+
+        def get_weights(self):
+            return [1]
+
+    bt = BackgroundTrainer(Slow())
+    assert bt.submit([0], None, epochs=1, reason="a")
+    assert not bt.submit([0], None, epochs=1, reason="b")  # busy
+    gate.set()
+    bt.join()
+    assert not bt.submit([0], None, epochs=1, reason="c")  # result not polled yet
+    assert bt.poll().reason == "a"
+
+
+def _sine_windows(n: int, window: int, seed: int):
+    t = np.arange(n + window + 5)
+    rng = np.random.default_rng(seed)
+    series = 5.0 + 0.5 * np.sin(2 * np.pi * t / 25) + 0.03 * rng.standard_normal(len(t))
+    idx = np.arange(window - 1, len(t) - 5)
+    x = np.stack([series[i - window + 1 : i + 1, None] for i in idx]).astype(np.float32)
+    y = np.stack([series[idx + 1], series[idx + 5]], axis=1)
+    return series, idx, x, y
+
+
+def test_lstm_beats_persistence_on_known_structure() -> None:
+    series, idx, x, y = _sine_windows(2500, 20, seed=1)
+    f = LSTMForecaster(window=20, horizons=(1, 5), n_features=1, units=16, epochs=6, seed=0)
+    f.fit(x[:2000], y[:2000])
+    pred = f.predict(x[2000:])
+    mae = np.abs(pred[:, 1] - y[2000:, 1]).mean()
+    persist = np.abs(series[idx[2000:]] - y[2000:, 1]).mean()
+    assert mae < 0.5 * persist
+
+
+def test_lstm_seeded_and_pickle_round_trip() -> None:
+    _, _, x, y = _sine_windows(600, 10, seed=2)
+    a = LSTMForecaster(window=10, horizons=(1, 5), n_features=1, units=8, epochs=1, seed=5)
+    b = LSTMForecaster(window=10, horizons=(1, 5), n_features=1, units=8, epochs=1, seed=5)
+    pa, pb = a.fit(x, y).predict(x[:50]), b.fit(x, y).predict(x[:50])
+    np.testing.assert_allclose(pa, pb, rtol=1e-5)
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_allclose(c.predict(x[:50]), pa, rtol=1e-6)
+    assert np.isfinite(pa).all()
+
+
+def _link_stream(links: int, ticks: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(ticks, dtype=float)
+    level = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.01, (links, ticks)), axis=1))
+    tput = (
+        level
+        * (1 + 0.3 * np.sin(2 * np.pi * t / 20))
+        * (1 + 0.02 * rng.standard_normal((links, ticks)))
+    )
+    keys = [(f"n{i}", "p") for i in range(links)]
+    for k in range(ticks):
+        yield keys, np.full(links, t[k]), tput[:, k]
+
+
+def test_online_forecaster_warms_up_retrains_and_scores() -> None:
+    f = OnlineForecaster(
+        window=12,
+        horizons=(1, 5),
+        units=8,
+        capacity=128,
+        warmup_windows=600,
+        warmup_epochs=8,
+        retrain_every=800,
+        retrain_windows=600,
+        background=False,
+        batch_size=32,
+        residual_size=1000,
+        seed=0,
+    )
+    ones = np.ones(8)
+    batch: list = []
+    outs = []
+    for keys, ts, tput in _link_stream(8, 400):
+        batch.append((keys, ts, tput))
+        if len(batch) == 10:
+            k = [x for b in batch for x in b[0]]
+            ts_ = np.concatenate([b[1] for b in batch])
+            tp = np.concatenate([b[2] for b in batch])
+            outs.append(f.process(k, ts_, tp, np.tile(ones, 10), np.tile(ones, 10), np.zeros(80)))
+            batch = []
+    assert f.version_ >= 3 and len(f.retrains_) >= 2
+    s = f.accuracy_.summary()[5]
+    assert s["n"] > 1000 and s["mae"] < s["mae_persistence"]  # the sine is learnable
+    assert 0.75 < s["coverage"] < 0.99
+    last = outs[-1]
+    assert (last.lower <= last.value + 1e-9).all() and (last.value <= last.upper + 1e-9).all()
+    g = pickle.loads(pickle.dumps(f))
+    assert g.version_ == f.version_ and g.records_ == f.records_
+    assert g.trainer_.model.net_ is not None and not g.trainer_.busy  # fresh trainer, same weights
+    np.testing.assert_allclose(g.trainer_.model.get_weights()[0], f.model_.get_weights()[0])
+
+
+def test_drift_in_the_error_triggers_an_early_retrain() -> None:
+    f = OnlineForecaster(
+        window=8,
+        horizons=(1,),
+        units=4,
+        capacity=96,
+        warmup_windows=300,
+        warmup_epochs=1,
+        retrain_every=10**9,
+        retrain_windows=300,
+        drift_chunk=20,
+        background=False,
+        batch_size=64,
+        seed=0,
+    )
+    rng = np.random.default_rng(0)
+    links, ones = 10, np.ones(10)
+    keys = [(f"n{i}", "p") for i in range(links)]
+    for t in range(700):
+        noise = 0.01 if t < 350 else 0.3  # the link noise jumps: the error rises
+        tput = 100.0 * (1.0 + noise * rng.standard_normal(links))
+        f.process(keys, np.full(links, float(t)), tput, ones, ones, np.zeros(links))
+    assert f.drift_.detections >= 1
+    assert any(r["reason"] == "drift" for r in f.retrains_)
