@@ -4,7 +4,7 @@ On the stream, a consumer-group member reads the telemetry topic with the shared
 (:mod:`stream.loop`: bad records go to the dead-letter topic, offsets are committed only after
 the batch's alerts are flushed), scores every record with
 :class:`models.reliability.ReliabilityDetector` (river Half-Space Trees + an IsolationForest
-refit in the background) and publishes alerts (open -> update -> resolved, stable incident
+refit in the background, in a worker process by default: ``--refit-in``) and publishes alerts (open -> update -> resolved, stable incident
 ids) on the alerts topic, keyed by node. The detector is checkpointed every
 ``--checkpoint-interval`` seconds, on partition revocation and on shutdown, under
 ``<state-dir>/reliability-<group>/``, and restored on start.
@@ -13,7 +13,9 @@ Offline, ``--from-file`` scores a recorded file through the same detector: JSON 
 ``producers.synthetic --output`` or a CSV (``--column-map`` maps its columns onto schema
 fields; a file may carry only a few metrics). It writes one score in [0, 1] per input record,
 in input order (``--output``, CSV or JSON lines), optionally the alerts, and with
-``--labels`` an evaluation report (JSON + Markdown, :mod:`models.evaluation`).
+``--labels`` an evaluation report (JSON + Markdown, :mod:`models.evaluation`). Offline the
+forest refits inline at deterministic record counts (no worker), so a file scores the same
+every time for a given ``--seed``.
 
 Examples::
 
@@ -28,10 +30,12 @@ import argparse
 import csv
 import datetime as dt
 import logging
+import multiprocessing as mp
 import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -48,7 +52,8 @@ from stream.schema import FIELD_BY_NAME, decode_telemetry
 from stream.settings import Settings
 
 log = logging.getLogger("consumers.reliability")
-CHECKPOINT_FORMAT = 1
+REFIT_NICE = 10
+CHECKPOINT_FORMAT = 2  # 2: the node trend state (format-1 checkpoints start fresh)
 
 
 # -- the stream ---------------------------------------------------------------------------------
@@ -151,6 +156,8 @@ def run_stream(
     )
     detector, how = load_detector(store, **detector_params(args, background=True))
     print(f"reliability: {how}", file=out, flush=True)
+    pool = refit_pool(args.refit_in) if detector.forest_.background else None
+    detector.forest_.set_executor(pool)
     svc = ReliabilityService(detector, settings.topic("alerts"), store, args.checkpoint_interval)
 
     def progress(stats: LoopStats) -> None:
@@ -162,7 +169,37 @@ def run_stream(
             flush=True,
         )
 
-    stats = run_consumer(
+    try:
+        stats = _consume(settings, args, svc, group, progress)
+    finally:
+        detector.forest_.set_executor(None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+    return stats, svc
+
+
+def refit_pool(mode: str) -> Executor | None:
+    """Where background IsolationForest refits run: ``process`` (default) is a one-worker
+    process pool from a ``forkserver`` context (a clean interpreter: no Kafka client or
+    threads inherited), so a refit never holds the consumer's GIL, and at a lower CPU
+    priority (``nice`` +10), so on a busy machine the scheduler prefers the consumer;
+    ``thread``: ``None`` (the forest's own worker thread)."""
+    if mode == "thread":
+        return None
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    return ProcessPoolExecutor(
+        max_workers=1, mp_context=ctx, initializer=os.nice, initargs=(REFIT_NICE,)
+    )
+
+
+def _consume(
+    settings: Settings,
+    args: argparse.Namespace,
+    svc: ReliabilityService,
+    group: str,
+    progress: Any,
+) -> LoopStats:
+    return run_consumer(
         settings,
         [settings.topic("telemetry")],
         svc.handle,
@@ -176,7 +213,6 @@ def run_stream(
         progress_interval=args.interval,
         on_progress=progress,
     )
-    return stats, svc
 
 
 # -- offline scoring ----------------------------------------------------------------------------
@@ -428,6 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds between periodic checkpoints (default 60)",
+    )
+    s.add_argument(
+        "--refit-in",
+        choices=("process", "thread"),
+        default="process",
+        help="where background IsolationForest refits run: a worker process (default; never "
+        "competes with scoring for the GIL) or a thread",
     )
     s.add_argument("--state-dir", help="checkpoint folder (DWCP_STATE_DIR, default .cache/state)")
     s.add_argument(

@@ -11,10 +11,11 @@ from __future__ import annotations
 from models.reliability.calibration import ScoreCombiner, TailQuantile
 from models.reliability.detector import RecordScore, ReliabilityDetector
 from models.reliability.features import METRICS, FeatureRow, MetricSpec, NodeContext
-from models.reliability.forest import ForestDetector
+from models.reliability.forest import ForestDetector, fit_forest
 from models.reliability.heartbeat import HeartbeatTracker, Missing
 from models.reliability.hst import HSTDetector
 from models.reliability.signatures import SIGNATURES, match_category
+from models.reliability.trend import TrendTracker
 
 __all__ = [
     "METRICS",
@@ -30,5 +31,7 @@ __all__ = [
     "ReliabilityDetector",
     "ScoreCombiner",
     "TailQuantile",
+    "TrendTracker",
+    "fit_forest",
     "match_category",
 ]

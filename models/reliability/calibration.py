@@ -60,15 +60,29 @@ class TailQuantile:
         Share of the window treated as the tail (fit of the exponential).
     min_count
         Scores learned before calibration starts; before that :meth:`score_one` returns 0.5.
+    mid_rank
+        Ties count half (the quantile of a value equal to many normal scores is the middle of
+        their ranks, not the top): for scores with a mass point, e.g. a CUSUM that is 0 most
+        of the time, where the top rank would call every typical record a 1-in-n one.
+    min_scale
+        Smallest scale of the exponential tail (a tail of equal values has none).
     """
 
     def __init__(
-        self, window: int = 20_000, refresh: int = 500, tail: float = 0.01, min_count: int = 200
+        self,
+        window: int = 20_000,
+        refresh: int = 500,
+        tail: float = 0.01,
+        min_count: int = 200,
+        mid_rank: bool = False,
+        min_scale: float = 1e-9,
     ) -> None:
         self.window = window
         self.refresh = refresh
         self.tail = tail
         self.min_count = min_count
+        self.mid_rank = mid_rank
+        self.min_scale = min_scale
         self.buf_ = np.zeros(window)
         self.n_ = 0
         self._since = 0
@@ -101,7 +115,7 @@ class TailQuantile:
         k = max(1, int(round(n * self.tail)))
         self._edge = float(s[n - k - 1]) if n > k else float(s[0])
         excess = s[n - k :] - self._edge
-        self._scale = max(float(excess.mean()), 1e-9)
+        self._scale = max(float(excess.mean()), self.min_scale)
 
     def score_one(self, x: float) -> float:
         """Quantile of ``x`` among the recent normal scores, in [0, 1]."""
@@ -111,7 +125,10 @@ class TailQuantile:
         if not math.isfinite(x):
             return 1.0 if x > 0 else 0.0
         if x <= self._edge:
-            return float(np.searchsorted(s, x, side="right")) / s.size
+            hi = float(np.searchsorted(s, x, side="right"))
+            if self.mid_rank:
+                return 0.5 * (hi + float(np.searchsorted(s, x, side="left"))) / s.size
+            return hi / s.size
         return 1.0 - self.tail * math.exp(-(x - self._edge) / self._scale)
 
     def score_many(self, xs: np.ndarray) -> np.ndarray:
@@ -121,12 +138,19 @@ class TailQuantile:
         if s.size == 0:
             return np.full(xs.shape, 0.5)
         low = np.searchsorted(s, xs, side="right") / s.size
+        if self.mid_rank:
+            low = 0.5 * (low + np.searchsorted(s, xs, side="left") / s.size)
         high = 1.0 - self.tail * np.exp(-np.maximum(xs - self._edge, 0.0) / self._scale)
         out = np.where(xs <= self._edge, low, high)
         return np.nan_to_num(out, nan=1.0)
 
     def __getstate__(self) -> dict[str, object]:
         return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("mid_rank", False)
+        state.setdefault("min_scale", 1e-9)
+        self.__dict__.update(state)
 
 
 class ScoreCombiner:

@@ -6,13 +6,15 @@ Per record (in stream order):
    node's and link's baselines (and learns it, protected);
 2. river Half-Space Trees (:class:`~models.reliability.hst.HSTDetector`, scored then learned
    one record at a time) and the IsolationForest (:class:`~models.reliability.forest.
-   ForestDetector`, scored once per batch) score the features; so does the plain deviation
-   ``max |z|``;
-3. each raw score is calibrated to a quantile among recent normal records and the three are
-   combined into one score in [0, 1] (:mod:`models.reliability.calibration`). A record is
-   *flagged* when that score reaches ``threshold`` (a fixed quantile, so an adaptive
-   threshold on every raw score). Flagged records are not learned by the calibrators or the
-   forest, and HST protects itself;
+   ForestDetector`, scored once per batch) score the features; so do the plain deviation
+   ``max |z|`` and the node's slow-trend CUSUM (:class:`~models.reliability.trend.
+   TrendTracker`: memory and disk rising faster than their usual drift, for a while);
+3. each raw score is calibrated to a quantile among recent normal records and the four are
+   combined into one score in [0, 1] (:mod:`models.reliability.calibration`; the trend by
+   default only as the single most surprised detector, and only once it is rarer than
+   ``trend_gate``). A record is *flagged* when that score reaches ``threshold`` (a fixed
+   quantile, so an adaptive threshold on every raw score). Flagged records are not learned
+   by the calibrators or the forest, and HST protects itself;
 4. per node and sample interval (tick), the highest score goes to the shared
    :class:`models.alerting.IncidentTracker` with the metrics that deviate most, the probable
    category (:mod:`models.reliability.signatures`) and the model versions;
@@ -21,8 +23,11 @@ Per record (in stream order):
    not counted against its own node (``attributed``).
 
 Nothing reads a clock except the forest's optional time-based refit, and nothing does I/O.
-With ``background=False`` (the default) the detector is deterministic for a given seed and
-batching; a score never depends on records after it.
+With ``background=False`` (the default; offline ``--from-file`` scoring) the forest refits
+inline at deterministic learned-record counts, so the detector is deterministic for a given
+seed and batching; a score never depends on records after it. On the stream the consumer
+sets ``background=True`` and hands the forest a process pool
+(:meth:`ForestDetector.set_executor`): the same forests, swapped in when they are ready.
 
 Examples
 --------
@@ -35,7 +40,7 @@ Examples
 >>> scored, alerts = det.process(records)
 >>> flagged = sum(s.flagged for s in scored[8000:])
 >>> print(f"flag rate on normal records: {flagged / len(scored[8000:]):.3f}")
-flag rate on normal records: 0.017
+flag rate on normal records: 0.011
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from stream.records import Alert, MetricDeviation
 
 __all__ = ["ReliabilityDetector", "RecordScore"]
 
-DETECTORS = ("hst", "forest", "deviation")
+DETECTORS = ("hst", "forest", "deviation", "trend")
 
 
 class RecordScore(NamedTuple):
@@ -72,6 +77,7 @@ class RecordScore(NamedTuple):
     hst: float
     forest: float
     deviation: float
+    trend: float = 0.5
 
 
 @dataclass(slots=True)
@@ -103,8 +109,15 @@ class ReliabilityDetector:
         Of the :class:`IncidentTracker` (per node tick).
     heartbeat_factor
         A node is missing after this many of its intervals without a sample.
+    trend_lag, trend_k, trend_min_z, trend_weight, trend_gate
+        Of the node trend score (:class:`~models.reliability.trend.TrendTracker`: CUSUM of
+        the smoothed slope of memory and disk use), a fourth calibrated detector; its weight
+        in the combination (``weights`` overrides it; 0, the default: it counts only as the
+        most surprised detector, not in the mean); calibrated trend scores below
+        ``trend_gate`` count as typical (0.5). Tuned on seed 1.
     warmup
-        Records learned before anything is flagged (the calibrators need a scale first).
+        Warm records (every baseline they need has warmed up) learned before anything is
+        flagged (the calibrators need a scale first).
     learn_below
         The calibrators and the forest learn records scoring below this, except on nodes
         with an open incident.
@@ -134,6 +147,11 @@ class ReliabilityDetector:
         update_every_s: float = 60.0,
         heartbeat_factor: float = 2.5,
         warmup: int = 3000,
+        trend_lag: int = 24,
+        trend_k: float = 2.0,
+        trend_weight: float = 0.0,
+        trend_gate: float = 0.99,
+        trend_min_z: float = 1.5,
         learn_below: float = 0.9999,
         source: str = "reliability",
     ) -> None:
@@ -143,10 +161,23 @@ class ReliabilityDetector:
         self.seed = seed
         self.span = span
         self.protect_z = protect_z
-        self.weights = dict(weights or {"hst": 1.0, "forest": 1.0, "deviation": 1.0})
+        self.weights = dict(
+            weights or {"hst": 1.0, "forest": 1.0, "deviation": 1.0, "trend": trend_weight}
+        )
         self.max_weight = max_weight
         self.source = source
-        self.context_ = NodeContext(span=span, protect_z=protect_z)
+        self.trend_lag = trend_lag
+        self.trend_k = trend_k
+        self.trend_weight = trend_weight
+        self.trend_gate = trend_gate
+        self.trend_min_z = trend_min_z
+        self.context_ = NodeContext(
+            span=span,
+            protect_z=protect_z,
+            trend_lag=trend_lag,
+            trend_k=trend_k,
+            trend_min_z=trend_min_z,
+        )
         names = self.context_.feature_names
         self.feature_names_ = names
         self.hst_ = HSTDetector(
@@ -162,6 +193,9 @@ class ReliabilityDetector:
             seed=seed,
         )
         self.calibrators_ = {name: TailQuantile() for name in DETECTORS}
+        # the trend score is 0 most of the time: ties take the middle rank, and its tail
+        # (CUSUM units) keeps a scale of at least one
+        self.calibrators_["trend"] = TailQuantile(mid_rank=True, min_scale=1.0)
         self.combiner_ = ScoreCombiner(self.weights, max_weight=max_weight)
         self.tracker_ = IncidentTracker(
             source,
@@ -174,6 +208,7 @@ class ReliabilityDetector:
         self.pending_: dict[str, _Tick] = {}
         self.watermark_: dt.datetime | None = None
         self.n_seen_ = 0
+        self.n_warm_ = 0
 
     # -- the streaming contract ---------------------------------------------------------------
     def score_one(self, rec: Any) -> float:
@@ -208,9 +243,11 @@ class ReliabilityDetector:
         normal_idx: list[int] = []
         for i, (rec, row) in enumerate(zip(records, rows, strict=True)):
             self.n_seen_ += 1
+            warm = row.warm
+            self.n_warm_ += warm
             h = hst.score_learn_one(row.z)
             cal = self._calibrated(row, h, float(forest_raw[i]))
-            score = comb.score_one(cal) if self.n_seen_ > self.warmup else 0.0
+            score = comb.score_one(cal) if warm and self.n_warm_ > self.warmup else 0.0
             flagged = score >= thr and not row.peer_unreachable
             out.append(
                 RecordScore(
@@ -220,17 +257,22 @@ class ReliabilityDetector:
                     cal["hst"],
                     cal["forest"],
                     cal["deviation"],
+                    cal["trend"],
                 )
             )
             state = self.tracker_.nodes.get(row.node_id)
-            if score < self.learn_below and (state is None or state.incident is None):
+            if warm and score < self.learn_below and (state is None or state.incident is None):
                 # learn everything but open incidents and the far tail: protecting by the
-                # flag itself would truncate the scale at the threshold and let it run away
+                # flag itself would truncate the scale at the threshold and let it run away.
+                # Rows with cold baselines (z = 0 by default) are not learned: with many
+                # records per sample the warm-up could otherwise end before the baselines
+                # do, and the first real z-scores would open incidents everywhere for good
                 normal_idx.append(i)
                 cals["hst"].learn_one(h)
                 cals["forest"].learn_one(float(forest_raw[i]))
                 cals["deviation"].learn_one(_deviation(row))
-                if self.n_seen_ > self.warmup // 2:  # once the components have a scale
+                cals["trend"].learn_one(row.trend)
+                if self.n_warm_ > self.warmup // 2:  # once the components have a scale
                     comb.learn_one(cal)
             alerts += self._track(rec, row, score)
         if normal_idx:
@@ -265,6 +307,7 @@ class ReliabilityDetector:
             "hst": cals["hst"].score_one(h),
             "forest": cals["forest"].score_one(f),
             "deviation": cals["deviation"].score_one(_deviation(row)),
+            "trend": _gate(cals["trend"].score_one(row.trend), self.trend_gate),
         }
 
     def _track(self, rec: Any, row: FeatureRow, score: float) -> list[Alert]:
@@ -342,6 +385,11 @@ class ReliabilityDetector:
         if watermark is not None:
             alerts += self._check_heartbeats(watermark)
         return alerts
+
+
+def _gate(u: float, gate: float) -> float:
+    """A calibrated score below ``gate`` counts as typical (0.5): only a rare trend speaks."""
+    return u if u >= gate else 0.5
 
 
 def _deviation(row: FeatureRow) -> float:

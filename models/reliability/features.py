@@ -13,7 +13,10 @@ queue's own z-score, so congestion is not mistaken for a path fault.
 
 Two more features carry per-node context that a baseline cannot: ``restart`` (1 right after a
 node (re)started, from ``uptime_s``) and the rate of change of slow node metrics
-(``mem_util``, ``disk_util``) over the last minutes, against their own normal drift.
+(``mem_util``, ``disk_util``) over the last minutes, against their own normal drift. Each row
+also carries the node's ``trend`` score (:class:`~models.reliability.trend.TrendTracker`: a
+CUSUM of the smoothed slope of the same metrics), which is not a z-score and is scored as a
+detector of its own.
 
 The baseline learns with a reduced weight from samples that deviate strongly (protection):
 an incident does not become the new normal within minutes, while a lasting level shift
@@ -41,6 +44,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from models.reliability.trend import TrendTracker
 
 __all__ = ["METRICS", "MetricSpec", "NodeContext", "FeatureRow", "field_getter"]
 
@@ -123,7 +128,9 @@ class FeatureRow:
     ``z`` maps feature name -> signed z-score (0 while a baseline warms up); ``values``
     holds the raw values and ``baselines`` the baseline means in raw units (for alerts);
     ``peer_unreachable`` is True when the record says its peer is unreachable (no transfer
-    streams to it), which is evidence about the *peer*, not this node.
+    streams to it), which is evidence about the *peer*, not this node. ``warm`` is False
+    while a node or link baseline the row's z-scores need is still warming up: its zeros
+    are not evidence of normal behaviour (rates of change come online later, as before).
     """
 
     node_id: str
@@ -134,6 +141,8 @@ class FeatureRow:
     values: dict[str, float] = field(default_factory=dict)
     baselines: dict[str, float] = field(default_factory=dict)
     peer_unreachable: bool = False
+    trend: float = 0.0
+    warm: bool = True
     _x: dict[str, float] = field(default_factory=dict, repr=False)
 
 
@@ -171,6 +180,10 @@ class NodeContext:
         (ticks of the node) ago.
     restart_s
         ``restart`` is ``1 - uptime_s / restart_s`` right after a restart (0 after).
+    trend_lag, trend_k, trend_min_z
+        Slope window (samples) and CUSUM allowance of the node trend score
+        (:class:`~models.reliability.trend.TrendTracker`, on :data:`RATE_METRICS`); a metric
+        counts in it only while its level's z-score is at least ``trend_min_z``.
     metrics
         The :class:`MetricSpec` table (default :data:`METRICS`).
     """
@@ -184,6 +197,9 @@ class NodeContext:
         protect_max: int = 120,
         rate_lag: int = 36,
         restart_s: float = 300.0,
+        trend_lag: int = 24,
+        trend_k: float = 1.0,
+        trend_min_z: float = 0.0,
         metrics: tuple[MetricSpec, ...] = METRICS,
     ) -> None:
         self.span = span
@@ -193,7 +209,11 @@ class NodeContext:
         self.protect_max = protect_max
         self.rate_lag = rate_lag
         self.restart_s = restart_s
+        self.trend_lag = trend_lag
+        self.trend_k = trend_k
+        self.trend_min_z = trend_min_z
         self.metrics = metrics
+        self.trend_ = TrendTracker(RATE_METRICS, lag=trend_lag, k=trend_k)
         self.nodes_: dict[str, _Node] = {}
         self.links_: dict[tuple[str, str | None], dict[str, _Stat]] = {}
 
@@ -219,6 +239,7 @@ class NodeContext:
         values: dict[str, float] = {}
         baselines: dict[str, float] = {}
         mc = self.min_count
+        cold = False
         for m in self.metrics:
             v = get(m.name)
             if v is None:
@@ -232,7 +253,9 @@ class NodeContext:
             st = (link if m.scope == "link" else node.stats).get(m.name)
             if st is None:
                 z[m.name] = 0.0
+                cold = True
                 continue
+            cold = cold or st.n < mc
             z[m.name] = st.z(x, m.floor, mc)
             baselines[m.name] = math.exp(st.mean) - m.offset if m.offset else st.mean
         q = z.get("queue_depth", 0.0)
@@ -258,6 +281,10 @@ class NodeContext:
             )
             xs["restart"] = float(uptime)
         streams = get("amst_streams")
+        trend = 0.0
+        if node_id is not None:
+            raised = [n for n in RATE_METRICS if z.get(n, 0.0) >= self.trend_min_z]
+            trend = self.trend_.score_one(node_id, xs, new_tick, raised) if raised else 0.0
         return FeatureRow(
             node_id=node_id,
             peer_id=peer_id,
@@ -267,6 +294,8 @@ class NodeContext:
             values=values,
             baselines=baselines,
             peer_unreachable=streams is not None and streams == 0 and peer_id is not None,
+            trend=trend,
+            warm=not cold,
             _x=xs,
         )
 
@@ -322,6 +351,7 @@ class NodeContext:
                 st = stats[m.name] = _Stat()
             st.update(x, alpha * w)
         if row.new_tick:
+            self.trend_.learn_one(row.node_id, xs)
             for name in RATE_METRICS:
                 x = xs.get(name)
                 if x is None:

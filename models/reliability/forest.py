@@ -5,16 +5,24 @@ The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
 * it keeps a sliding window (ring buffer) of recent *normal-looking* feature vectors;
 * every ``refit_every`` learned records (or ``refit_interval_s`` seconds, by the injected
   ``clock``) it fits a new forest on a copy of the window. With ``background=True`` the fit
-  runs in a worker thread, so scoring never waits; the finished forest replaces the old one
-  in one reference assignment (atomic under the GIL) at the next call, and ``version_``
-  counts the swaps. With ``background=False`` the fit runs inline (deterministic: offline
-  scoring and tests);
+  runs off the scoring path: in the injected ``executor`` when there is one (the stream
+  consumer passes a one-worker ``ProcessPoolExecutor`` with a ``forkserver`` context, so the
+  fit never competes with scoring for the GIL: the window goes out as a numpy array and the
+  fitted forest comes back pickled, see :func:`fit_forest`), else in a worker thread. The
+  finished forest replaces the old one in one reference assignment (atomic under the GIL) at
+  the next call, and ``version_`` counts the swaps. With ``background=False`` the fit runs
+  inline at deterministic learned-record counts (offline scoring and tests: deterministic
+  for a given seed). A background refit fits the same forest (same window, same seed), only
+  the batch at which it is swapped in depends on timing;
 * scoring is batched (:meth:`score_many`, one ``score_samples`` call per poll), and flipped:
   scikit-learn's ``score_samples`` is lower = more abnormal, ours is higher = more abnormal.
   Before the first fit every score is 0.
 
-The worker thread and its future are not pickled: a checkpoint taken during a refit keeps the
-window and the current forest, and the refit simply runs again after a restore.
+The executor, the worker and the future are not pickled: a checkpoint taken during a refit
+keeps the window and the current forest, and the refit simply runs again after a restore (the
+caller re-attaches an executor with :meth:`ForestDetector.set_executor`). A refit that fails
+(e.g. a broken process pool) is counted in ``refit_errors_``; a broken executor is dropped
+(later refits use a thread) and the refit runs again when it is next due.
 
 Examples
 --------
@@ -35,12 +43,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import BrokenExecutor, Executor, Future
 
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-__all__ = ["ForestDetector"]
+__all__ = ["ForestDetector", "fit_forest"]
+
+
+def fit_forest(
+    data: np.ndarray, seed: int, n_estimators: int, max_samples: int
+) -> tuple[IsolationForest, float]:
+    """Fit one forest on ``data``; returns it and the seconds the fit took.
+
+    Module-level (picklable by reference) so a process pool can run it: only ``data`` (a
+    numpy array) goes to the worker and only the fitted forest comes back.
+    """
+    t0 = time.perf_counter()
+    forest = IsolationForest(
+        n_estimators=n_estimators,
+        max_samples=min(max_samples, len(data)),
+        random_state=seed,
+        n_jobs=1,
+    ).fit(data)
+    return forest, time.perf_counter() - t0
 
 
 class ForestDetector:
@@ -61,7 +87,11 @@ class ForestDetector:
     n_estimators, max_samples
         Passed to :class:`sklearn.ensemble.IsolationForest`.
     background
-        Fit in a worker thread (``True``) or inline (``False``, deterministic).
+        Fit off the scoring path (``True``: in ``executor``, else a worker thread) or inline
+        (``False``, deterministic).
+    executor
+        Where background fits run (e.g. a ``ProcessPoolExecutor``); ``None``: a thread.
+        Not pickled.
     seed
         Seed of every forest (refit ``k`` uses ``seed + k``).
     clock
@@ -78,6 +108,7 @@ class ForestDetector:
         n_estimators: int = 100,
         max_samples: int = 256,
         background: bool = True,
+        executor: Executor | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -89,6 +120,7 @@ class ForestDetector:
         self.n_estimators = n_estimators
         self.max_samples = max_samples
         self.background = background
+        self.executor = executor
         self.seed = seed
         self.clock = clock
         self.buf_ = np.zeros((window, n_features))
@@ -98,7 +130,13 @@ class ForestDetector:
         self.version_ = 0
         self.last_fit_at_: float | None = None
         self.fit_seconds_: list[float] = []
-        self._future: Future[IsolationForest] | None = None
+        self.refit_errors_ = 0
+        self.last_error_ = ""
+        self._future: Future[tuple[IsolationForest, float]] | None = None
+
+    def set_executor(self, executor: Executor | None) -> None:
+        """Run later background refits in ``executor`` (``None``: a worker thread)."""
+        self.executor = executor
 
     # -- learning -----------------------------------------------------------------------------
     def learn_one(self, x: np.ndarray) -> None:
@@ -136,11 +174,20 @@ class ForestDetector:
         if not self.background:
             self._install(self._fit(data, seed))
             return True
-        fut: Future[IsolationForest] = Future()
+        if self.executor is not None:
+            try:
+                self._future = self.executor.submit(
+                    fit_forest, data, seed, self.n_estimators, self.max_samples
+                )
+                return True
+            except (BrokenExecutor, RuntimeError) as exc:  # broken or shut down: use a thread
+                self._failed(exc)
+                self.executor = None
+        fut: Future[tuple[IsolationForest, float]] = Future()
 
         def work() -> None:
             try:
-                fut.set_result(self._fit(data, seed))
+                fut.set_result((self._fit(data, seed), -1.0))  # _fit timed itself
             except BaseException as exc:  # reported at the swap
                 fut.set_exception(exc)
 
@@ -149,26 +196,37 @@ class ForestDetector:
         return True
 
     def _fit(self, data: np.ndarray, seed: int) -> IsolationForest:
-        t0 = time.perf_counter()
-        forest = IsolationForest(
-            n_estimators=self.n_estimators,
-            max_samples=min(self.max_samples, len(data)),
-            random_state=seed,
-            n_jobs=1,
-        ).fit(data)
-        self.fit_seconds_.append(time.perf_counter() - t0)
-        del self.fit_seconds_[:-20]
+        forest, secs = fit_forest(data, seed, self.n_estimators, self.max_samples)
+        self._timed(secs)
         return forest
+
+    def _timed(self, secs: float) -> None:
+        self.fit_seconds_.append(secs)
+        del self.fit_seconds_[:-20]
 
     def _install(self, forest: IsolationForest) -> None:
         self.forest_ = forest  # one reference assignment: scorers see the old or the new forest
         self.version_ += 1
 
+    def _failed(self, exc: BaseException) -> None:
+        self.refit_errors_ += 1
+        self.last_error_ = f"{type(exc).__name__}: {exc}"  # retried when due again
+
     def _swap_if_done(self) -> None:
         fut = self._future
-        if fut is not None and fut.done():
-            self._future = None
-            self._install(fut.result())
+        if fut is None or not fut.done():
+            return
+        self._future = None
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            self._failed(exc or RuntimeError("refit cancelled"))
+            if isinstance(exc, BrokenExecutor):
+                self.executor = None
+            return
+        forest, secs = fut.result()
+        if secs >= 0:
+            self._timed(secs)
+        self._install(forest)
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until a running refit finished and is swapped in (tests, shutdown)."""
@@ -200,10 +258,14 @@ class ForestDetector:
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         state["_future"] = None
+        state["executor"] = None
         state["clock"] = None
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("executor", None)
+        state.setdefault("refit_errors_", 0)
+        state.setdefault("last_error_", "")
         self.__dict__.update(state)
         if self.clock is None:
             self.clock = time.monotonic

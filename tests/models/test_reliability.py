@@ -4,8 +4,11 @@ signatures, peer attribution, and the detector on injected incidents."""
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing as mp
+import pickle
 import threading
 import time
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 
 import numpy as np
 
@@ -15,6 +18,7 @@ from models.reliability import (
     HeartbeatTracker,
     HSTDetector,
     ReliabilityDetector,
+    TrendTracker,
     match_category,
 )
 from producers.encode import RecordEncoder
@@ -46,6 +50,59 @@ def test_background_refit_swaps_atomically_and_bumps_the_version() -> None:
     det.wait(10)
     assert det.version_ == 1 and not det.refitting
     assert det.score_many(rng.normal(size=(50, 3))).all()
+
+
+def _forest(**kw) -> ForestDetector:
+    return ForestDetector(
+        n_features=3, window=512, refit_every=256, min_fit=256, n_estimators=20, seed=1, **kw
+    )
+
+
+def test_refit_in_a_worker_process_fits_the_same_forest_as_inline() -> None:
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    rng = np.random.default_rng(0)
+    data, probe = rng.normal(size=(300, 3)), rng.normal(size=(50, 3))
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        det = _forest(background=True, executor=pool)
+        det.learn_many(data)
+        assert det.refitting and det.version_ == 0
+        det.wait(60)
+        assert det.version_ == 1 and det.fit_seconds_ and det.refit_errors_ == 0
+        clone = pickle.loads(pickle.dumps(det))  # the pool is not part of a checkpoint
+        assert clone.executor is None and clone.version_ == 1
+    inline = _forest(background=False)
+    inline.learn_many(data)
+    np.testing.assert_array_equal(det.score_many(probe), inline.score_many(probe))
+
+
+class _Broken(Executor):
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fut: Future = Future()
+        fut.set_exception(BrokenExecutor("worker died"))
+        return fut
+
+
+def test_a_broken_refit_pool_is_dropped_and_the_refit_retried_in_a_thread() -> None:
+    det = _forest(background=True, executor=_Broken())
+    rng = np.random.default_rng(0)
+    det.learn_many(rng.normal(size=(300, 3)))
+    det.maybe_refit()  # swaps in the failure, then refits again (a thread now)
+    det.wait(30)
+    assert det.refit_errors_ == 1 and "worker died" in det.last_error_
+    assert det.executor is None and det.version_ == 1
+
+
+def test_trend_stays_low_on_normal_wander_and_grows_on_a_slow_ramp() -> None:
+    rng = np.random.default_rng(1)
+    tr = TrendTracker()
+    level = 50.0
+    for _ in range(600):
+        level += 0.15 * rng.normal()
+        normal = tr.learn_one("n", {"mem_util": level + 0.3 * rng.normal()})
+    ramp = []
+    for k in range(80):  # +0.05 point per sample: 1 point in 100 s, within the wander at first
+        ramp.append(tr.learn_one("n", {"mem_util": level + 0.05 * k + 0.3 * rng.normal()}))
+    assert normal < 3.0 and ramp[10] < 3.0 and ramp[-1] > 10.0
 
 
 def test_time_based_refit_uses_the_injected_clock() -> None:

@@ -19,6 +19,7 @@ from models.reliability import (
     NodeContext,
     ReliabilityDetector,
     TailQuantile,
+    TrendTracker,
 )
 from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
@@ -82,6 +83,12 @@ MODELS: dict[
         lambda m, x: m.score_one(x["a"]),
         z_stream(),
     ),
+    "trend": (
+        TrendTracker,
+        lambda m, x: m.learn_one(x["node_id"], x),
+        lambda m, x: m.score_one(x["node_id"], x),
+        RECORDS[:1500],
+    ),
     "detector": (_det, lambda m, x: m.learn_one(x), lambda m, x: m.score_one(x), RECORDS[:1500]),
 }
 
@@ -129,7 +136,7 @@ def test_input_not_mutated(name: str) -> None:
         assert x == before
 
 
-@pytest.mark.parametrize("name", ["hst", "context", "detector"])
+@pytest.mark.parametrize("name", ["hst", "context", "trend", "detector"])
 def test_missing_and_new_features_are_tolerated(name: str) -> None:
     factory, learn, score, xs = MODELS[name]
     model = factory()
