@@ -136,11 +136,12 @@ class BandwidthApp:
         preds: list[Prediction] = []
         every = self.args.publish_every
         if self.outputs_on and len(out.index):
-            version = f"bandwidth-lstm-v{out.version}"
             horizons = f.horizons
             value, lower, upper = out.value.tolist(), out.lower.tolist(), out.upper.tolist()
+            versions = out.versions.tolist()
             for i, k in enumerate(out.index.tolist()):
                 r = keep[k]
+                version = f"bandwidth-lstm-v{versions[i]}"
                 if every > 1 and int(r.timestamp.timestamp() / (f.interval_ or 1.0)) % every:
                     continue
                 for j, h in enumerate(horizons):

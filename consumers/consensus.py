@@ -129,15 +129,17 @@ class ConsensusApp:
         for e in out.events:
             log.info("%s", e)
         alerts: list[Alert] = []
-        versions = {"consensus-ae": f"consensus-ae-v{out.version}"}
         observe = self.tracker.observe
-        for k, raw, score, dev in zip(
+        for k, raw, score, dev, version, thr in zip(
             out.index.tolist(),
             out.raw.tolist(),
             out.score.tolist(),
             out.deviation.tolist(),
+            out.versions.tolist(),
+            out.thresholds.tolist(),
             strict=True,
         ):
+            versions = {"consensus-ae": f"consensus-ae-v{version}"}
             s = samples[k]
             when = dt.datetime.fromtimestamp(s.ts, dt.UTC)
             if self.keep_scores:
@@ -159,7 +161,7 @@ class ConsensusApp:
                     ],
                     model_versions=versions,
                     region=s.region,
-                    reason=f"reconstruction error {raw:.3g} vs threshold {out.threshold:.3g}",
+                    reason=f"reconstruction error {raw:.3g} vs threshold {thr:.3g}",
                 )
             )
         return alerts

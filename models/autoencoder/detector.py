@@ -33,7 +33,7 @@ from models.autoencoder.features import FEATURES, NodeBaseline, NodeSample
 from models.autoencoder.model import LSTMAutoencoder
 from models.autoencoder.threshold import AdaptiveThreshold
 from models.forecast.retrain import BackgroundTrainer
-from models.forecast.windows import LinkHistory
+from models.forecast.windows import LinkHistory, key_chunks
 
 
 @dataclass
@@ -41,7 +41,10 @@ class ScoreBatch:
     """Scores of one :meth:`ConsensusDetector.process` call (``index`` into its samples).
 
     ``raw`` is the reconstruction error, ``score`` its squashed form in ``[0, 1)`` (0.5 = the
-    threshold), ``deviation`` the sample's log consensus latency over the node baseline.
+    threshold), ``deviation`` the sample's log consensus latency over the node baseline;
+    ``versions``/``thresholds`` are the model version and threshold each row was scored with
+    (a long batch is scored in chunks, see :meth:`ConsensusDetector.process`), and
+    ``version``/``threshold`` the latest of them.
     """
 
     index: np.ndarray
@@ -52,6 +55,8 @@ class ScoreBatch:
     threshold: float
     version: int
     events: list[str] = field(default_factory=list)
+    versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class ConsensusDetector:
@@ -156,9 +161,53 @@ class ConsensusDetector:
         return f"consensus-ae-v{self.version_}"
 
     def process(self, samples: Sequence[NodeSample]) -> ScoreBatch:
-        """Append node samples in order and score the full windows."""
+        """Append node samples in order and score the full windows.
+
+        A batch may hold any number of samples per node (a Kafka batch can be thousands of one
+        partition's records): it is scored in consecutive chunks of at most ``capacity -
+        window`` samples per node (:func:`~models.forecast.windows.key_chunks`), so that no
+        node's later samples overwrite ring-buffer steps its earlier windows are read from.
+        """
         events: list[str] = []
         self._swap(events)
+        limit = self.capacity - self.window
+        parts = [
+            (a, self._process_chunk(samples[a:b], events))
+            for a, b in key_chunks([s.node for s in samples], limit)
+        ]
+        parts = [(a, p) for a, p in parts if len(p.index)]
+        if len(parts) == 1 and parts[0][0] == 0:
+            out = parts[0][1]
+            out.events = events
+            return out
+        thr = self.threshold_.value
+        if not parts:
+            empty = np.zeros(0)
+            return ScoreBatch(
+                np.zeros(0, np.int64),
+                empty,
+                empty,
+                empty.astype(bool),
+                empty,
+                thr,
+                self.version_,
+                events,
+            )
+        cat = np.concatenate
+        return ScoreBatch(
+            index=cat([p.index + a for a, p in parts]),
+            raw=cat([p.raw for _a, p in parts]),
+            score=cat([p.score for _a, p in parts]),
+            flagged=cat([p.flagged for _a, p in parts]),
+            deviation=cat([p.deviation for _a, p in parts]),
+            threshold=parts[-1][1].threshold,
+            version=parts[-1][1].version,
+            events=events,
+            versions=cat([p.versions for _a, p in parts]),
+            thresholds=cat([p.thresholds for _a, p in parts]),
+        )
+
+    def _process_chunk(self, samples: Sequence[NodeSample], events: list[str]) -> ScoreBatch:
         hist = self.history_
         keys = [s.node for s in samples]
         rows = hist.rows_for(keys)
@@ -216,6 +265,8 @@ class ConsensusDetector:
             threshold=thr,
             version=version,
             events=events,
+            versions=np.full(len(raw), version, np.int64),
+            thresholds=np.full(len(raw), thr),
         )
 
     # -- internals -----------------------------------------------------------------------------

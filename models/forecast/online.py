@@ -3,8 +3,12 @@ scoring against persistence and EWMA, drift-triggered and scheduled micro-batch 
 
 One call of :meth:`OnlineForecaster.process` handles a batch of link records in arrival order:
 
-1. swap in a finished background retrain (new weights, ``version + 1``) so that the whole
-   batch is forecast by one model version;
+1. swap in a finished background retrain (new weights, ``version + 1``); the batch is then
+   cut into consecutive chunks with at most ``capacity - window - max(horizons)`` records of
+   any link (:func:`~models.forecast.windows.key_chunks`), and each chunk goes through 2-5;
+   a Kafka batch can hold thousands of one partition's records of a few links, and without
+   the cut a link's later records would overwrite its ring-buffer steps before the earlier
+   records' windows are read;
 2. append each record to its link's ring buffer (duplicates by event time are skipped);
 3. forecast every horizon for every record whose link has a full window;
 4. score the forecasts made ``h`` steps earlier that these records resolve (MAE, MAPE and
@@ -42,7 +46,7 @@ from models.forecast.drift import DriftTrigger
 from models.forecast.intervals import ResidualQuantiles
 from models.forecast.lstm import LSTMForecaster
 from models.forecast.retrain import BackgroundTrainer
-from models.forecast.windows import FEATURES, LinkHistory, step_features
+from models.forecast.windows import FEATURES, LinkHistory, key_chunks, step_features
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,9 @@ class ForecastBatch:
     """Forecasts of one :meth:`OnlineForecaster.process` call.
 
     ``index`` are positions in the input records; ``value``/``lower``/``upper`` are
-    ``(len(index), len(horizons))`` in the target's unit.
+    ``(len(index), len(horizons))`` in the target's unit; ``versions`` is the model version of
+    each row (a warm-up or a synchronous retrain can fall inside a long batch) and ``version``
+    the latest of them.
     """
 
     index: np.ndarray
@@ -62,6 +68,7 @@ class ForecastBatch:
     upper: np.ndarray
     version: int
     events: list[str] = field(default_factory=list)
+    versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 class OnlineForecaster:
@@ -183,9 +190,58 @@ class OnlineForecaster:
         jitter: np.ndarray,
         loss: np.ndarray,
     ) -> ForecastBatch:
-        """Handle a batch of link records (arrays aligned with ``keys``, ``ts`` in epoch s)."""
+        """Handle a batch of link records (arrays aligned with ``keys``, ``ts`` in epoch s).
+
+        The batch may hold any number of records per link (a Kafka batch can be thousands of
+        one partition's records): it is handled in consecutive chunks that each fit the ring
+        buffers (:func:`~models.forecast.windows.key_chunks`), so the forecasts do not depend
+        on how the links' records were interleaved or cut into batches.
+        """
         events: list[str] = []
         self._swap(events)
+        ts, tp, rtt, jitter, loss = (
+            np.asarray(x, dtype=float) for x in (ts, throughput, rtt, jitter, loss)
+        )
+        limit = self.capacity - self.window - max(self.horizons)
+        index, value, lower, upper, versions = [], [], [], [], []
+        out_keys: list[Hashable] = []
+        for a, b in key_chunks(keys, limit):
+            i, k, v, lo, hi, ver = self._process_chunk(
+                keys[a:b], ts[a:b], tp[a:b], rtt[a:b], jitter[a:b], loss[a:b], events
+            )
+            index.append(i + a)
+            out_keys += k
+            value.append(v)
+            lower.append(lo)
+            upper.append(hi)
+            versions.append(np.full(len(i), ver, np.int64))
+        if not out_keys:
+            empty = np.zeros((0, len(self.horizons)))
+            none = np.zeros(0, np.int64)
+            return ForecastBatch(none, [], empty, empty, empty, self.version_, events)
+        vers = np.concatenate(versions)
+        return ForecastBatch(
+            index=np.concatenate(index),
+            keys=out_keys,
+            value=np.concatenate(value),
+            lower=np.concatenate(lower),
+            upper=np.concatenate(upper),
+            version=int(vers[-1]),
+            events=events,
+            versions=vers,
+        )
+
+    def _process_chunk(
+        self,
+        keys: Sequence[Hashable],
+        ts: np.ndarray,
+        throughput: np.ndarray,
+        rtt: np.ndarray,
+        jitter: np.ndarray,
+        loss: np.ndarray,
+        events: list[str],
+    ) -> tuple[np.ndarray, list[Hashable], np.ndarray, np.ndarray, np.ndarray, int]:
+        """Steps 2-5 of the module docstring for records that fit the ring buffers."""
         ts = np.asarray(ts, dtype=float)
         throughput = np.maximum(np.nan_to_num(np.asarray(throughput, dtype=float)), 0.0)
         feats = step_features(ts, throughput, rtt, jitter, loss)
@@ -223,15 +279,8 @@ class OnlineForecaster:
         self._score(rows, steps, vals, events)
         if self.ready and self.since_retrain_ >= self.retrain_every:
             self._retrain("scheduled", events)
-        return ForecastBatch(
-            index=index,
-            keys=[hist.keys[r] for r in rows[full]] if len(index) else [],
-            value=value,
-            lower=lower,
-            upper=upper,
-            version=version,
-            events=events,
-        )
+        keys_out = [hist.keys[r] for r in rows[full]] if len(index) else []
+        return index, keys_out, value, lower, upper, version
 
     # -- internals ---------------------------------------------------------------------------
     def _grow(self, n_rows: int) -> None:

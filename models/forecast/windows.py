@@ -101,6 +101,37 @@ def normalize_windows(
     return x, ref
 
 
+def key_chunks(keys: Sequence[Hashable], limit: int) -> list[tuple[int, int]]:
+    """Split a batch into consecutive ``(start, stop)`` slices with at most ``limit`` records
+    of any one key each (arrival order is kept).
+
+    A ring buffer of ``capacity`` steps holds a batch's windows only while no key brings more
+    than ``capacity - width - horizon`` records to it: more, and the key's own later records
+    overwrite the steps its earlier windows are gathered from. A Kafka batch can hold
+    thousands of records of one partition's few keys, so callers cut batches with this.
+
+    >>> key_chunks(["a", "b", "a", "a", "b", "a"], limit=2)
+    [(0, 3), (3, 6)]
+    >>> key_chunks(["a", "b"], limit=5)
+    [(0, 2)]
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    if len(keys) <= limit:
+        return [(0, len(keys))] if len(keys) else []
+    out: list[tuple[int, int]] = []
+    seen: dict[Hashable, int] = {}
+    start = 0
+    for i, k in enumerate(keys):
+        n = seen.get(k, 0)
+        if n >= limit:
+            out.append((start, i))
+            start, seen, n = i, {}, 0
+        seen[k] = n + 1
+    out.append((start, len(keys)))
+    return out
+
+
 class LinkHistory:
     """Ring buffers of step features, raw target values and event times, one row per key.
 
@@ -109,7 +140,9 @@ class LinkHistory:
     n_features
         Feature columns per step.
     capacity
-        Steps kept per key (must exceed window width + largest horizon + steps per batch).
+        Steps kept per key. One :meth:`append` of more than ``capacity - width - horizon``
+        records of a key overwrites steps the windows of its earlier records need: cut such
+        batches with :func:`key_chunks` first.
     """
 
     def __init__(self, n_features: int, capacity: int = 512) -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from consumers import consensus
@@ -89,3 +92,42 @@ def test_alerts_share_the_tracker_schema(recording: Path) -> None:
     assert opens and all(0.5 <= a.score <= 1.0 for a in opens)
     assert len({a.alert_id for a in alerts}) == len(alerts)
     assert all(a.top_metrics[0].name == "consensus_latency_ms" for a in alerts)
+
+
+def _raw_scores(det: Any, batches: list[list[Any]]) -> dict[tuple[Any, float], float]:
+    out: dict[tuple[Any, float], float] = {}
+    for samples in batches:
+        res = det.process(samples)
+        for k, raw in zip(res.index.tolist(), res.raw.tolist(), strict=True):
+            out[(samples[k].node, samples[k].ts)] = raw
+    return out
+
+
+def test_scores_do_not_depend_on_how_nodes_are_batched() -> None:
+    """A Kafka batch holds one partition's records: hundreds of one node's samples in a row.
+    A fitted detector must score them as it scores the interleaved file order (before the fix
+    a node's later samples overwrote its ring buffer before its earlier windows were read)."""
+    from models.autoencoder.detector import ConsensusDetector
+    from models.autoencoder.features import NodeSample
+
+    rng = np.random.default_rng(0)
+    nodes, ticks = 4, 1000
+    samples = [
+        NodeSample(f"n{n}", float(t), 5.0 + n + rng.normal(0, 0.3), 20.0, 1.0 + 0.1 * n)
+        for t in range(ticks)
+        for n in range(nodes)
+    ]
+    det = ConsensusDetector(
+        window=10, units=8, warmup_windows=400, retrain_every=10**9, background=False, batch_size=32
+    )
+    warm = 150 * nodes
+    _raw_scores(det, [samples[i : i + 200] for i in range(0, warm, 200)])
+    assert det.ready
+    other = pickle.loads(pickle.dumps(det))
+    rest = samples[warm:]
+    interleaved = _raw_scores(det, [rest[i : i + 200] for i in range(0, len(rest), 200)])
+    grouped = _raw_scores(other, [sorted(rest, key=lambda s: s.node)])  # 850 per node
+    assert len(interleaved) == len(rest)
+    assert grouped.keys() == interleaved.keys()
+    diff = max(abs(grouped[k] - v) / (1e-6 + abs(v)) for k, v in interleaved.items())
+    assert diff < 1e-3
