@@ -188,7 +188,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             settings,
             [settings.topic("alerts")],
             printer.handle,
-            group_id=args.group_id or f"dwcp-alerts-{uuid.uuid4().hex[:12]}",
+            group_id=settings.group_id or f"dwcp-alerts-{uuid.uuid4().hex[:12]}",
             from_beginning=args.from_beginning,
             decoder=decode_alert,
             max_records=args.max_records,

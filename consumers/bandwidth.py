@@ -322,8 +322,7 @@ def group_id(settings: Settings) -> str:
 
     Checkpoints are kept per group (``<state_dir>/bandwidth-<group>/``).
     """
-    default = Settings.__dataclass_fields__["group_id"].default
-    return settings.group_id if settings.group_id != default else "dwcp-bandwidth"
+    return settings.consumer_group("bandwidth")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -259,6 +259,7 @@ def run(
         settings,
         [settings.topic("telemetry")],
         handler,
+        group_id=settings.consumer_group("compression"),
         from_beginning=args.from_beginning,
         max_records=args.max_records,
         max_seconds=args.max_seconds,

@@ -350,8 +350,7 @@ def group_id(settings: Settings) -> str:
 
     Checkpoints are kept per group (``<state_dir>/consensus-<group>/``).
     """
-    default = Settings.__dataclass_fields__["group_id"].default
-    return settings.group_id if settings.group_id != default else "dwcp-consensus"
+    return settings.consumer_group("consensus")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -104,6 +104,7 @@ def run(
         settings,
         [settings.topic("telemetry")],
         state.handle,
+        group_id=settings.consumer_group("ingest"),
         from_beginning=args.from_beginning,
         max_records=args.max_records,
         max_seconds=args.max_seconds,

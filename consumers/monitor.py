@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     consumer = make_consumer(
         settings,
         list(by_wire),
-        group_id=f"{settings.group_id}-monitor-{uuid.uuid4().hex[:8]}",
+        group_id=f"{settings.consumer_group('monitor')}-{uuid.uuid4().hex[:8]}",
         from_beginning=args.from_beginning,
     )
     tally = Tally()

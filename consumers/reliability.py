@@ -150,7 +150,7 @@ def run_stream(
 ) -> tuple[LoopStats, ReliabilityService]:
     """Run the consumer until a limit or a signal stops it."""
     out = out or sys.stderr
-    group = args.group_id or "dwcp-reliability"
+    group = settings.consumer_group("reliability")
     store = (
         None if args.no_checkpoint else CheckpointStore(settings.state_dir, f"reliability-{group}")
     )

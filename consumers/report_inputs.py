@@ -145,7 +145,7 @@ def from_kafka(settings: Settings, idle_s: float = 5.0, max_s: float = 600.0) ->
     consumer = make_consumer(
         settings,
         list(topics),
-        group_id=f"{settings.group_id}-evaluate-{uuid.uuid4().hex[:8]}",
+        group_id=f"{settings.consumer_group('evaluate')}-{uuid.uuid4().hex[:8]}",
         from_beginning=True,
     )
     n = 0

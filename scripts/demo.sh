@@ -15,11 +15,11 @@ nodes=${DEMO_NODES:-50}
 speedup=${DEMO_SPEEDUP:-50}
 interval=${DEMO_INTERVAL:-5}
 export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
-# Each run gets its own topics and groups, so a new run never re-reads an old one; model state
-# (checkpoints) is kept across runs in .cache/demo/state, so the second run starts warm.
+# Each run gets its own topics, so a new run never re-reads an old one; every consumer has its
+# own group (dwcp-<name>); model state (checkpoints) is kept across runs in .cache/demo/state,
+# so the second run starts warm.
 run="demo-$(date -u +%Y%m%dT%H%M%S)"
 export DWCP_TOPIC_PREFIX=${DWCP_TOPIC_PREFIX:-$run.}
-export DWCP_GROUP_ID=${DWCP_GROUP_ID:-$run}
 logs="$root/.cache/demo"
 export DWCP_STATE_DIR=${DWCP_STATE_DIR:-$logs/state}
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}

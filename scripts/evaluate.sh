@@ -22,7 +22,7 @@ logs="$root/.cache/evaluate/$run"
 mkdir -p "$logs"
 export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
 export DWCP_TOPIC_PREFIX="$run."
-export DWCP_GROUP_ID="$run"
+# No DWCP_GROUP_ID: every consumer keeps its own group (dwcp-<name>); the topics are this run's.
 export DWCP_STATE_DIR="$logs/state"
 EVAL_BANDWIDTH_ARGS=${EVAL_BANDWIDTH_ARGS:---warmup-windows 4000}
 

@@ -52,7 +52,7 @@ from typing import Any
 import msgspec
 
 from stream.deadletters import dead_letter, describe_batch
-from stream.errors import CommitError
+from stream.errors import CommitError, SettingsError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
 from stream.loop_stats import LoopStats
 from stream.records import FieldError
@@ -297,6 +297,8 @@ def run_consumer(
     and the decoder to ``validate_telemetry`` capped at ``settings.max_record_bytes``.
     """
     group = group_id or settings.group_id
+    if not group:
+        raise SettingsError("no consumer group: pass group_id (see Settings.consumer_group) or set DWCP_GROUP_ID")
     options.setdefault("max_batch", settings.batch_size)
     options.setdefault("poll_timeout_ms", settings.poll_timeout_ms)
     producer = make_producer(settings)

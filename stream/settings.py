@@ -43,7 +43,7 @@ class Settings:
     partitions: int = 6
     replication_factor: int = 1
     client_id: str = "dwcp-stream"
-    group_id: str = "dwcp-stream"
+    group_id: str = ""  # empty: each consumer uses its own group, dwcp-<name>
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str = ""
     sasl_username: str = ""
@@ -76,6 +76,17 @@ class Settings:
         if name not in TOPICS:
             raise SettingsError(f"unknown topic {name!r} (known: {', '.join(TOPICS)})")
         return self.topic_prefix + name
+
+    def consumer_group(self, name: str) -> str:
+        """Consumer group of the consumer ``name``: ``group_id`` when set, else ``dwcp-<name>``.
+
+        Each consumer has its own default group, so two different consumers never split one
+        topic's partitions between them; copies of one consumer share its group.
+
+        >>> Settings().consumer_group("reliability"), Settings(group_id="g").consumer_group("x")
+        ('dwcp-reliability', 'g')
+        """
+        return self.group_id or f"dwcp-{name}"
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -110,7 +121,7 @@ class Settings:
         g.add_argument("--backend", choices=BACKENDS, help="Kafka client: kafka-python (default) or confluent (fast)")
         g.add_argument("--topic-prefix", help="prefix shared by all topic names (default 'dwcp.')")
         g.add_argument("--client-id", help="Kafka client id")
-        g.add_argument("--group-id", help="consumer group id")
+        g.add_argument("--group-id", help="consumer group id (default dwcp-<consumer name>)")
         g.add_argument("--security-protocol", choices=SECURITY_PROTOCOLS, help="PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
         g.add_argument("--sasl-mechanism", help="e.g. PLAIN, SCRAM-SHA-256 (password only via DWCP_SASL_PASSWORD)")
         g.add_argument("--sasl-username")

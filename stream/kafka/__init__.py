@@ -122,6 +122,8 @@ def make_consumer(
     -------
     Consumer
     """
+    if not (group_id or settings.group_id):
+        raise SettingsError("no consumer group: pass group_id (see Settings.consumer_group) or set DWCP_GROUP_ID")
     mod = _backend(settings)
     cls = mod.ConfluentConsumer if settings.backend == "confluent" else mod.KafkaPythonConsumer
     consumer: Consumer = cls(

@@ -40,3 +40,9 @@ def test_unknown_topic_and_secret_not_in_repr():
     assert "hunter2" not in repr(s)
     with pytest.raises(SettingsError, match="unknown topic 'alert'"):
         s.topic("alert")
+
+
+def test_each_consumer_has_its_own_default_group_unless_one_is_set():
+    assert Settings().consumer_group("bandwidth") == "dwcp-bandwidth"
+    assert Settings().consumer_group("consensus") != Settings().consumer_group("bandwidth")
+    assert Settings.from_env({"DWCP_GROUP_ID": "g"}).consumer_group("bandwidth") == "g"
