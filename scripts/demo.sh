@@ -49,7 +49,7 @@ trap cleanup EXIT
 "$py" -m stream.topics create
 
 # Consumers first, so they are in their groups before the first event; then the fleet.
-consumers=(ingest reliability compression)
+consumers=(ingest reliability consensus bandwidth compression)
 for name in "${consumers[@]}"; do
   "$py" -m "consumers.$name" --from-beginning >"$logs/$name.log" 2>&1 &
   pids+=("$!")

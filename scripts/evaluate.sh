@@ -8,8 +8,9 @@
 # EVAL_KEEP_TOPICS=1. Environment: EVAL_OUT (reports/pipeline), EVAL_IDLE (consumers stop after
 # this many seconds without new records, 20), EVAL_MAX_SECONDS (hard limit per consumer, 1500),
 # EVAL_<NAME>_ARGS extra flags for consumers.<name> (EVAL_BANDWIDTH_ARGS defaults to
-# "--warmup-windows 4000": the library's 20 links x 2000 samples never reach the default 20000
-# windows of its 512-step buffers), DWCP_BACKEND (confluent). Logs: .cache/evaluate/<run>/*.log
+# "--warmup-windows 1400": the library's 20 links x 2000 samples never reach the default 20000
+# windows, and the backlog arrives partition by partition, at most 467 windows per link before
+# the first fit, so a larger warm-up leaves the links read before it without forecasts), DWCP_BACKEND (confluent). Logs: .cache/evaluate/<run>/*.log
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -24,7 +25,7 @@ export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
 export DWCP_TOPIC_PREFIX="$run."
 # No DWCP_GROUP_ID: every consumer keeps its own group (dwcp-<name>); the topics are this run's.
 export DWCP_STATE_DIR="$logs/state"
-EVAL_BANDWIDTH_ARGS=${EVAL_BANDWIDTH_ARGS:---warmup-windows 4000}
+EVAL_BANDWIDTH_ARGS=${EVAL_BANDWIDTH_ARGS:---warmup-windows 1400}
 
 bash scripts/setup.sh
 py="$root/.venv/bin/python"
@@ -78,7 +79,8 @@ pids=()
 echo "evaluate: consumers done in $(( $(date +%s) - t0 ))s" >&2
 for name in "${consumers[@]}"; do printf '  %s: %s\n' "$name" "$(tail -n 1 "$logs/$name.log")" >&2; done
 
+# Timelines: one PNG per incident is ~30 KB; EVAL_TIMELINES caps them (0 = all) to keep the repo lean.
 "$py" -m consumers.evaluate --out "$out" --command "bash scripts/evaluate.sh${1:+ $1}" \
-  --title "Pipeline evaluation on $(basename "$recording")"
+  --max-timelines "${EVAL_TIMELINES:-12}" --title "Pipeline evaluation on $(basename "$recording")"
 "$py" -m consumers.report_cards --report "$out/report.json" --out docs/model-cards
 exit "$status"
