@@ -32,7 +32,7 @@ import numpy as np
 from models.autoencoder.features import FEATURES, NodeBaseline, NodeSample
 from models.autoencoder.model import LSTMAutoencoder
 from models.autoencoder.threshold import AdaptiveThreshold
-from models.forecast.retrain import BackgroundTrainer
+from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
 from models.forecast.windows import LinkHistory, key_chunks
 
 
@@ -59,7 +59,7 @@ class ScoreBatch:
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-class ConsensusDetector:
+class ConsensusDetector(RetrainsInBackground):
     """Online LSTM-autoencoder detector of consensus degradation (see the module docstring).
 
     Parameters
@@ -328,24 +328,3 @@ class ConsensusDetector:
             }
         )
         events.append(f"retrain done in {result.seconds:.2f}s -> {self.model_version}")
-
-    def finish(self, timeout: float | None = None) -> None:
-        """Wait for a running retrain and swap it in (call before a checkpoint)."""
-        self.trainer_.join(timeout)
-        self._swap([])
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The trainer's model may be mid-retrain in its thread: never pickle it. A restored
-        # object gets a fresh trainer holding a copy of the serving model (an unfinished
-        # retrain is simply lost).
-        state = dict(self.__dict__)
-        state["trainer_"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.trainer_ = BackgroundTrainer(
-            self._new_model(), background=self.background, pause_s=self.retrain_pause_s
-        )
-        if self.model_.net_ is not None:
-            self.trainer_.model.copy_from(self.model_)

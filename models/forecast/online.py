@@ -45,7 +45,7 @@ from models.forecast.baselines import EWMABaseline
 from models.forecast.drift import DriftTrigger
 from models.forecast.intervals import ResidualQuantiles
 from models.forecast.lstm import LSTMForecaster
-from models.forecast.retrain import BackgroundTrainer
+from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
 from models.forecast.windows import FEATURES, LinkHistory, key_chunks, step_features
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class ForecastBatch:
     versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
-class OnlineForecaster:
+class OnlineForecaster(RetrainsInBackground):
     """Online multi-horizon bandwidth forecaster (see the module docstring).
 
     Parameters
@@ -400,24 +400,3 @@ class OnlineForecaster:
         events.append(
             f"{result.reason} retrain done in {result.seconds:.2f}s -> {self.model_version}"
         )
-
-    def finish(self, timeout: float | None = None) -> None:
-        """Wait for a running retrain and swap it in (call before a checkpoint)."""
-        self.trainer_.join(timeout)
-        self._swap([])
-
-    def __getstate__(self) -> dict[str, Any]:
-        # The trainer's model may be mid-retrain in its thread: never pickle it. A restored
-        # object gets a fresh trainer holding a copy of the serving model (an unfinished
-        # retrain is simply lost).
-        state = dict(self.__dict__)
-        state["trainer_"] = None
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self.trainer_ = BackgroundTrainer(
-            self._new_model(), background=self.background, pause_s=self.retrain_pause_s
-        )
-        if self.model_.net_ is not None:
-            self.trainer_.model.copy_from(self.model_)

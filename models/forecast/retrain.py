@@ -120,3 +120,43 @@ class BackgroundTrainer:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["model"], state["background"], state.get("pause_s", 0.0))  # type: ignore[misc]
         self.completed = state["completed"]
+
+
+class RetrainsInBackground:
+    """Mixin for an online model that serves ``model_`` while ``trainer_`` retrains a copy.
+
+    The host class provides ``model_``, ``trainer_``, ``background``, ``retrain_pause_s``,
+    ``_new_model()`` (an untrained model of the same shape) and ``_swap(events)`` (swap a
+    finished retrain in). The mixin gives it :meth:`finish` and pickling: the trainer's model
+    may be mid-retrain in its thread, so it is never pickled; a restored object gets a fresh
+    trainer holding a copy of the serving model (an unfinished retrain is simply lost).
+    """
+
+    model_: Any
+    trainer_: Any
+    background: bool
+    retrain_pause_s: float
+
+    def _new_model(self) -> Any:
+        raise TypeError(f"{type(self).__name__} must define _new_model()")
+
+    def _swap(self, events: list[str]) -> None:
+        raise TypeError(f"{type(self).__name__} must define _swap()")
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait for a running retrain and swap it in (call before a checkpoint)."""
+        self.trainer_.join(timeout)
+        self._swap([])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["trainer_"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.trainer_ = BackgroundTrainer(
+            self._new_model(), background=self.background, pause_s=self.retrain_pause_s
+        )
+        if self.model_.net_ is not None:
+            self.trainer_.model.copy_from(self.model_)
