@@ -32,6 +32,7 @@ import numpy as np
 
 from stream.checkpoint import CheckpointStore
 from stream.errors import DwcpError
+from stream.files import open_recording
 from stream.kafka import Message
 from stream.loop import LoopStats, Output, run_consumer
 from stream.records import Prediction, encode
@@ -43,8 +44,8 @@ NAME = "bandwidth"
 
 
 def iter_file_batches(path: str | Path, batch: int) -> Iterator[list[Any]]:
-    """Decoded telemetry from a JSON-lines recording, ``batch`` records at a time."""
-    with open(path, "rb") as f:
+    """Decoded telemetry from a JSON-lines recording (``.gz`` too), ``batch`` records at a time."""
+    with open_recording(path) as f:
         lines: list[bytes] = []
         for line in f:
             lines.append(line)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import io
 import logging
 import multiprocessing as mp
 import os
@@ -45,6 +46,7 @@ from models.evaluation import RecordFlag, evaluate
 from models.reliability import ReliabilityDetector
 from stream.checkpoint import CheckpointStore
 from stream.errors import DwcpError
+from stream.files import open_recording
 from stream.kafka import Message, TopicPartition
 from stream.loop import LoopStats, Output, run_consumer
 from stream.records import Alert, IncidentLabel, decode, encode
@@ -250,11 +252,11 @@ def parse_column_map(spec: str | None) -> dict[str, str]:
 def read_records(
     path: str, column_map: dict[str, str], node_id: str, interval_s: float
 ) -> Iterator[tuple[Any, str]]:
-    """``(record or None, error)`` per input record, in order (JSON lines or CSV)."""
-    if path.endswith(".csv"):
+    """``(record or None, error)`` per input record, in order (JSON lines or CSV, ``.gz`` too)."""
+    if path.removesuffix(".gz").endswith(".csv"):
         yield from _read_csv(path, column_map, node_id, interval_s)
         return
-    with open(path, "rb") as f:
+    with open_recording(path) as f:
         for line in f:
             if not line.strip():
                 continue
@@ -268,7 +270,7 @@ def _read_csv(
     path: str, column_map: dict[str, str], node_id: str, interval_s: float
 ) -> Iterator[tuple[Any, str]]:
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    with open(path, newline="") as f:
+    with io.TextIOWrapper(open_recording(path), newline="") as f:
         for i, row in enumerate(csv.DictReader(f)):
             rec: dict[str, Any] = {}
             try:
