@@ -65,7 +65,26 @@ class Message(msgspec.Struct, frozen=True, gc=False):
         return self.offset + 1
 
 
-class Producer(ABC):
+class _Closing(ABC):
+    """A client that is also a context manager: ``with ... as c:`` closes it on exit."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the client."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Producer(_Closing):
     """Asynchronous producer; delivery is confirmed (or reported failed) by :meth:`flush`."""
 
     @abstractmethod
@@ -94,19 +113,8 @@ class Producer(ABC):
     def close(self) -> None:
         """Flush what is queued (best effort) and release the connection."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class Consumer(ABC):
+class Consumer(_Closing):
     """A consumer-group member with manual, synchronous commits."""
 
     @abstractmethod
@@ -135,19 +143,8 @@ class Consumer(ABC):
     def close(self) -> None:
         """Leave the group (calling ``on_revoke``) and release the connection. No commit."""
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class Admin(ABC):
+class Admin(_Closing):
     """The few cluster operations the pipeline needs."""
 
     @abstractmethod
@@ -165,14 +162,3 @@ class Admin(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the connection."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
