@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
-# Install everything a fresh machine needs into .venv (idempotent, quick when nothing changed).
-#   bash scripts/setup.sh            # runtime + dev + fast client extra
-# Re-installs only when pyproject.toml changes (a stamp file holds its hash).
+# Install exactly what uv.lock says into .venv (idempotent; a second run takes about a second).
+#   bash scripts/setup.sh            # runtime + the fast and dev extras
+# uv (https://docs.astral.sh/uv/) is used from PATH when present, else installed once from PyPI
+# into .cache/tools (pinned below). `uv sync --frozen` never re-resolves: every machine gets the
+# versions in the committed lock. To upgrade: `uv lock --upgrade`, then `bash scripts/test.sh`.
+# Environment: PYTHON (interpreter for the venv, default python3), UV (a uv binary to use).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 py=${PYTHON:-python3}
-venv="$root/.venv"
-stamp="$venv/.dwcp-installed"
-want=$(sha256sum pyproject.toml | cut -c1-16)
+uv_version=0.13.9
+export UV_PYTHON_DOWNLOADS=never   # use the machine's Python; never fetch an interpreter
+export UV_LINK_MODE=${UV_LINK_MODE:-copy}   # the cache may live on another filesystem
 
-if [ ! -x "$venv/bin/python" ]; then
-  echo "setup: creating virtual environment in .venv" >&2
-  "$py" -m venv "$venv"
+uv=${UV:-}
+if [ -z "$uv" ]; then
+  if command -v uv >/dev/null 2>&1; then
+    uv=$(command -v uv)
+  else
+    uv="$root/.cache/tools/bin/uv"
+    if [ ! -x "$uv" ] || [ "$("$uv" --version 2>/dev/null | cut -d' ' -f2)" != "$uv_version" ]; then
+      echo "setup: installing uv $uv_version into .cache/tools" >&2
+      "$py" -m venv "$root/.cache/tools"
+      "$root/.cache/tools/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "uv==$uv_version"
+    fi
+  fi
 fi
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing dwcp-stream with extras [fast,dev] (first time takes a few minutes: tensorflow-cpu)" >&2
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e ".[fast,dev]"
-  echo "$want" > "$stamp"
-else
-  echo "setup: .venv is up to date" >&2
+
+if [ ! -x "$root/.venv/bin/python" ]; then
+  echo "setup: creating .venv and installing the locked packages (first time: a few minutes)" >&2
 fi
+"$uv" sync --frozen --python "$py" --extra fast --extra dev --quiet
+echo "setup: .venv matches uv.lock ($("$uv" --version))" >&2

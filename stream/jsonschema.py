@@ -13,6 +13,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,29 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         }
         if components:
             doc["$defs"] = components
-        out[name] = doc
+        out[name] = normalise_descriptions(doc)
     return out
+
+
+def normalise_descriptions(node: Any) -> Any:
+    """``node`` with every ``description`` text cleaned as :func:`inspect.cleandoc` does.
+
+    msgspec copies docstrings into ``description``, raw (indented continuation lines) in some
+    versions and cleaned in others; cleaning them here keeps the generated files identical
+    whatever msgspec version is installed.
+
+    >>> normalise_descriptions({"description": "Top.\n\n    More.\n    ", "x": [{"description": "a"}]})
+    {'description': 'Top.\n\nMore.', 'x': [{'description': 'a'}]}
+    """
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str)
+            else normalise_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [normalise_descriptions(v) for v in node]
+    return node
 
 
 def render(doc: dict[str, Any]) -> bytes:
