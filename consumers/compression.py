@@ -20,7 +20,10 @@ State lives in ``<state_dir>/compression/``: ``policy.json`` (the portable expor
 the Go side loads) and ``links.json`` (each link's current choice). Both are written when
 the loop stops (after its final commit); ``policy.json`` also after a micro-batch update at
 most every ``--checkpoint-interval`` seconds. On start they are restored; without a
-checkpoint the policy is first trained on simulated fleet states (``--bootstrap-*``).
+checkpoint it starts from the shipped starting policy (``data/models/compression-policy.json``,
+made by ``python -m consumers.compression --export-policy FILE``), so it decides from its first
+record; with ``--starting-policy ''`` (or no such file) it first trains on simulated fleet states
+(``--bootstrap-*``, 30-55 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from stream.settings import Settings
 
 log = logging.getLogger("consumers.compression")
 KIND = "compression_choice"
+#: The shipped starting policy: what a consumer without a checkpoint starts from.
+STARTING_POLICY = Path(__file__).resolve().parent.parent / "data" / "models" / "compression-policy.json"
 
 
 class CompressionConsumer:
@@ -146,9 +151,49 @@ def load_checkpoint(directory: Path) -> tuple[Any, dict[str, str]] | None:
     return portable, links
 
 
-def build_selector(settings: Settings, args: argparse.Namespace, out: TextIO) -> LinkSelector:
-    """Restore the checkpoint, or train a policy on simulated fleet states."""
+def train_bootstrap_policy(args: argparse.Namespace, out: TextIO) -> Any:
+    """A policy trained on simulated fleet states (``--bootstrap-*``)."""
     from models.compression.dataset import training_states
+    from models.compression.policy import CompressionPolicy
+
+    print("compression: training on simulated fleet states", file=out, flush=True)
+    seeds = tuple(range(1, args.bootstrap_fleets + 1))
+    states = training_states(seeds, nodes=args.bootstrap_nodes, hours=args.bootstrap_hours)
+    policy = CompressionPolicy(epochs=args.bootstrap_epochs).fit(states)
+    print(
+        f"compression: trained {policy.version} on {len(states):,d} states in "
+        f"{policy.fit_seconds_:.1f}s",
+        file=out,
+        flush=True,
+    )
+    return policy
+
+
+def starting_policy(args: argparse.Namespace, out: TextIO) -> Any:
+    """The shipped starting policy (``--starting-policy``), else a freshly trained one."""
+    from models.compression.policy import CompressionPolicy
+
+    path = Path(args.starting_policy) if args.starting_policy else None
+    if path is None or not path.is_file():
+        if path is not None:
+            print(f"compression: no starting policy at {path}", file=out, flush=True)
+        return train_bootstrap_policy(args, out)
+    portable = _read_portable(path)
+    print(f"compression: no checkpoint; starting from {portable.version} ({path})", file=out, flush=True)
+    return CompressionPolicy.from_portable(portable)
+
+
+def _read_portable(path: Path) -> Any:
+    from models.compression.portable import PortablePolicy
+
+    try:
+        return PortablePolicy.from_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read the starting policy {path}: {exc}") from exc
+
+
+def build_selector(settings: Settings, args: argparse.Namespace, out: TextIO) -> LinkSelector:
+    """Restore the checkpoint, else start from the shipped (or a freshly trained) policy."""
     from models.compression.policy import CompressionPolicy
 
     directory = Path(settings.state_dir) / "compression"
@@ -158,18 +203,7 @@ def build_selector(settings: Settings, args: argparse.Namespace, out: TextIO) ->
         policy = CompressionPolicy.from_portable(portable)
         print(f"compression: restored {portable.version} from {directory}", file=out, flush=True)
     else:
-        print(
-            "compression: no checkpoint; training on simulated fleet states", file=out, flush=True
-        )
-        seeds = tuple(range(1, args.bootstrap_fleets + 1))
-        states = training_states(seeds, nodes=args.bootstrap_nodes, hours=args.bootstrap_hours)
-        policy = CompressionPolicy(epochs=args.bootstrap_epochs).fit(states)
-        print(
-            f"compression: trained {policy.version} on {len(states):,d} states in "
-            f"{policy.fit_seconds_:.1f}s",
-            file=out,
-            flush=True,
-        )
+        policy = starting_policy(args, out)
         links = {}
     selector = LinkSelector(
         policy,
@@ -226,7 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="seconds between policy checkpoints after updates (default 60)",
     )
-    g = p.add_argument_group("bootstrap (first start, no checkpoint): simulated fleet states")
+    g = p.add_argument_group("first start (no checkpoint): the starting policy")
+    g.add_argument(
+        "--starting-policy",
+        default=str(STARTING_POLICY),
+        metavar="FILE.json",
+        help="portable policy to start from without a checkpoint ('' = train on simulated "
+        "fleet states with the --bootstrap-* settings; default: the shipped one)",
+    )
+    g.add_argument(
+        "--export-policy",
+        metavar="FILE.json",
+        help="train on simulated fleet states (--bootstrap-*), write the portable policy here "
+        "and exit (how the shipped starting policy is made)",
+    )
     g.add_argument("--bootstrap-fleets", type=int, default=4, help="fleets (seeds 1..N; default 4)")
     g.add_argument("--bootstrap-nodes", type=int, default=100, help="nodes per fleet (default 100)")
     g.add_argument(
@@ -274,6 +321,12 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; the only place that reads ``os.environ``."""
     args = build_parser().parse_args(argv)
+    if args.export_policy:
+        policy = train_bootstrap_policy(args, sys.stderr)
+        Path(args.export_policy).parent.mkdir(parents=True, exist_ok=True)
+        _write(Path(args.export_policy), policy.to_portable().to_json())
+        print(f"compression: wrote {policy.version} to {args.export_policy}", file=sys.stderr)
+        return 0
     try:
         settings = Settings.from_args(args, os.environ)
         logging.basicConfig(

@@ -3,7 +3,9 @@
 Reads every topic (telemetry, labels, alerts, predictions, dead-letter) in a throwaway consumer
 group that never commits, and prints one status line a second: telemetry events/s, totals per
 topic, incidents injected (labels), alerts by status, dead letters and the last dead-letter
-reason. It only watches: validation and dead-lettering are the processing consumers' job.
+reason, and the lag of every processing consumer's group on the telemetry topic (records it has
+not committed yet, and how many seconds of the current telemetry rate that is). It only watches:
+validation and dead-lettering are the processing consumers' job.
 
     python -m consumers.monitor                      # live, until Ctrl-C
     python -m consumers.monitor --from-beginning --max-seconds 30 --json
@@ -24,12 +26,14 @@ from typing import Any
 
 import msgspec
 
-from stream.kafka import make_consumer
+from stream.kafka import Admin, make_admin, make_consumer
 from stream.records import Alert, DeadLetter
 from stream.settings import TOPICS, Settings
 from stream.shutdown import handle_signals
 
 log = logging.getLogger("consumers.monitor")
+#: The processing consumers whose telemetry lag the status line shows by default.
+LAG_CONSUMERS = ("ingest", "reliability", "consensus", "bandwidth", "compression")
 
 
 @dataclass
@@ -44,6 +48,7 @@ class Tally:
     last_dead_letter: str = ""
     undecodable: int = 0
     window: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
+    lag: dict[str, int] = field(default_factory=dict)
 
     def add(self, logical: str, key: bytes | None, value: bytes) -> None:
         self.per_topic[logical] += 1
@@ -74,14 +79,30 @@ class Tally:
         (t0, n0), (t1, n1) = self.window[0], self.window[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
+    def lag_text(self, rate: float) -> str:
+        """`` | lag name N (Xs) ...``: records behind and seconds of data at ``rate``.
+
+        >>> Tally(lag={"reliability": 1500, "bandwidth": 0}).lag_text(1000.0)
+        ' | lag reliability 1,500 (1.5s) bandwidth 0 (0.0s)'
+        """
+        if not self.lag:
+            return ""
+        parts = [
+            f"{name} {n:,}" + (f" ({n / rate:.1f}s)" if rate > 0 else "")
+            for name, n in self.lag.items()
+        ]
+        return " | lag " + " ".join(parts)
+
     def line(self, now: float) -> str:
         t = self.per_topic
+        rate = self.rate(now)
         return (
-            f"[{now - self.started:6.0f}s] telemetry {self.rate(now):8,.0f} ev/s  total {t['telemetry']:,}"
+            f"[{now - self.started:6.0f}s] telemetry {rate:8,.0f} ev/s  total {t['telemetry']:,}"
             f"  nodes {len(self.nodes)} | incidents injected {t['labels']:,}"
             f" | alerts {t['alerts']:,} (open now {len(self.open_incidents)})"
             f" | predictions {t['predictions']:,} | dead letters {t['dead-letter']:,}"
             + (f" (last: {self.last_dead_letter[:60]})" if self.last_dead_letter else "")
+            + self.lag_text(rate)
         )
 
     def summary(self) -> dict[str, Any]:
@@ -93,7 +114,20 @@ class Tally:
             "open_incidents": len(self.open_incidents),
             "last_dead_letter_reason": self.last_dead_letter,
             "undecodable": self.undecodable,
+            "lag_records": dict(self.lag),
         }
+
+
+def read_lag(admin: Admin, settings: Settings, names: list[str]) -> dict[str, int]:
+    """Telemetry records each consumer's group has not committed yet (summed over partitions)."""
+    topic = settings.topic("telemetry")
+    try:
+        return {
+            n: sum(admin.consumer_lag(settings.consumer_group(n), topic).values()) for n in names
+        }
+    except Exception as exc:  # a watch tool keeps watching; the next look-up may succeed
+        log.warning("cannot read consumer lag: %s", exc)
+        return {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-seconds", type=float, default=0, help="stop after this long (0 = until Ctrl-C)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between status lines")
     parser.add_argument("--json", action="store_true", help="print the final summary as JSON on stdout")
+    parser.add_argument(
+        "--lag",
+        default=",".join(LAG_CONSUMERS),
+        help="consumers whose group lag on the telemetry topic to show (comma-separated; '' = none)",
+    )
+    parser.add_argument("--lag-interval", type=float, default=2.0, help="seconds between lag look-ups")
     Settings.add_arguments(parser)
     return parser
 
@@ -121,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         group_id=f"{settings.consumer_group('monitor')}-{uuid.uuid4().hex[:8]}",
         from_beginning=args.from_beginning,
     )
+    lag_names = [n for n in args.lag.split(",") if n]
+    admin = make_admin(settings) if lag_names else None
     tally = Tally()
+    next_lag = tally.started
     stop = threading.Event()
     deadline = tally.started + args.max_seconds if args.max_seconds > 0 else float("inf")
     next_line = tally.started + args.interval
@@ -132,11 +175,17 @@ def main(argv: list[str] | None = None) -> int:
                 for msg in consumer.poll_batch(max_records=settings.batch_size, timeout_ms=200):
                     tally.add(by_wire[msg.topic], msg.key, msg.value)
                 now = time.monotonic()
+                if admin is not None and now >= next_lag:
+                    tally.lag = read_lag(admin, settings, lag_names)
+                    next_lag = now + args.lag_interval
                 if now >= next_line:
                     print(("\r" if tty else "") + tally.line(now), end="" if tty else "\n", file=sys.stderr, flush=True)
                     next_line = now + args.interval
         finally:
             consumer.close()
+            if admin is not None:
+                tally.lag = read_lag(admin, settings, lag_names)
+                admin.close()
     if tty:
         print(file=sys.stderr)
     summary = tally.summary()

@@ -2,16 +2,20 @@
 # The set-up-and-run command: install, start the local broker, run the synthetic fleet and the
 # consumers for a bounded time while the monitor shows what flows live, then stop cleanly.
 #   bash scripts/demo.sh [SECONDS]          (default 60)
-# Environment: DEMO_RATE events/s (2000), DEMO_NODES (50), DWCP_BACKEND (confluent),
-# DEMO_INTERVAL seconds of event time between samples of a link (5), DEMO_SPEEDUP simulated-time
-# speed-up (50: a 60 s demo covers 50 minutes of fleet time), DEMO_INCIDENT_RATE incidents per node per simulated
-# hour (1), DEMO_BAD_RATE fraction of malformed records (0.001). Logs of every process: .cache/demo/*.log
+# Environment: DEMO_NODES (20) x 4 links, DEMO_INTERVAL seconds of event time between samples of
+# a link (5), DEMO_SPEEDUP simulated-time speed-up (50: a 60 s demo covers 50 minutes of fleet
+# time), so 20 x 4 / 5 x 50 = 800 events/s; DEMO_RATE caps events/s (2000); DWCP_BACKEND
+# (confluent); DEMO_INCIDENT_RATE incidents per node per simulated hour (1); DEMO_BAD_RATE fraction
+# of malformed records (0.001). The default fleet is one every consumer keeps up with on 2 cores
+# (the monitor line shows each one's lag); DEMO_WARMUP_WINDOWS (3000) shortens the LSTM consumers'
+# warm-up so that forecasts and consensus scores start within the demo (their defaults, 20,000
+# and 8,000 windows, take minutes at this rate). Logs of every process: .cache/demo/*.log
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 seconds=${1:-60}
 rate=${DEMO_RATE:-2000}
-nodes=${DEMO_NODES:-50}
+nodes=${DEMO_NODES:-20}
 speedup=${DEMO_SPEEDUP:-50}
 interval=${DEMO_INTERVAL:-5}
 export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
@@ -50,8 +54,11 @@ trap cleanup EXIT
 
 # Consumers first, so they are in their groups before the first event; then the fleet.
 consumers=(ingest reliability consensus bandwidth compression)
+warmup=${DEMO_WARMUP_WINDOWS:-3000}
 for name in "${consumers[@]}"; do
-  "$py" -m "consumers.$name" --from-beginning >"$logs/$name.log" 2>&1 &
+  extra=()
+  case "$name" in bandwidth|consensus) extra=(--warmup-windows "$warmup") ;; esac
+  "$py" -m "consumers.$name" --from-beginning "${extra[@]}" >"$logs/$name.log" 2>&1 &
   pids+=("$!")
   echo "demo: started consumers.$name (log: .cache/demo/$name.log)" >&2
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install exactly what uv.lock says into .venv (idempotent; a second run takes about a second).
 #   bash scripts/setup.sh            # runtime + the fast and dev extras
+#   bash scripts/setup.sh --check    # first fail if uv.lock is out of date with pyproject.toml
 # uv (https://docs.astral.sh/uv/) is used from PATH when present, else installed once from PyPI
 # into .cache/tools (pinned below). `uv sync --frozen` never re-resolves: every machine gets the
 # versions in the committed lock. To upgrade: `uv lock --upgrade`, then `bash scripts/test.sh`.
@@ -11,7 +12,6 @@ cd "$root"
 py=${PYTHON:-python3}
 uv_version=0.13.9
 export UV_PYTHON_DOWNLOADS=never   # use the machine's Python; never fetch an interpreter
-export UV_LINK_MODE=${UV_LINK_MODE:-copy}   # the cache may live on another filesystem
 
 uv=${UV:-}
 if [ -z "$uv" ]; then
@@ -28,6 +28,13 @@ if [ -z "$uv" ]; then
   fi
 fi
 
+if [ "${1:-}" = --check ]; then
+  if ! "$uv" lock --check --python "$py" --quiet; then
+    echo "setup: uv.lock is out of date with pyproject.toml: run \`uv lock\` and commit uv.lock" >&2
+    exit 1
+  fi
+  echo "setup: uv.lock is up to date with pyproject.toml" >&2
+fi
 if [ ! -x "$root/.venv/bin/python" ]; then
   echo "setup: creating .venv and installing the locked packages (first time: a few minutes)" >&2
 fi

@@ -6,7 +6,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
-bash scripts/setup.sh
+bash scripts/setup.sh --check
 py="$root/.venv/bin/python"
 
 echo "test: ruff check, mypy (stream/ and models/)" >&2

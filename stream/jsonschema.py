@@ -60,8 +60,8 @@ def normalise_descriptions(node: Any) -> Any:
     versions and cleaned in others; cleaning them here keeps the generated files identical
     whatever msgspec version is installed.
 
-    >>> normalise_descriptions({"description": "Top.\n\n    More.\n    ", "x": [{"description": "a"}]})
-    {'description': 'Top.\n\nMore.', 'x': [{'description': 'a'}]}
+    >>> normalise_descriptions({"description": "Top.\\n\\n    More.\\n    ", "x": [{"description": "a"}]})
+    {'description': 'Top.\\n\\nMore.', 'x': [{'description': 'a'}]}
     """
     if isinstance(node, dict):
         return {

@@ -160,5 +160,25 @@ class Admin(_Closing):
         """Delete topics; missing ones are ignored."""
 
     @abstractmethod
+    def partition_offsets(self, topic: str) -> dict[int, tuple[int, int]]:
+        """``{partition: (log start offset, end offset)}`` of ``topic`` (``{}`` if missing)."""
+
+    @abstractmethod
+    def group_offsets(self, group_id: str, topic: str) -> dict[int, int]:
+        """The group's committed next offset per partition of ``topic`` (absent: none yet)."""
+
+    def consumer_lag(self, group_id: str, topic: str) -> dict[int, int]:
+        """Records of ``topic`` the group has not committed yet, per partition.
+
+        Lag is the end offset minus the committed offset; a partition with no commit counts
+        from its log start offset (the group will read it all).
+        """
+        committed = self.group_offsets(group_id, topic)
+        return {
+            p: max(0, end - committed.get(p, start))
+            for p, (start, end) in self.partition_offsets(topic).items()
+        }
+
+    @abstractmethod
     def close(self) -> None:
         """Release the connection."""

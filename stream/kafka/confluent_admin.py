@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import (
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from stream.errors import KafkaUnavailableError, TopicError
 from stream.kafka.base import Admin
@@ -65,6 +70,33 @@ class ConfluentAdmin(Admin):
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise TopicError(f"cannot delete topic {name!r}: {exc.args[0].str()}") from exc
+
+    def partition_offsets(self, topic: str) -> dict[int, tuple[int, int]]:
+        meta = self._admin.list_topics(topic, timeout=self._timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return {}
+        tps = [TopicPartition(topic, p) for p in meta.partitions]
+        got: dict[str, dict[int, int]] = {}
+        for name, spec in (("start", OffsetSpec.earliest()), ("end", OffsetSpec.latest())):
+            futures = self._admin.list_offsets(
+                {tp: spec for tp in tps}, request_timeout=self._timeout
+            )
+            got[name] = {
+                tp.partition: fut.result(timeout=self._timeout + 5).offset
+                for tp, fut in futures.items()
+            }
+        return {p: (got["start"][p], got["end"][p]) for p in sorted(got["end"])}
+
+    def group_offsets(self, group_id: str, topic: str) -> dict[int, int]:
+        futures = self._admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group_id)], request_timeout=self._timeout
+        )
+        result = futures[group_id].result(timeout=self._timeout + 5)
+        return {
+            tp.partition: tp.offset
+            for tp in result.topic_partitions or []
+            if tp.topic == topic and tp.offset >= 0
+        }
 
     def close(self) -> None:
         pass  # AdminClient has no close; its resources go with the object

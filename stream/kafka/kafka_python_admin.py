@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import kafka.errors as kerr
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.admin import OffsetSpec
 
 from stream.errors import TopicError
 from stream.kafka.base import Admin
@@ -59,6 +60,23 @@ class KafkaPythonAdmin(Admin):
     def delete_topics(self, names: Sequence[str]) -> None:
         if names:
             self._admin.delete_topics(list(names), timeout_ms=self._timeout_ms, raise_errors=False)
+
+    def partition_offsets(self, topic: str) -> dict[int, tuple[int, int]]:
+        described = [t for t in self._admin.describe_topics([topic]) if not t["error_code"]]
+        if not described:
+            return {}
+        tps = [TopicPartition(topic, p["partition_index"]) for p in described[0]["partitions"]]
+        start, end = (
+            self._admin.list_partition_offsets(
+                {tp: spec for tp in tps}, timeout_ms=self._timeout_ms
+            )
+            for spec in (OffsetSpec.EARLIEST, OffsetSpec.LATEST)
+        )
+        return {tp.partition: (start[tp].offset, end[tp].offset) for tp in sorted(tps)}
+
+    def group_offsets(self, group_id: str, topic: str) -> dict[int, int]:
+        got = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+        return {tp.partition: om.offset for tp, om in got.items() if tp.topic == topic and om.offset >= 0}
 
     def close(self) -> None:
         self._admin.close()

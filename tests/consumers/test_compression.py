@@ -130,14 +130,40 @@ def test_start_restores_the_checkpoint_without_training(tmp_path: Path):
     assert restored.train is False
 
 
-def test_first_start_trains_on_the_fleet_and_checkpoints(tmp_path: Path):
-    flags = ["--state-dir", str(tmp_path), "--bootstrap-fleets", "1", "--bootstrap-nodes", "8"]
-    args = build_parser().parse_args([*flags, "--bootstrap-hours", "2", "--bootstrap-epochs", "1"])
+SMALL_BOOTSTRAP = ["--bootstrap-fleets", "1", "--bootstrap-nodes", "8", "--bootstrap-hours", "2"]
+
+
+def test_first_start_without_a_starting_policy_trains_on_the_fleet_and_checkpoints(tmp_path: Path):
+    flags = ["--state-dir", str(tmp_path), "--starting-policy", "", *SMALL_BOOTSTRAP]
+    args = build_parser().parse_args([*flags, "--bootstrap-epochs", "1"])
     out = io.StringIO()
     sel = build_selector(Settings.from_args(args, {}), args, out)
-    assert "no checkpoint" in out.getvalue() and sel.current == {}
+    assert "training on simulated fleet states" in out.getvalue() and sel.current == {}
     portable, links = load_checkpoint(tmp_path / "compression")
     assert portable.version == sel.policy.version and links == {}
+
+
+def test_first_start_uses_the_shipped_starting_policy_without_training(tmp_path: Path):
+    from consumers.compression import STARTING_POLICY
+
+    shipped = PortablePolicy.from_json(STARTING_POLICY.read_text())
+    assert STARTING_POLICY.stat().st_size < 512 * 1024  # a small file, fit for git
+    args = build_parser().parse_args(["--state-dir", str(tmp_path)])
+    out = io.StringIO()
+    sel = build_selector(Settings.from_args(args, {}), args, out)
+    assert f"starting from {shipped.version}" in out.getvalue()
+    assert "training" not in out.getvalue() and sel.policy.version == shipped.version
+    assert load_checkpoint(tmp_path / "compression")[0].version == shipped.version
+
+
+def test_export_policy_writes_a_policy_a_consumer_starts_from(tmp_path: Path):
+    exported = tmp_path / "policy.json"
+    assert main(["--export-policy", str(exported), *SMALL_BOOTSTRAP, "--bootstrap-epochs", "1"]) == 0
+    args = build_parser().parse_args(["--state-dir", str(tmp_path), "--starting-policy", str(exported)])
+    out = io.StringIO()
+    sel = build_selector(Settings.from_args(args, {}), args, out)
+    assert f"starting from {sel.policy.version}" in out.getvalue()
+    assert json.loads(exported.read_text())["version"] == sel.policy.version
 
 
 def test_parser_knows_the_flags():

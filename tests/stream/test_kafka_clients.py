@@ -202,3 +202,27 @@ def test_a_new_group_pins_its_start_so_a_restart_skips_nothing(
 
     assert sum(ends.values()) == 9
     assert sorted(m.value for m in again) == [b"new"] * 12  # neither skipped nor the old ones
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_admin_reports_consumer_lag_per_partition(
+    kafka_settings, topic_factory, group_id, produce_records
+):
+    from stream.kafka import make_admin
+
+    topic = topic_factory(partitions=2)
+    produce_records(kafka_settings, topic, [(f"k{i}".encode(), str(i).encode()) for i in range(30)])
+    with make_admin(kafka_settings) as admin:
+        offsets = admin.partition_offsets(topic)
+        assert sorted(offsets) == [0, 1] and sum(e - s for s, e in offsets.values()) == 30
+        assert admin.consumer_lag(group_id, topic) == {p: e for p, (_s, e) in offsets.items()}
+        assert admin.partition_offsets(f"{topic}-missing") == {}
+        consumer = make_consumer(kafka_settings, [topic], group_id=group_id, from_beginning=True)
+        try:
+            _join(consumer)
+            consumer.commit({(topic, 0): offsets[0][1], (topic, 1): 1})  # p0 done, p1 one record
+        finally:
+            consumer.close()
+        assert admin.group_offsets(group_id, topic) == {0: offsets[0][1], 1: 1}
+        assert admin.consumer_lag(group_id, topic) == {0: 0, 1: offsets[1][1] - 1}
