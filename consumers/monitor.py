@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 
 from stream.kafka import Admin, make_admin, make_consumer
-from stream.records import Alert, DeadLetter
+from stream.records import Alert, DeadLetter, Prediction
 from stream.settings import TOPICS, Settings
 from stream.shutdown import handle_signals
 
@@ -43,6 +43,7 @@ class Tally:
     started: float = field(default_factory=time.monotonic)
     per_topic: collections.Counter[str] = field(default_factory=collections.Counter)
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
+    predictions: collections.Counter[str] = field(default_factory=collections.Counter)
     open_incidents: set[str] = field(default_factory=set)
     nodes: set[bytes] = field(default_factory=set)
     last_dead_letter: str = ""
@@ -65,6 +66,11 @@ class Tally:
                 self.open_incidents.discard(alert.incident_id)
             else:
                 self.open_incidents.add(alert.incident_id)
+        elif logical == "predictions":
+            try:
+                self.predictions[msgspec.json.decode(value, type=Prediction).kind] += 1
+            except msgspec.MsgspecError:
+                self.undecodable += 1
         elif logical == "dead-letter":
             try:
                 self.last_dead_letter = msgspec.json.decode(value, type=DeadLetter).reason
@@ -78,6 +84,16 @@ class Tally:
             self.window.popleft()
         (t0, n0), (t1, n1) = self.window[0], self.window[-1]
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
+
+    def kinds_text(self) -> str:
+        """`` (bandwidth_forecast N, compression_choice M)``: predictions by kind.
+
+        >>> Tally(predictions=collections.Counter(compression_choice=2, bandwidth_forecast=9)).kinds_text()
+        ' (bandwidth_forecast 9, compression_choice 2)'
+        """
+        if not self.predictions:
+            return ""
+        return " (" + ", ".join(f"{k} {n:,}" for k, n in sorted(self.predictions.items())) + ")"
 
     def lag_text(self, rate: float) -> str:
         """`` | lag name N (Xs) ...``: records behind and seconds of data at ``rate``.
@@ -100,7 +116,7 @@ class Tally:
             f"[{now - self.started:6.0f}s] telemetry {rate:8,.0f} ev/s  total {t['telemetry']:,}"
             f"  nodes {len(self.nodes)} | incidents injected {t['labels']:,}"
             f" | alerts {t['alerts']:,} (open now {len(self.open_incidents)})"
-            f" | predictions {t['predictions']:,} | dead letters {t['dead-letter']:,}"
+            f" | predictions {t['predictions']:,}{self.kinds_text()} | dead letters {t['dead-letter']:,}"
             + (f" (last: {self.last_dead_letter[:60]})" if self.last_dead_letter else "")
             + self.lag_text(rate)
         )
@@ -111,6 +127,7 @@ class Tally:
             "messages": dict(self.per_topic),
             "nodes": len(self.nodes),
             "alerts_by_status": dict(self.alerts),
+            "predictions_by_kind": dict(self.predictions),
             "open_incidents": len(self.open_incidents),
             "last_dead_letter_reason": self.last_dead_letter,
             "undecodable": self.undecodable,
