@@ -337,13 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         logging.getLogger("kafka").setLevel(logging.WARNING)
         from models.forecast import tfrt
+        from models.forecast.online import OnlineForecaster  # no TensorFlow until a model is built
 
         tfrt.configure_threads(args.tf_threads, 1)
         group = group_id(settings)
         store = (
             None
             if args.no_checkpoint or args.from_file
-            else CheckpointStore(settings.state_dir, f"{NAME}-{group}")
+            else CheckpointStore(settings.state_dir, f"{NAME}-{group}", expect=OnlineForecaster)
         )
         app = BandwidthApp(settings, args, store)
         if args.from_file:

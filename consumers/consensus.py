@@ -370,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store = (
             None
             if args.no_checkpoint or args.from_file
-            else CheckpointStore(settings.state_dir, f"{NAME}-{group}")
+            else CheckpointStore(settings.state_dir, f"{NAME}-{group}", expect=tuple)
         )
         app = ConsensusApp(settings, args, store)
         if args.from_file:

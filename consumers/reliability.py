@@ -154,7 +154,9 @@ def run_stream(
     out = out or sys.stderr
     group = settings.consumer_group("reliability")
     store = (
-        None if args.no_checkpoint else CheckpointStore(settings.state_dir, f"reliability-{group}")
+        None
+        if args.no_checkpoint
+        else CheckpointStore(settings.state_dir, f"reliability-{group}", expect=dict)
     )
     detector, how = load_detector(store, **detector_params(args, background=True))
     print(f"reliability: {how}", file=out, flush=True)
