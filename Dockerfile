@@ -8,14 +8,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_CPP_MIN_LOG_LEVEL=2
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml uv.lock README.md ./
 COPY stream ./stream
 COPY models ./models
 COPY producers ./producers
 COPY consumers ./consumers
 COPY schemas ./schemas
 COPY data ./data
-RUN pip install ".[fast]"
+# The versions in uv.lock, as on every other machine (no dev tools in the image).
+RUN pip install "uv==0.13.9" && uv sync --frozen --no-editable --extra fast
+ENV PATH="/app/.venv/bin:$PATH"
 
 # Checkpoints and other state live here; mount a volume to keep them across restarts.
 ENV DWCP_STATE_DIR=/var/lib/dwcp

@@ -42,11 +42,11 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without an install
-from models.compression.dataset import TEST_SEEDS, TRAIN_SEEDS, fleet_states  # noqa: E402
 from models.compression.evaluate import evaluate  # noqa: E402
 from models.compression.policy import CompressionPolicy  # noqa: E402
 from models.compression.states import features  # noqa: E402
 from models.compression.transfer import TransferModel  # noqa: E402
+from producers.compression_states import TEST_SEEDS, TRAIN_SEEDS, fleet_states  # noqa: E402
 
 
 def rate(fn: Callable[[], Any], decisions: int, repeats: int, min_s: float = 0.2) -> float:

@@ -6,7 +6,7 @@ the bandwidth consumer's handler with background retraining on versus off.
     python bench/bench_lstm.py --oracle --recording .cache/lstm/bw-s2-i1.jsonl   # noise floor
 
 Timings on a shared 2-core machine are noisy: every figure is the median of several runs.
-The throughput runs feed the same recording through ``consumers.bandwidth.BandwidthApp``
+The throughput runs feed the same recording through ``consumers.bandwidth.BandwidthProcessor``
 (decode -> forecast -> Prediction records -> JSON bytes), i.e. the consumer minus Kafka.
 """
 
@@ -82,7 +82,7 @@ def bench_throughput(recording: str, records: int, retrain: bool, batch: int) ->
     args = bandwidth.build_parser().parse_args(
         ["--retrain-every", "30000"] if retrain else ["--no-retrain"]
     )
-    app = bandwidth.BandwidthApp(Settings(), args, store=None)
+    app = bandwidth.BandwidthProcessor(Settings(), args, None)
     raw: list[bytes] = []
     with open(recording, "rb") as fh:
         for i, line in enumerate(fh):
@@ -136,7 +136,8 @@ def make_figures(folder: Path) -> list[Path]:
     if bw:
         fig, axes = plt.subplots(1, len(bw), figsize=(4 * len(bw), 3), squeeze=False)
         for ax, path in zip(axes[0], bw, strict=True):
-            acc = json.loads(path.read_text())["accuracy"]
+            doc = json.loads(path.read_text())
+            acc = doc.get("bandwidth", doc)["accuracy"]  # --summary nests it; old --report did not
             hs = sorted(acc, key=int)
             x = np.arange(len(hs))
             for i, (key, label) in enumerate(
@@ -155,7 +156,8 @@ def make_figures(folder: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3))
         sevs = ("low", "medium", "high", "critical")
         for i, path in enumerate(cons):
-            by = json.loads(path.read_text())["evaluation"]["recall_by_severity"]
+            doc = json.loads(path.read_text())
+            by = doc.get("consensus", doc)["evaluation"]["recall_by_severity"]
             frac = [_fraction(by[s]) if s in by else 0.0 for s in sevs]
             ax.bar(np.arange(4) + (i - 1) * 0.27, frac, 0.27, label=path.stem)
         ax.set_xticks(np.arange(4), sevs)

@@ -7,21 +7,22 @@ count of out-of-order samples (a sample whose event time is earlier than the nod
 Telemetry is keyed by node_id, so each node's samples arrive in produce order; out-of-order
 counts therefore measure the producers' event-time disorder, not Kafka's.
 
-Run several copies with the same ``--group-id`` to share the partitions.
+Run several copies with the same ``--group-id`` to share the partitions. It runs in the
+application shell (:mod:`stream.app`) like every consumer; ``python -m consumers run`` with
+other processors validates each record once for all of them, so ingest is only needed where
+nothing else reads the topic.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
-from stream.errors import DwcpError
+from stream import app
 from stream.kafka import Message
-from stream.loop import LoopStats, Output, run_consumer
+from stream.loop import Output
 from stream.settings import Settings
 
 
@@ -55,88 +56,42 @@ class IngestState:
         return max(self.out_of_order.values(), default=0)
 
 
-def stats_line(stats: LoopStats, state: IngestState) -> str:
-    """The live stats line."""
-    return (
-        f"ingest: {stats.records_in:>10,d} events  {stats.window_rate:>9,.0f} ev/s  "
-        f"dead letters {stats.dead_letters:,d}  nodes {state.nodes:,d}  "
-        f"max out-of-order/node {state.max_out_of_order:,d}  ({stats.elapsed:.1f}s)"
+class IngestProcessor(app.Processor):
+    """:class:`IngestState` in the application shell (its state is the bookkeeping)."""
+
+    name = "ingest"
+    description = (
+        "Consume the telemetry topic as a consumer-group member: validate every record, send bad "
+        "ones (with reasons and origin) to the dead-letter topic, commit offsets only after that "
+        "is flushed (at-least-once), and print a live stats line."
     )
+
+    def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
+        self.bookkeeping = state if isinstance(state, IngestState) else IngestState()
+
+    def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
+        return self.bookkeeping.handle(batch)
+
+    def state(self, final: bool = False) -> Any:
+        return self.bookkeeping
+
+    def status(self) -> str:
+        b = self.bookkeeping
+        return f"ingest: nodes {b.nodes:,d}  max out-of-order/node {b.max_out_of_order:,d}"
+
+    def summary(self) -> dict[str, Any]:
+        b = self.bookkeeping
+        return {"nodes": b.nodes, "max_out_of_order": b.max_out_of_order}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m consumers.ingest`` command line."""
-    parser = argparse.ArgumentParser(
-        prog="python -m consumers.ingest",
-        description="Consume the telemetry topic as a consumer-group member: validate every record, "
-        "send bad ones (with reasons and origin) to the dead-letter topic, commit offsets only after "
-        "that is flushed (at-least-once), and print a live stats line. Ctrl-C / SIGTERM finish the "
-        "current batch, commit and exit.",
-        epilog="Every connection flag can also be set as a DWCP_<NAME> environment variable. "
-        "Start a local broker with: bash scripts/kafka-local.sh start",
-    )
-    parser.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="start at the earliest record when the group has no committed offset",
-    )
-    parser.add_argument("--max-seconds", type=float, help="stop after this many seconds")
-    parser.add_argument("--max-records", type=int, help="stop after this many records")
-    parser.add_argument(
-        "--idle-timeout", type=float, help="stop after this many seconds without records"
-    )
-    parser.add_argument(
-        "--interval", type=float, default=2.0, help="seconds between stats lines (default 2)"
-    )
-    parser.add_argument(
-        "--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE or 5000)"
-    )
-    Settings.add_arguments(parser)
-    return parser
-
-
-def run(
-    settings: Settings, args: argparse.Namespace, out: TextIO = sys.stdout
-) -> tuple[LoopStats, IngestState]:
-    """Run the ingest consumer until a limit or a signal stops it."""
-    state = IngestState()
-    stats = run_consumer(
-        settings,
-        [settings.topic("telemetry")],
-        state.handle,
-        group_id=settings.consumer_group("ingest"),
-        from_beginning=args.from_beginning,
-        max_records=args.max_records,
-        max_seconds=args.max_seconds,
-        idle_timeout=args.idle_timeout,
-        progress_interval=args.interval,
-        on_progress=lambda s: print(stats_line(s, state), file=out, flush=True),
-    )
-    return stats, state
+    return app.build_parser([IngestProcessor], "python -m consumers.ingest")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; the only place that reads ``os.environ``."""
-    args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_args(args, os.environ)
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        if settings.log_level != "DEBUG":  # the clients' INFO lines are connection chatter
-            logging.getLogger("kafka").setLevel(logging.WARNING)
-        stats, _state = run(settings, args)
-    except DwcpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    print(
-        f"ingest: stopped ({stats.stop_reason}) after {stats.records_in:,d} events, "
-        f"{stats.dead_letters:,d} dead letters, mean {stats.rate:,.0f} ev/s",
-        file=sys.stderr,
-    )
-    return 0
+    """``python -m consumers.ingest``."""
+    return app.main([IngestProcessor], argv, "python -m consumers.ingest")
 
 
 if __name__ == "__main__":

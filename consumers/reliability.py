@@ -1,26 +1,25 @@
 """``python -m consumers.reliability``: score telemetry, publish incident alerts.
 
-On the stream, a consumer-group member reads the telemetry topic with the shared batch loop
-(:mod:`stream.loop`: bad records go to the dead-letter topic, offsets are committed only after
-the batch's alerts are flushed), scores every record with
+Runs in the application shell (:mod:`stream.app`), from the telemetry topic or, with
+``--from-file``, from a recording (JSON lines, or a CSV mapped with ``--column``/``--set``)
+through the same loop, validation and dead letters. Every record is scored by
 :class:`models.reliability.ReliabilityDetector` (river Half-Space Trees + an IsolationForest
-refit in the background, in a worker process by default: ``--refit-in``) and publishes alerts (open -> update -> resolved, stable incident
-ids) on the alerts topic, keyed by node. The detector is checkpointed every
-``--checkpoint-interval`` seconds, on partition revocation and on shutdown, under
-``<state-dir>/reliability-<group>/``, and restored on start.
+refit in the background, in a worker process by default: ``--refit-in``) and alerts (open ->
+update -> resolved, stable incident ids) go to the alerts topic, keyed by node. The detector is
+checkpointed by the shell's rule (after a commit every ``--checkpoint-interval`` seconds, on
+revoke, on shutdown) under ``<state-dir>/reliability-<group>/`` and restored on start.
 
-Offline, ``--from-file`` scores a recorded file through the same detector: JSON lines from
-``producers.synthetic --output`` or a CSV (``--column-map`` maps its columns onto schema
-fields; a file may carry only a few metrics). It writes one score in [0, 1] per input record,
-in input order (``--output``, CSV or JSON lines), optionally the alerts, and with
-``--labels`` an evaluation report (JSON + Markdown, :mod:`models.evaluation`). Offline the
-forest refits inline at deterministic record counts (no worker), so a file scores the same
-every time for a given ``--seed``.
+Offline extras, for any run: ``--scores-output`` writes one score in [0, 1] per scored record
+(CSV or JSON lines), ``--labels`` evaluates the run against ground truth in the summary
+(``--summary FILE.json``) and, with ``--report-dir``, as JSON + Markdown
+(:mod:`models.evaluation`). A file run refits the forest inline at deterministic record counts
+(``--param background=false``, the default there), so a file scores the same every time for a
+given ``--seed``.
 
 Examples::
 
     python -m consumers.reliability --from-beginning
-    python -m consumers.reliability --from-file .cache/rel/s2.jsonl --output .cache/rel/s2.scores.csv \\
+    python -m consumers.reliability --from-file .cache/rel/s2.jsonl --scores-output .cache/rel/s2.scores.csv \\
         --labels .cache/rel/s2.labels.jsonl --report-dir reports/reliability
 """
 
@@ -29,78 +28,132 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import io
 import logging
 import multiprocessing as mp
 import os
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 
 from models.evaluation import RecordFlag, evaluate
 from models.reliability import ReliabilityDetector
-from stream.checkpoint import CheckpointStore
+from stream import app
 from stream.errors import DwcpError
-from stream.files import open_recording
 from stream.kafka import Message, TopicPartition
-from stream.loop import LoopStats, Output, run_consumer
+from stream.loop import Output
 from stream.records import Alert, IncidentLabel, decode, encode
-from stream.schema import FIELD_BY_NAME, decode_telemetry
 from stream.settings import Settings
 
 log = logging.getLogger("consumers.reliability")
 REFIT_NICE = 10
-CHECKPOINT_FORMAT = 2  # 2: the node trend state (format-1 checkpoints start fresh)
 
 
-# -- the stream ---------------------------------------------------------------------------------
-class ReliabilityService:
-    """Loop handler + checkpoint hooks around one detector (no Kafka client of its own).
+class ReliabilityProcessor(app.Processor):
+    """The detector in the application shell; ``state()`` is the detector.
 
     The watermark handed to the detector is the smallest of the partitions' latest event
     times (partitions more than ``lag_s`` behind the newest are ignored as idle), so a slow
     partition does not make its nodes look silent.
     """
 
-    def __init__(
-        self,
-        detector: ReliabilityDetector,
-        alerts_topic: str,
-        store: CheckpointStore | None = None,
-        checkpoint_interval_s: float = 60.0,
-        lag_s: float = 60.0,
-        clock: Any = time.monotonic,
-    ) -> None:
-        self.detector = detector
-        self.alerts_topic = alerts_topic
-        self.store = store
-        self.checkpoint_interval_s = checkpoint_interval_s
-        self.lag_s = lag_s
-        self.clock = clock
+    name = "reliability"
+    outputs = ("alerts",)
+    state_format = 3  # 3: the application shell's layout (older checkpoints start fresh)
+    description = (
+        "Score every telemetry record with river Half-Space Trees and a background-refit "
+        "IsolationForest (per-node context features, calibrated and combined) and publish "
+        "incident alerts with a lifecycle on the alerts topic."
+    )
+    lag_s = 60.0
+
+    def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
+        self.args = args
+        self.topic = settings.topic("alerts")
+        self.detector = state if state is not None else self._new(args)
         self.latest: dict[TopicPartition, dt.datetime] = {}
-        self.last_checkpoint = clock()
         self.alerts = 0
-        self.records = 0
+        self.keep = bool(args.labels)
+        self.flags: list[RecordFlag] = []
+        self.alerts_seen: list[Alert] = []
+        self.scores = _ScoreWriter(args.scores_output)
+        forest = self.detector.forest_
+        self.pool = refit_pool(args.refit_in) if forest.background else None
+        forest.set_executor(self.pool)
+
+    @staticmethod
+    def _new(args: argparse.Namespace) -> ReliabilityDetector:
+        return ReliabilityDetector(**detector_params(args, background=not args.from_file))
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        m = parser.add_argument_group("reliability detector")
+        m.add_argument("--seed", type=int, default=0, help="seed of all randomness (default 0)")
+        m.add_argument(
+            "--threshold",
+            type=float,
+            default=0.995,
+            help="score at which a record is flagged (a quantile among normal records; default 0.995)",
+        )
+        m.add_argument(
+            "--param",
+            action="append",
+            metavar="NAME=JSON",
+            help="any other ReliabilityDetector hyper-parameter, e.g. --param span=720 "
+            "(repeatable; --param background=false refits inline, the default for files)",
+        )
+        m.add_argument(
+            "--refit-in",
+            choices=("process", "thread"),
+            default="process",
+            help="where background IsolationForest refits run: a worker process (default; never "
+            "competes with scoring for the GIL) or a thread",
+        )
+        o = parser.add_argument_group("reliability scores and evaluation")
+        o.add_argument(
+            "--scores-output",
+            metavar="FILE",
+            help="one score per scored record, in order: .csv or JSON lines ('-' = stdout)",
+        )
+        o.add_argument(
+            "--labels", metavar="FILE", help="ground-truth labels (JSON lines) to evaluate against"
+        )
+        o.add_argument("--report-dir", help="with --labels: write <name>.json and <name>.md here")
+        o.add_argument("--report-name", help="file stem of the report (default: the input's)")
+        o.add_argument(
+            "--warmup-s",
+            type=float,
+            default=900.0,
+            help="evaluation ignores the first seconds of event time (default 900)",
+        )
+        o.add_argument(
+            "--post-s",
+            type=float,
+            default=60.0,
+            help="seconds after a label's end that count neither as incident nor normal (default 60)",
+        )
 
     def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
-        """Loop handler: score the batch, return its alerts as outputs."""
-        # State now reflects the previous batches only, all committed: a safe checkpoint.
-        if self.store and self.clock() - self.last_checkpoint >= self.checkpoint_interval_s:
-            self.checkpoint("periodic")
+        """Score the batch; return its alerts as outputs."""
         latest = self.latest
         for msg, rec in batch:
             tp = msg.topic_partition
             if tp not in latest or rec.timestamp > latest[tp]:
                 latest[tp] = rec.timestamp
-        _, alerts = self.detector.process([rec for _, rec in batch], self.watermark())
-        self.records += len(batch)
+        recs = [rec for _, rec in batch]
+        scored, alerts = self.detector.process(recs, self.watermark())
         self.alerts += len(alerts)
-        return [Output(self.alerts_topic, a.node_id.encode(), encode(a)) for a in alerts]
+        if self.keep or self.scores.f is not None:
+            for rec, sc in zip(recs, scored, strict=True):
+                if self.keep:
+                    self.flags.append(RecordFlag(rec.node_id, rec.timestamp, sc.flagged))
+                self.scores.write(rec.node_id, rec.timestamp, sc.score, sc.flagged, "")
+            if self.keep:
+                self.alerts_seen += alerts
+        return [Output(self.topic, a.node_id.encode(), encode(a)) for a in alerts]
 
     def watermark(self) -> dt.datetime | None:
         """Smallest latest event time over the partitions that are not idle."""
@@ -111,75 +164,65 @@ class ReliabilityService:
         return min(live)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        """Checkpoint before partitions go (their offsets are committed by now)."""
         for tp in partitions:
             self.latest.pop(tp, None)
-        self.checkpoint("revoke")
 
-    def checkpoint(self, why: str) -> int | None:
-        """Save the detector; returns the checkpoint version."""
-        self.last_checkpoint = self.clock()
-        if self.store is None:
-            return None
-        version = self.store.save(
-            {"format": CHECKPOINT_FORMAT, "detector": self.detector},
-            meta={
-                "why": why,
-                "records_seen": self.detector.n_seen_,
-                **self.detector.model_versions,
-            },
-        )
-        log.info("checkpoint v%d (%s) after %d records", version, why, self.detector.n_seen_)
-        return version
+    def state(self, final: bool = False) -> Any:
+        return self.detector
 
+    @property
+    def model_version(self) -> str:
+        return str(self.detector.model_versions.get("iforest", ""))
 
-def load_detector(store: CheckpointStore | None, **params: Any) -> tuple[ReliabilityDetector, str]:
-    """The checkpointed detector if there is one, else a new one from ``params``."""
-    found = store.load() if store else None
-    if found is not None:
-        state, meta = found
-        if isinstance(state, dict) and state.get("format") == CHECKPOINT_FORMAT:
-            return (
-                state["detector"],
-                f"restored checkpoint v{meta['version']} ({meta.get('records_seen', 0):,} records seen)",
-            )
-        log.warning("checkpoint v%s has an unknown format; starting fresh", meta.get("version"))
-    return ReliabilityDetector(**params), "no checkpoint: starting fresh"
-
-
-def run_stream(
-    settings: Settings, args: argparse.Namespace, out: TextIO | None = None
-) -> tuple[LoopStats, ReliabilityService]:
-    """Run the consumer until a limit or a signal stops it."""
-    out = out or sys.stderr
-    group = settings.consumer_group("reliability")
-    store = (
-        None
-        if args.no_checkpoint
-        else CheckpointStore(settings.state_dir, f"reliability-{group}", expect=dict)
-    )
-    detector, how = load_detector(store, **detector_params(args, background=True))
-    print(f"reliability: {how}", file=out, flush=True)
-    pool = refit_pool(args.refit_in) if detector.forest_.background else None
-    detector.forest_.set_executor(pool)
-    svc = ReliabilityService(detector, settings.topic("alerts"), store, args.checkpoint_interval)
-
-    def progress(stats: LoopStats) -> None:
-        print(
-            f"reliability: {stats.records_in:>10,d} records  {stats.window_rate:>8,.0f} rec/s  "
-            f"alerts {svc.alerts:,d}  dead letters {stats.dead_letters:,d}  open incidents "
-            f"{len(detector.tracker_.open_incidents()):,d}  {detector.model_versions['iforest']}",
-            file=out,
-            flush=True,
+    def status(self) -> str:
+        d = self.detector
+        return (
+            f"reliability: alerts {self.alerts:,d}  open incidents "
+            f"{len(d.tracker_.open_incidents()):,d}  {d.model_versions['iforest']}"
         )
 
-    try:
-        stats = _consume(settings, args, svc, group, progress)
-    finally:
-        detector.forest_.set_executor(None)
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-    return stats, svc
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"alerts": self.alerts, "records_seen": self.detector.n_seen_}
+        if not self.args.labels:
+            return out
+        a = self.args
+        labels = [
+            decode(line, IncidentLabel)
+            for line in Path(a.labels).read_bytes().splitlines()
+            if line.strip()
+        ]
+        first = min((f.event_time for f in self.flags), default=None)
+        warm = first + dt.timedelta(seconds=a.warmup_s) if first else None
+        ev = evaluate(
+            labels, alerts=self.alerts_seen, records=self.flags, warmup_until=warm, post_s=a.post_s
+        )
+        source = a.from_file or "the telemetry topic"
+        ev.config.update(
+            {
+                "file": source,
+                "seed": a.seed,
+                "threshold": a.threshold,
+                "warmup_s": a.warmup_s,
+                "records": len(self.flags),
+            }
+        )
+        out["evaluation"] = ev.to_dict()
+        title = f"Reliability detector on {Path(source).name}"
+        print(ev.to_markdown(title), file=sys.stderr)
+        if a.report_dir:
+            d = Path(a.report_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            stem = a.report_name or Path(source).stem
+            (d / f"{stem}.json").write_text(ev.to_json() + "\n")
+            (d / f"{stem}.md").write_text(ev.to_markdown(title))
+        return out
+
+    def close(self) -> None:
+        self.scores.close()
+        self.detector.forest_.set_executor(None)
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
 
 
 def refit_pool(mode: str) -> Executor | None:
@@ -196,30 +239,6 @@ def refit_pool(mode: str) -> Executor | None:
     )
 
 
-def _consume(
-    settings: Settings,
-    args: argparse.Namespace,
-    svc: ReliabilityService,
-    group: str,
-    progress: Any,
-) -> LoopStats:
-    return run_consumer(
-        settings,
-        [settings.topic("telemetry")],
-        svc.handle,
-        group_id=group,
-        from_beginning=args.from_beginning,
-        on_revoke=svc.on_revoke,
-        on_close=lambda: svc.checkpoint("shutdown"),
-        max_records=args.max_records,
-        max_seconds=args.max_seconds,
-        idle_timeout=args.idle_timeout,
-        progress_interval=args.interval,
-        on_progress=progress,
-    )
-
-
-# -- offline scoring ----------------------------------------------------------------------------
 def detector_params(args: argparse.Namespace, background: bool = False) -> dict[str, Any]:
     """Detector hyper-parameters from the command line."""
     params: dict[str, Any] = {
@@ -240,150 +259,6 @@ def detector_params(args: argparse.Namespace, background: bool = False) -> dict[
     return params
 
 
-def parse_column_map(spec: str | None) -> dict[str, str]:
-    """``"csvcol=field,other=field2"`` -> ``{csvcol: field}`` (fields must be schema fields)."""
-    out: dict[str, str] = {}
-    for part in filter(None, (p.strip() for p in (spec or "").split(","))):
-        col, sep, name = part.partition("=")
-        if not sep or name not in FIELD_BY_NAME:
-            raise DwcpError(f"bad --column-map entry {part!r}: want CSV_COLUMN=schema_field")
-        out[col] = name
-    return out
-
-
-def read_records(
-    path: str, column_map: dict[str, str], node_id: str, interval_s: float
-) -> Iterator[tuple[Any, str]]:
-    """``(record or None, error)`` per input record, in order (JSON lines or CSV, ``.gz`` too)."""
-    if path.removesuffix(".gz").endswith(".csv"):
-        yield from _read_csv(path, column_map, node_id, interval_s)
-        return
-    with open_recording(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                yield decode_telemetry(line), ""
-            except Exception as exc:
-                yield None, f"{type(exc).__name__}: {exc}"
-
-
-def _read_csv(
-    path: str, column_map: dict[str, str], node_id: str, interval_s: float
-) -> Iterator[tuple[Any, str]]:
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    with io.TextIOWrapper(open_recording(path), newline="") as f:
-        for i, row in enumerate(csv.DictReader(f)):
-            rec: dict[str, Any] = {}
-            try:
-                for col, raw in row.items():
-                    name = column_map.get(col, col)
-                    spec = FIELD_BY_NAME.get(name)
-                    if spec is None or raw in (None, ""):
-                        continue
-                    if spec.kind == "time":
-                        ts = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-                        rec[name] = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
-                    elif spec.numeric:
-                        rec[name] = float(raw)
-                    else:
-                        rec[name] = raw
-            except ValueError as exc:
-                yield None, f"row {i + 1}: {exc}"
-                continue
-            rec.setdefault("node_id", node_id)
-            rec.setdefault("timestamp", t0 + dt.timedelta(seconds=i * interval_s))
-            yield rec, ""
-
-
-def score_file(args: argparse.Namespace, out: TextIO | None = None) -> dict[str, Any]:
-    """Score ``args.from_file``; write scores, alerts and the evaluation; return a summary."""
-    out = out or sys.stderr
-    detector = ReliabilityDetector(**detector_params(args))
-    records = read_records(
-        args.from_file, parse_column_map(args.column_map), args.node_id, args.csv_interval
-    )
-    flags: list[RecordFlag] = []
-    alerts: list[Alert] = []
-    sink = _ScoreWriter(args.output)
-    n = bad = 0
-    t0 = time.perf_counter()
-    batch: list[tuple[Any, str]] = []
-
-    def run(batch: list[tuple[Any, str]]) -> None:
-        good = [r for r, _ in batch if r is not None]
-        scored, new_alerts = detector.process(good)
-        alerts.extend(new_alerts)
-        it = iter(scored)
-        for rec, err in batch:
-            if rec is None:
-                sink.write(None, None, "", False, err)
-                continue
-            s = next(it)
-            node, ts = _field(rec, "node_id"), _field(rec, "timestamp")
-            flags.append(RecordFlag(node, ts, s.flagged))
-            sink.write(node, ts, s.score, s.flagged, "")
-
-    for item in records:
-        n += 1
-        bad += item[0] is None
-        batch.append(item)
-        if len(batch) >= args.batch_size:
-            run(batch)
-            batch = []
-    if batch:
-        run(batch)
-    alerts += detector.flush()
-    sink.close()
-    secs = time.perf_counter() - t0
-    summary: dict[str, Any] = {
-        "records": n,
-        "bad_records": bad,
-        "alerts": len(alerts),
-        "seconds": round(secs, 1),
-    }
-    print(
-        f"reliability: scored {n:,d} records ({bad:,d} unreadable) in {secs:.1f}s "
-        f"({n / max(secs, 1e-9):,.0f} rec/s); {len(alerts):,d} alerts",
-        file=out,
-    )
-    if args.alerts_output:
-        Path(args.alerts_output).write_bytes(b"".join(encode(a) + b"\n" for a in alerts))
-    if args.labels:
-        labels = [
-            decode(line, IncidentLabel)
-            for line in Path(args.labels).read_bytes().splitlines()
-            if line.strip()
-        ]
-        first = min((f.event_time for f in flags), default=None)
-        warm = first + dt.timedelta(seconds=args.warmup_s) if first else None
-        ev = evaluate(labels, alerts=alerts, records=flags, warmup_until=warm, post_s=args.post_s)
-        ev.config.update(
-            {
-                "file": args.from_file,
-                "seed": args.seed,
-                "threshold": args.threshold,
-                "warmup_s": args.warmup_s,
-                "records": n,
-            }
-        )
-        summary["evaluation"] = ev.to_dict()
-        print(ev.to_markdown(f"Reliability detector on {Path(args.from_file).name}"), file=out)
-        if args.report_dir:
-            d = Path(args.report_dir)
-            d.mkdir(parents=True, exist_ok=True)
-            stem = args.report_name or Path(args.from_file).stem
-            (d / f"{stem}.json").write_text(ev.to_json() + "\n")
-            (d / f"{stem}.md").write_text(
-                ev.to_markdown(f"Reliability detector on {Path(args.from_file).name}")
-            )
-    return summary
-
-
-def _field(rec: Any, name: str) -> Any:
-    return rec.get(name) if isinstance(rec, dict) else getattr(rec, name, None)
-
-
 class _ScoreWriter:
     """One line per input record: CSV (``.csv``) or JSON lines; ``None`` path: nothing."""
 
@@ -391,11 +266,17 @@ class _ScoreWriter:
         self.path = path
         self.f: Any = None
         self.csv: Any = None
-        if path:
-            self.f = sys.stdout if path == "-" else open(path, "w", newline="")  # noqa: SIM115
-            if path.endswith(".csv"):
-                self.csv = csv.writer(self.f)
-                self.csv.writerow(["node_id", "timestamp", "score", "flagged", "error"])
+        if path and path != "-":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                self.f = open(path, "w", newline="")  # noqa: SIM115 - closed in close()
+            except OSError as exc:
+                raise DwcpError(f"cannot write the scores to {path}: {exc}") from exc
+        elif path == "-":
+            self.f = sys.stdout
+        if path and path.endswith(".csv"):
+            self.csv = csv.writer(self.f)
+            self.csv.writerow(["node_id", "timestamp", "score", "flagged", "error"])
 
     def write(self, node: Any, ts: Any, score: Any, flagged: bool, error: str) -> None:
         if self.f is None:
@@ -420,133 +301,14 @@ class _ScoreWriter:
             self.f.close()
 
 
-# -- command line -------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m consumers.reliability`` command line."""
-    p = argparse.ArgumentParser(
-        prog="python -m consumers.reliability",
-        description="Score every telemetry record with river Half-Space Trees and a background-refit "
-        "IsolationForest (per-node context features, calibrated and combined), publish incident "
-        "alerts with a lifecycle on the alerts topic, checkpoint the detector. With --from-file, "
-        "score a recorded file offline instead (no Kafka).",
-    )
-    m = p.add_argument_group("detector")
-    m.add_argument("--seed", type=int, default=0, help="seed of all randomness (default 0)")
-    m.add_argument(
-        "--threshold",
-        type=float,
-        default=0.995,
-        help="score at which a record is flagged (a quantile among normal records; default 0.995)",
-    )
-    m.add_argument(
-        "--param",
-        action="append",
-        metavar="NAME=JSON",
-        help="any other ReliabilityDetector hyper-parameter, e.g. --param span=720 (repeatable)",
-    )
-    s = p.add_argument_group("stream")
-    s.add_argument(
-        "--from-beginning",
-        action="store_true",
-        help="start at the earliest record when the group has no committed offset",
-    )
-    s.add_argument("--max-seconds", type=float, help="stop after this many seconds")
-    s.add_argument("--max-records", type=int, help="stop after this many records")
-    s.add_argument(
-        "--idle-timeout", type=float, help="stop after this many seconds without records"
-    )
-    s.add_argument(
-        "--interval", type=float, default=5.0, help="seconds between stats lines (default 5)"
-    )
-    s.add_argument(
-        "--batch-size",
-        type=int,
-        help="records per poll (DWCP_BATCH_SIZE); offline: records per batch (default 1000)",
-    )
-    s.add_argument(
-        "--checkpoint-interval",
-        type=float,
-        default=60.0,
-        help="seconds between periodic checkpoints (default 60)",
-    )
-    s.add_argument(
-        "--refit-in",
-        choices=("process", "thread"),
-        default="process",
-        help="where background IsolationForest refits run: a worker process (default; never "
-        "competes with scoring for the GIL) or a thread",
-    )
-    s.add_argument("--state-dir", help="checkpoint folder (DWCP_STATE_DIR, default .cache/state)")
-    s.add_argument(
-        "--no-checkpoint", action="store_true", help="neither restore nor save checkpoints"
-    )
-    o = p.add_argument_group("offline scoring")
-    o.add_argument(
-        "--from-file",
-        metavar="FILE",
-        help="score this JSONL (producers.synthetic --output) or CSV file instead of the topic",
-    )
-    o.add_argument(
-        "--output",
-        metavar="FILE",
-        help="scores, one per input record in order: .csv or JSON lines ('-' = stdout)",
-    )
-    o.add_argument("--alerts-output", metavar="FILE", help="write the alerts as JSON lines")
-    o.add_argument("--column-map", help="CSV columns onto schema fields: 'col=field,col2=field2'")
-    o.add_argument("--node-id", default="node", help="node_id for CSV rows without one")
-    o.add_argument(
-        "--csv-interval",
-        type=float,
-        default=1.0,
-        help="seconds between CSV rows without a timestamp",
-    )
-    o.add_argument(
-        "--labels", metavar="FILE", help="ground-truth labels (JSON lines) to evaluate against"
-    )
-    o.add_argument("--report-dir", help="write the evaluation as <name>.json and <name>.md here")
-    o.add_argument("--report-name", help="file stem of the report (default: the input's)")
-    o.add_argument(
-        "--warmup-s",
-        type=float,
-        default=900.0,
-        help="evaluation ignores the first seconds of event time (default 900)",
-    )
-    o.add_argument(
-        "--post-s",
-        type=float,
-        default=60.0,
-        help="seconds after a label's end that count neither as incident nor normal (default 60)",
-    )
-    Settings.add_arguments(p)
-    return p
+    return app.build_parser([ReliabilityProcessor], "python -m consumers.reliability")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; the only place that reads ``os.environ``."""
-    args = build_parser().parse_args(argv)
-    try:
-        settings = Settings.from_args(args, os.environ)
-        logging.basicConfig(
-            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
-        if settings.log_level != "DEBUG":
-            logging.getLogger("kafka").setLevel(logging.WARNING)
-        if args.from_file:
-            args.batch_size = args.batch_size or 1000
-            score_file(args)
-            return 0
-        stats, svc = run_stream(settings, args)
-    except DwcpError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    print(
-        f"reliability: stopped ({stats.stop_reason}) after {stats.records_in:,d} records, "
-        f"{svc.alerts:,d} alerts, {stats.dead_letters:,d} dead letters",
-        file=sys.stderr,
-    )
-    return 0
+    """``python -m consumers.reliability``."""
+    return app.main([ReliabilityProcessor], argv, "python -m consumers.reliability")
 
 
 if __name__ == "__main__":

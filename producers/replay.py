@@ -24,18 +24,17 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Sequence
 
-from producers.csvmap import TIME_FORMATS, ColumnMap
-from producers.recordings import Recording, labels_path_for, read_labels
 from producers.replay_run import ReplayOptions, ReplayStats, replay, summary
 from producers.replay_sinks import open_sink
+from stream.csvmap import add_csv_arguments, column_map_from_args
 from stream.errors import DwcpError
+from stream.recordings import Recording, labels_path_for, read_labels
 from stream.settings import Settings
 from stream.shutdown import handle_signals
 
@@ -101,47 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="labels file (default: FILE.labels.jsonl beside FILE, if present)",
     )
     g.add_argument("--no-labels", action="store_true", help="do not replay any labels")
-    g = p.add_argument_group("CSV recordings (columns named like schema fields map by themselves)")
-    g.add_argument(
-        "--format", choices=("jsonl", "csv"), help="recording format (default: from the file name)"
-    )
-    g.add_argument(
-        "--column",
-        action="append",
-        default=[],
-        metavar="FIELD=COLUMN[*SCALE]",
-        help="map a CSV column to a schema field, optionally scaled (repeatable)",
-    )
-    g.add_argument(
-        "--timestamp-column", metavar="COLUMN", help="shorthand for --column timestamp=COLUMN"
-    )
-    g.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        dest="constants",
-        metavar="FIELD=VALUE",
-        help="a constant field for every row, e.g. node_id=n-001 (repeatable)",
-    )
-    g.add_argument(
-        "--mapping",
-        metavar="FILE.json",
-        help='JSON column map: {"FIELD": "COLUMN" or {"column": C, "scale": S}}',
-    )
-    g.add_argument(
-        "--no-auto-map",
-        action="store_true",
-        help="map only the columns named by --column/--mapping",
-    )
-    g.add_argument(
-        "--time-format",
-        choices=TIME_FORMATS,
-        default="auto",
-        help="timestamp column format (default auto: ISO 8601 or epoch s/ms)",
-    )
-    g.add_argument(
-        "--assume-utc", action="store_true", help="read timestamps without a UTC offset as UTC"
-    )
+    add_csv_arguments(p)
     g = p.add_argument_group("output")
     g.add_argument(
         "--output",
@@ -166,29 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     Settings.add_arguments(p)
     return p
-
-
-def column_map_from_args(args: argparse.Namespace) -> ColumnMap:
-    """The CSV column map of the command line (``--mapping`` file, then flags)."""
-    mapping = None
-    if args.mapping:
-        with open(args.mapping, encoding="utf-8") as f:
-            mapping = json.load(f)
-        if not isinstance(mapping, dict):
-            raise ValueError(
-                f"{args.mapping}: a column map is a JSON object, got {type(mapping).__name__}"
-            )
-    specs = list(args.column)
-    if args.timestamp_column:
-        specs.append(f"timestamp={args.timestamp_column}")
-    return ColumnMap.parse(
-        specs,
-        constants=args.constants,
-        mapping=mapping,
-        auto=not args.no_auto_map,
-        time_format=args.time_format,
-        assume_utc=args.assume_utc,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from producers.recordings import Recording, Row
 from producers.schedule import LabelItem, Pacer, event_order
 from stream.deadletters import dead_letter, dead_letter_reason
 from stream.kafka import Message
+from stream.recordings import Recording, Row
 from stream.records import IncidentLabel
 
 CONSUMER_NAME = "producers.replay"

@@ -12,7 +12,7 @@ Bad rows (no trusted event time) are passed through at once.
 
 Examples
 --------
->>> from producers.recordings import Row
+>>> from stream.recordings import Row
 >>> rows = [Row(1, b"a", b"n1", 10.0, "n1"), Row(2, b"b", b"n2", 5.0, "n2"),
 ...         Row(3, b"c", b"n1", 8.0, "n1"), Row(4, b"d", b"n2", 12.0, "n2")]
 >>> [(t, item.line) for t, item in event_order(rows, [(1, "LABEL")], window_s=60)]
@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from producers.recordings import Row
+from stream.recordings import Row
 
 #: Items kept waiting for earlier ones at most (bounds memory on badly ordered files).
 MAX_BUFFER = 200_000

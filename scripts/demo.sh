@@ -9,7 +9,8 @@
 # of malformed records (0.001). The default fleet is one every consumer keeps up with on 2 cores
 # (the monitor line shows each one's lag); DEMO_WARMUP_WINDOWS (3000) shortens the LSTM consumers'
 # warm-up so that forecasts and consensus scores start within the demo (their defaults, 20,000
-# and 8,000 windows, take minutes at this rate). Logs of every process: .cache/demo/*.log
+# and 8,000 windows, take minutes at this rate); DEMO_SEPARATE=1 one process per consumer.
+# Logs of every process: .cache/demo/*.log
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -52,16 +53,28 @@ trap cleanup EXIT
 
 "$py" -m stream.topics create
 
-# Consumers first, so they are in their groups before the first event; then the fleet.
-consumers=(ingest reliability consensus bandwidth compression)
+# Consumers first, so they are in their group before the first event; then the fleet. By default
+# one process runs every processor (python -m consumers run ...: one poll and one validation per
+# record, one dead letter per bad record); DEMO_SEPARATE=1 runs one process per consumer instead.
+processors=(reliability consensus bandwidth compression)
 warmup=${DEMO_WARMUP_WINDOWS:-3000}
-for name in "${consumers[@]}"; do
-  extra=()
-  case "$name" in bandwidth|consensus) extra=(--warmup-windows "$warmup") ;; esac
-  "$py" -m "consumers.$name" --from-beginning "${extra[@]}" >"$logs/$name.log" 2>&1 &
+if [ "${DEMO_SEPARATE:-0}" = 1 ]; then
+  for name in ingest "${processors[@]}"; do
+    extra=()
+    case "$name" in bandwidth|consensus) extra=(--warmup-windows "$warmup") ;; esac
+    "$py" -m "consumers.$name" --from-beginning "${extra[@]}" >"$logs/$name.log" 2>&1 &
+    pids+=("$!")
+    echo "demo: started consumers.$name (log: .cache/demo/$name.log)" >&2
+  done
+  lag=ingest,$(IFS=,; echo "${processors[*]}")
+else
+  "$py" -m consumers run "${processors[@]}" --from-beginning \
+    --bandwidth.warmup-windows "$warmup" --consensus.warmup-windows "$warmup" \
+    >"$logs/pipeline.log" 2>&1 &
   pids+=("$!")
-  echo "demo: started consumers.$name (log: .cache/demo/$name.log)" >&2
-done
+  lag=$(IFS=+; echo "${processors[*]}")
+  echo "demo: started python -m consumers run ${processors[*]} (log: .cache/demo/pipeline.log)" >&2
+fi
 # A few incidents per simulated hour and 0.1% malformed records, so alerts and dead letters show.
 "$py" -m producers.synthetic --nodes "$nodes" --rate "$rate" --speedup "$speedup" --interval "$interval" --duration "$seconds" \
   --incident-rate "${DEMO_INCIDENT_RATE:-1}" --bad-rate "${DEMO_BAD_RATE:-0.001}" \
@@ -69,7 +82,7 @@ done
 pids+=("$!")
 echo "demo: fleet of $nodes nodes at $rate events/s for ${seconds}s, backend $DWCP_BACKEND" >&2
 
-"$py" -m consumers.monitor --max-seconds "$((seconds + 5))"
+"$py" -m consumers.monitor --max-seconds "$((seconds + 5))" --lag "$lag"
 
 echo "demo: stopping consumers (SIGTERM: finish batch, flush, commit)" >&2
 cleanup

@@ -7,7 +7,8 @@
 # so it never mixes with another run or the demo; the topics are deleted at the end unless
 # EVAL_KEEP_TOPICS=1. Environment: EVAL_OUT (reports/pipeline), EVAL_IDLE (consumers stop after
 # this many seconds without new records, 20), EVAL_MAX_SECONDS (hard limit per consumer, 1500),
-# EVAL_<NAME>_ARGS extra flags for consumers.<name> (EVAL_BANDWIDTH_ARGS defaults to
+# EVAL_ARGS extra flags of the one-process run (default "--bandwidth.warmup-windows 1400"),
+# EVAL_SEPARATE=1 one process per consumer with EVAL_<NAME>_ARGS (EVAL_BANDWIDTH_ARGS defaults to
 # "--warmup-windows 1400": the library's 20 links x 2000 samples never reach the default 20000
 # windows, and the backlog arrives partition by partition, at most 467 windows per link before
 # the first fit, so a larger warm-up leaves the links read before it without forecasts), DWCP_BACKEND (confluent). Logs: .cache/evaluate/<run>/*.log
@@ -52,25 +53,32 @@ echo "evaluate: run $run, topics $DWCP_TOPIC_PREFIX*, backend $DWCP_BACKEND, log
 "$py" -m stream.topics create >/dev/null
 "$py" -m producers.replay "$recording" --speed max --progress-interval 5 2>&1 | tee "$logs/replay.log" >&2
 
-# The consumers that exist in this checkout, each in its own group, from the first record,
-# until idle (caught up); they run side by side.
-consumers=()
-for name in reliability consensus bandwidth compression; do
-  if [ -f "consumers/$name.py" ]; then consumers+=("$name"); fi
-done
-echo "evaluate: running ${consumers[*]:-no consumers} until idle for ${idle}s" >&2
+# Every processor from the first record until idle (caught up): by default in one process
+# (python -m consumers run ...: one group, one decode per record), flags from EVAL_ARGS; with
+# EVAL_SEPARATE=1 one process per consumer, each in its own group, flags from EVAL_<NAME>_ARGS.
+consumers=(reliability consensus bandwidth compression)
+echo "evaluate: running ${consumers[*]} until idle for ${idle}s" >&2
 t0=$(date +%s)
-for name in "${consumers[@]}"; do
-  var="EVAL_${name^^}_ARGS"
+if [ "${EVAL_SEPARATE:-0}" = 1 ]; then
+  for name in "${consumers[@]}"; do
+    var="EVAL_${name^^}_ARGS"
+    # shellcheck disable=SC2086
+    "$py" -m "consumers.$name" --from-beginning --idle-timeout "$idle" --max-seconds "$max_seconds" \
+      ${!var:-} >"$logs/$name.log" 2>&1 &
+    pids+=("$!")
+  done
+else
   # shellcheck disable=SC2086
-  "$py" -m "consumers.$name" --from-beginning --idle-timeout "$idle" --max-seconds "$max_seconds" \
-    ${!var:-} >"$logs/$name.log" 2>&1 &
+  "$py" -m consumers run "${consumers[@]}" --from-beginning --idle-timeout "$idle" \
+    --max-seconds "$max_seconds" ${EVAL_ARGS:---bandwidth.warmup-windows 1400} \
+    >"$logs/pipeline.log" 2>&1 &
   pids+=("$!")
-done
+  consumers=(pipeline)
+fi
 status=0
 for i in "${!pids[@]}"; do
   if ! wait "${pids[$i]}"; then
-    echo "evaluate: consumers.${consumers[$i]} failed; see .cache/evaluate/$run/${consumers[$i]}.log" >&2
+    echo "evaluate: ${consumers[$i]} failed; see .cache/evaluate/$run/${consumers[$i]}.log" >&2
     tail -n 5 "$logs/${consumers[$i]}.log" >&2 || true
     status=1
   fi

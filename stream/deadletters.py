@@ -17,8 +17,26 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+import orjson
+
 from stream.kafka.base import Message, TopicPartition
 from stream.records import DeadLetter, FieldError, encode
+
+#: Header of a record its source already rejected (e.g. a CSV cell that is not a number):
+#: a JSON list of ``{"field", "reason"}``; the loop dead-letters it without decoding.
+SOURCE_ERRORS = "dwcp-source-errors"
+
+
+def source_errors(msg: Message) -> list[FieldError] | None:
+    """The reasons a source already rejected ``msg`` for, or ``None`` (decode it as usual).
+
+    >>> source_errors(Message("t", 0, 3, None, b"a,b", 0, ((SOURCE_ERRORS, b'[{"field": "x", "reason": "y"}]'),)))
+    [FieldError(field='x', reason='y', value=None)]
+    """
+    for name, value in msg.headers:
+        if name == SOURCE_ERRORS:
+            return [FieldError(**e) for e in orjson.loads(value)]
+    return None
 
 
 def dead_letter_reason(errors: Sequence[FieldError], limit: int = 3) -> str:

@@ -51,7 +51,7 @@ from typing import Any
 
 import msgspec
 
-from stream.deadletters import dead_letter, describe_batch
+from stream.deadletters import dead_letter, describe_batch, source_errors
 from stream.errors import CommitError, SettingsError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
 from stream.loop_stats import LoopStats
@@ -100,8 +100,16 @@ class BatchLoop:
     max_records, max_seconds, idle_timeout
         Stop after this many records, this many seconds, or this many seconds without data
         while partitions are assigned (joining the group does not count as idle).
+    on_commit
+        Called after every successful commit (state now matches the committed offsets: the
+        place for a scheduled checkpoint).
     on_close
         Called once after the final commit of a graceful stop (checkpoint state here).
+
+    A consumer with an ``at_end`` attribute that turns true (a file source) ends the loop once
+    it has nothing more to give (stop reason ``end of input``). A record with the
+    ``dwcp-source-errors`` header (:mod:`stream.kafka.files`) was rejected by its source and
+    is dead-lettered with those reasons without being decoded.
     on_progress, progress_interval
         ``on_progress(stats)`` every ``progress_interval`` seconds and once at the end.
     """
@@ -121,6 +129,7 @@ class BatchLoop:
         max_seconds: float | None = None,
         idle_timeout: float | None = None,
         on_close: Callable[[], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
         on_progress: Callable[[LoopStats], None] | None = None,
         progress_interval: float = 5.0,
         flush_timeout: float = 60.0,
@@ -130,7 +139,7 @@ class BatchLoop:
         self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
         self.max_batch, self.poll_timeout_ms = max_batch, poll_timeout_ms
         self.max_records, self.max_seconds = max_records, max_seconds
-        self.idle_timeout, self.on_close = idle_timeout, on_close
+        self.idle_timeout, self.on_close, self.on_commit = idle_timeout, on_close, on_commit
         self.on_progress, self.progress_interval = on_progress, progress_interval
         self.flush_timeout, self.close_clients = flush_timeout, close_clients
         self.stats = LoopStats()
@@ -160,6 +169,9 @@ class BatchLoop:
                 if batch:
                     self.process_batch(batch)
                     last_data = time.monotonic()
+                elif getattr(self.consumer, "at_end", False):
+                    stats.stop_reason = "end of input"
+                    break
                 elif self.idle_timeout is not None and not self.consumer.assignment():
                     last_data = time.monotonic()  # still joining the group: not idle yet
                 if self.on_progress and time.monotonic() >= next_progress:
@@ -196,6 +208,12 @@ class BatchLoop:
         offsets: dict[TopicPartition, int] = {}
         decoder = self.decoder
         for m in batch:
+            rejected = source_errors(m) if m.headers else None
+            if rejected:
+                bad.append((m, rejected))
+                tp = (m.topic, m.partition)
+                offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+                continue
             try:
                 rec, errors = decoder(m.value)
             except Exception as exc:  # a decoder bug must not stop the stream either
@@ -259,6 +277,8 @@ class BatchLoop:
             return
         self._pending.clear()
         self.stats.commits += 1
+        if self.on_commit is not None:
+            self.on_commit()
 
     def _limit_reached(self, now: float, last_data: float) -> str:
         if self.max_records is not None and self.stats.records_in >= self.max_records:

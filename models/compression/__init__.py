@@ -10,7 +10,8 @@
 * :mod:`~models.compression.evaluate`: agreement, regret and gain against fixed codecs.
 * :mod:`~models.compression.selector`: per-link choices with hysteresis and micro-batch
   learning (what ``consumers.compression`` runs).
-* :mod:`~models.compression.dataset`: link states drawn from the simulated fleet.
+* link states for training are drawn from the simulated fleet outside this package
+  (:mod:`producers.compression_states`) and passed in.
 
 TensorFlow is imported only when a Keras model is built or trained.
 """

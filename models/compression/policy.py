@@ -1,6 +1,6 @@
 """The policy network: a small Keras MLP that imitates the transfer-time model's best action.
 
-Training data are link states (e.g. :func:`models.compression.dataset.fleet_states`, or
+Training data are link states (e.g. :func:`producers.compression_states.fleet_states`, or
 telemetry from the stream) labelled by :class:`~models.compression.transfer.TransferModel`:
 no human rule and no hand labels. The network sees :func:`~models.compression.states.features`
 standardised by a Keras ``Normalization`` layer, then ``hidden`` ReLU layers and a softmax over
@@ -14,7 +14,7 @@ A policy restored from an exported document decides without TensorFlow; here the
 a one-layer nearest-centroid rule (training the network is too slow for a doctest, see
 ``bench/bench_compression.py`` for the trained one):
 
->>> from models.compression.dataset import fleet_states
+>>> from producers.compression_states import fleet_states
 >>> from models.compression.evaluate import evaluate
 >>> from models.compression.portable import Dense, PortablePolicy
 >>> from models.compression.states import features

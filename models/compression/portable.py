@@ -20,7 +20,7 @@ Examples
 A one-layer policy (a nearest-centroid rule on standardised features) in the portable form;
 its agreement with the transfer-time model's best action on simulated fleet states:
 
->>> from models.compression.dataset import fleet_states
+>>> from producers.compression_states import fleet_states
 >>> from models.compression.states import features
 >>> from models.compression.transfer import TransferModel
 >>> model = TransferModel()

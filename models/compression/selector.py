@@ -13,7 +13,7 @@ Examples
 A policy that always says zstd-3, on two links of a simulated fleet (the first decision of a
 link always counts as a switch):
 
->>> from models.compression.dataset import fleet_states
+>>> from producers.compression_states import fleet_states
 >>> from models.compression.policy import CompressionPolicy
 >>> from models.compression.portable import Dense, PortablePolicy
 >>> teacher = TransferModel()

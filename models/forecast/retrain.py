@@ -67,6 +67,12 @@ class BackgroundTrainer:
         """True while a retrain runs."""
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def pending(self) -> bool:
+        """True when a finished retrain's result has not been polled yet."""
+        with self._lock:
+            return self._result is not None
+
     def submit(self, x: Any, y: Any, *, epochs: int, reason: str) -> bool:
         """Start a retrain on ``(x, y)``; False (and nothing done) while one is running or its
         result has not been polled yet (so no finished model version is ever overwritten)."""
@@ -127,9 +133,12 @@ class RetrainsInBackground:
 
     The host class provides ``model_``, ``trainer_``, ``background``, ``retrain_pause_s``,
     ``_new_model()`` (an untrained model of the same shape) and ``_swap(events)`` (swap a
-    finished retrain in). The mixin gives it :meth:`finish` and pickling: the trainer's model
-    may be mid-retrain in its thread, so it is never pickled; a restored object gets a fresh
-    trainer holding a copy of the serving model (an unfinished retrain is simply lost).
+    finished retrain in). The mixin gives it :meth:`finish` and pickling. An idle trainer is
+    pickled with its model (its optimizer moments and training-order generator), so a
+    retrain after a restore is the retrain that would have run without it. A trainer that is
+    mid-retrain in its thread, or holds a result not swapped in yet, is not: the restored
+    object gets a fresh trainer holding a copy of the serving model (that retrain is lost;
+    :meth:`finish` before the checkpoint keeps it, as the consumers do on shutdown).
     """
 
     model_: Any
@@ -150,11 +159,15 @@ class RetrainsInBackground:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["trainer_"] = None
+        trainer = self.trainer_
+        if trainer.busy or trainer.pending:
+            state["trainer_"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        if self.trainer_ is not None:
+            return
         self.trainer_ = BackgroundTrainer(
             self._new_model(), background=self.background, pause_s=self.retrain_pause_s
         )

@@ -58,3 +58,52 @@ def keras() -> Any:
     import keras as _keras
 
     return _keras
+
+
+def fit_shuffled(
+    net: Any,
+    x: Any,
+    y: Any,
+    *,
+    epochs: int,
+    batch_size: int,
+    rng: Any,
+    callbacks: list[Any] | None = None,
+) -> None:
+    """``net.fit`` one epoch at a time on an order drawn from ``rng`` (a numpy Generator).
+
+    Keras' own ``shuffle=True`` draws from the process-wide random state, which another model
+    (or a restore that re-seeds it) moves: training then depends on what else ran in the
+    process. A per-model generator, pickled with the model, makes a retrain after a checkpoint
+    restore the same as without it.
+    """
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        net.fit(
+            x[order],
+            y[order],
+            epochs=1,
+            batch_size=batch_size,
+            shuffle=False,
+            verbose=0,
+            callbacks=callbacks or [],
+        )
+
+
+def optimizer_state(net: Any) -> list[Any]:
+    """The optimizer's variables (step count, Adam moments) as numpy arrays ([] if unbuilt)."""
+    import numpy as np
+
+    return [np.array(v.numpy()) for v in net.optimizer.variables]
+
+
+def restore_optimizer(net: Any, values: list[Any]) -> None:
+    """Put :func:`optimizer_state` back into a freshly built ``net`` (a warm start continues
+    with the same Adam moments, as it would have without the checkpoint)."""
+    if not values:
+        return
+    opt = net.optimizer
+    if not opt.variables or len(opt.variables) != len(values):
+        opt.build(net.trainable_variables)
+    for var, value in zip(opt.variables, values, strict=True):
+        var.assign(value)

@@ -14,6 +14,7 @@ from consumers import bandwidth
 from producers import synthetic
 from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
+from stream.recordings import decoded_batches as file_batches
 from stream.records import Prediction
 from stream.schema import decode_telemetry_lines
 from stream.settings import Settings
@@ -67,10 +68,12 @@ def test_parser_defaults() -> None:
 
 def test_from_file_reports_accuracy(recording: Path, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
-    rc = bandwidth.main(["--from-file", str(recording), "--report", str(report), *SMALL])
+    flags = ["--from-file", str(recording), "--summary", str(report), "--no-checkpoint"]
+    rc = bandwidth.main([*flags, *SMALL])
     assert rc == 0
-    s = json.loads(report.read_text())
-    assert s["records"] == 9600 and s["predictions"] > 0
+    doc = json.loads(report.read_text())
+    s = doc["bandwidth"]
+    assert doc["loop"]["records"] == s["records"] == 9600 and s["predictions"] > 0
     assert s["model_version"] >= "bandwidth-lstm-v2" and s["retrains"]
     h5 = s["accuracy"]["5"]
     assert h5["n"] > 1000 and 0.6 < h5["coverage"] <= 1.0
@@ -79,9 +82,9 @@ def test_from_file_reports_accuracy(recording: Path, tmp_path: Path) -> None:
 
 def test_predictions_are_valid_records(recording: Path) -> None:
     args = bandwidth.build_parser().parse_args(SMALL)
-    app = bandwidth.BandwidthApp(Settings(), args, store=None)
+    app = bandwidth.BandwidthProcessor(Settings(), args, None)
     preds: list[Prediction] = []
-    for recs in bandwidth.iter_file_batches(recording, 1000):
+    for recs in file_batches(recording, 1000):
         preds += app.predictions(recs)
     fc = [p for p in preds if p.kind == "bandwidth_forecast"]
     assert fc and {p.horizon for p in fc} == {1, 5}
@@ -100,7 +103,7 @@ def fleet_telemetry(ticks: int) -> list[Any]:
     return decode_telemetry_lines(b"\n".join(lines) + b"\n")
 
 
-def _forecasts(app: bandwidth.BandwidthApp, batches: list[list[Any]]) -> dict[Any, float]:
+def _forecasts(app: bandwidth.BandwidthProcessor, batches: list[list[Any]]) -> dict[Any, float]:
     out: dict[Any, float] = {}
     for recs in batches:
         for p in app.predictions(recs):
@@ -116,7 +119,7 @@ def test_forecasts_do_not_depend_on_how_links_are_batched(tmp_path: Path) -> Non
     MAE 535 through Kafka against 107 offline)."""
     recs = fleet_telemetry(800)
     args = bandwidth.build_parser().parse_args([*SMALL, "--warmup-windows", "600", "--no-retrain"])
-    app = bandwidth.BandwidthApp(Settings(), args, store=None)
+    app = bandwidth.BandwidthProcessor(Settings(), args, None)
     warm = 150 * 16  # 4 nodes x 4 links
     _forecasts(app, [recs[i : i + 400] for i in range(0, warm, 400)])
     assert app.forecaster.ready

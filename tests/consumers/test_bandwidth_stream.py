@@ -15,6 +15,7 @@ from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
 from stream.checkpoint import CheckpointStore
 from stream.kafka import make_admin, make_consumer, make_producer
+from stream.recordings import decoded_batches as file_batches
 from stream.records import Prediction, decode
 from stream.settings import Settings
 from stream.topics import ensure_topics
@@ -126,7 +127,7 @@ def test_forecasts_retrains_and_restart_from_checkpoint(topics: Settings, tmp_pa
     assert all(p.lower <= p.value <= p.upper for p in fc1)
     assert any(p.kind == "bandwidth_accuracy" for p in first)
     store = CheckpointStore(tmp_path, "bandwidth-bw-test")
-    state, _meta = store.load()
+    state = store.load()[0]["state"]
     assert state.version_ >= 2 and state.retrains_  # a background retrain was swapped in
 
     produce(topics, records[120 * LINKS :])
@@ -140,7 +141,7 @@ def test_forecasts_retrains_and_restart_from_checkpoint(topics: Settings, tmp_pa
     # restored buffers and model: every new record is forecast at once, no second warm-up
     assert len(fc2) >= 0.95 * 80 * LINKS * 2
     assert min(version(p) for p in fc2) >= state.version_ >= max(version(p) for p in fc1)
-    state, _meta = store.load()
+    state = store.load()[0]["state"]
     assert state.records_ == 200 * LINKS
 
 
@@ -176,8 +177,8 @@ def test_stream_forecasts_match_offline(topics: Settings, tmp_path: Path) -> Non
     path.write_bytes(b"\n".join(v for _k, v in records) + b"\n")
     preds_file: list[Prediction] = []
     args = bandwidth.build_parser().parse_args(model)
-    app = bandwidth.BandwidthApp(Settings(), args, store=None)
-    for recs in bandwidth.iter_file_batches(path, 5000):
+    app = bandwidth.BandwidthProcessor(Settings(), args, None)
+    for recs in file_batches(path, 5000):
         preds_file += app.predictions(recs)
     rc = bandwidth.main(
         [

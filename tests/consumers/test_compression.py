@@ -14,20 +14,20 @@ import pytest
 from consumers.compression import (
     KIND,
     CompressionConsumer,
+    CompressionProcessor,
     build_parser,
     build_selector,
-    load_checkpoint,
     main,
-    save_checkpoint,
 )
-from models.compression.dataset import fleet_states
 from models.compression.policy import CompressionPolicy
 from models.compression.portable import Dense, PortablePolicy
 from models.compression.selector import LinkSelector
 from models.compression.states import features
 from models.compression.transfer import TransferModel
+from producers.compression_states import fleet_states
 from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
+from stream.checkpoint import CheckpointStore
 from stream.errors import CheckpointError
 from stream.kafka import make_consumer, make_producer
 from stream.records import Prediction, decode
@@ -101,46 +101,40 @@ def test_handler_publishes_a_prediction_per_link_when_its_choice_changes():
     assert consumer.handle(batch) == []  # the same states again: nothing changed
 
 
-def test_checkpoint_round_trip(tmp_path: Path):
-    sel = LinkSelector(centroid_policy(), train=False)
-    sel.current = {"n-001>n-002": 3, "n-001>edge-1": 0}
-    save_checkpoint(tmp_path, sel)
-    portable, links = load_checkpoint(tmp_path)
-    assert portable.version == "centroids"
-    assert links == {"n-001>n-002": "zstd-3", "n-001>edge-1": "none"}
-    assert load_checkpoint(tmp_path / "nothing") is None
-    (tmp_path / "policy.json").write_text('{"format": "other"}')
-    with pytest.raises(CheckpointError, match="policy.json"):
-        load_checkpoint(tmp_path)
+def centroid_state(links: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """A processor state: the centroid policy's JSON and each link's current choice."""
+    return centroid_policy().to_portable().to_json(), links
 
 
-def test_start_restores_the_checkpoint_without_training(tmp_path: Path):
-    sel = LinkSelector(centroid_policy())
-    sel.current = {"a>b": 2}
-    save_checkpoint(tmp_path / "compression", sel)
-    args = build_parser().parse_args(
-        ["--state-dir", str(tmp_path), "--no-train", "--batch-size", "7"]
-    )
-    settings = Settings.from_args(args, {})
-    assert settings.state_dir == str(tmp_path) and settings.batch_size == 7
-    out = io.StringIO()
-    restored = build_selector(settings, args, out)
-    assert "restored centroids" in out.getvalue()
-    assert restored.policy.version == "centroids" and restored.current == {"a>b": 2}
-    assert restored.train is False
+def test_state_round_trip_restores_the_policy_and_links_without_training():
+    args = build_parser().parse_args(["--no-train"])
+    links = {"n-001>n-002": "zstd-3", "n-001>edge-1": "none"}
+    proc = CompressionProcessor(Settings(), args, centroid_state(links))
+    text, saved = proc.state()
+    assert saved == links and PortablePolicy.from_json(text).version == "centroids"
+    again = CompressionProcessor(Settings(), args, proc.state())
+    assert again.selector.current == proc.selector.current == {"n-001>n-002": 3, "n-001>edge-1": 0}
+    assert again.model_version == "centroids" and again.selector.train is False
+
+
+def test_a_bad_starting_policy_is_a_clear_error(tmp_path: Path):
+    bad = tmp_path / "p.json"
+    bad.write_text('{"format": "other"}')
+    args = build_parser().parse_args(["--starting-policy", str(bad)])
+    with pytest.raises(CheckpointError, match="p.json"):
+        build_selector(args, None, io.StringIO())
 
 
 SMALL_BOOTSTRAP = ["--bootstrap-fleets", "1", "--bootstrap-nodes", "8", "--bootstrap-hours", "2"]
 
 
-def test_first_start_without_a_starting_policy_trains_on_the_fleet_and_checkpoints(tmp_path: Path):
-    flags = ["--state-dir", str(tmp_path), "--starting-policy", "", *SMALL_BOOTSTRAP]
-    args = build_parser().parse_args([*flags, "--bootstrap-epochs", "1"])
+def test_first_start_without_a_starting_policy_trains_on_the_fleet():
+    flags = ["--starting-policy", "", *SMALL_BOOTSTRAP, "--bootstrap-epochs", "1"]
+    args = build_parser().parse_args(flags)
     out = io.StringIO()
-    sel = build_selector(Settings.from_args(args, {}), args, out)
+    sel = build_selector(args, None, out)
     assert "training on simulated fleet states" in out.getvalue() and sel.current == {}
-    portable, links = load_checkpoint(tmp_path / "compression")
-    assert portable.version == sel.policy.version and links == {}
+    assert sel.policy.version.startswith("compression-")
 
 
 def test_first_start_uses_the_shipped_starting_policy_without_training(tmp_path: Path):
@@ -148,20 +142,19 @@ def test_first_start_uses_the_shipped_starting_policy_without_training(tmp_path:
 
     shipped = PortablePolicy.from_json(STARTING_POLICY.read_text())
     assert STARTING_POLICY.stat().st_size < 512 * 1024  # a small file, fit for git
-    args = build_parser().parse_args(["--state-dir", str(tmp_path)])
+    args = build_parser().parse_args([])
     out = io.StringIO()
-    sel = build_selector(Settings.from_args(args, {}), args, out)
+    sel = build_selector(args, None, out)
     assert f"starting from {shipped.version}" in out.getvalue()
     assert "training" not in out.getvalue() and sel.policy.version == shipped.version
-    assert load_checkpoint(tmp_path / "compression")[0].version == shipped.version
 
 
 def test_export_policy_writes_a_policy_a_consumer_starts_from(tmp_path: Path):
     exported = tmp_path / "policy.json"
     assert main(["--export-policy", str(exported), *SMALL_BOOTSTRAP, "--bootstrap-epochs", "1"]) == 0
-    args = build_parser().parse_args(["--state-dir", str(tmp_path), "--starting-policy", str(exported)])
+    args = build_parser().parse_args(["--starting-policy", str(exported)])
     out = io.StringIO()
-    sel = build_selector(Settings.from_args(args, {}), args, out)
+    sel = build_selector(args, None, out)
     assert f"starting from {sel.policy.version}" in out.getvalue()
     assert json.loads(exported.read_text())["version"] == sel.policy.version
 
@@ -186,7 +179,10 @@ def test_consumer_on_the_real_broker_publishes_learns_and_restores(
     settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=2)
     ensure_topics(settings)
     state = tmp_path / "state"
-    save_checkpoint(state / "compression", LinkSelector(centroid_policy()))
+    store = CheckpointStore(state, f"compression-{group_id}")
+    store.save(
+        {"processor": "compression", "format": 1, "model_version": "centroids", "state": centroid_state({})}
+    )
     flags = [
         "--bootstrap-servers",
         kafka_bootstrap,
@@ -236,12 +232,10 @@ def test_consumer_on_the_real_broker_publishes_learns_and_restores(
     first = predictions(16)
     assert len({(p.node_id, p.peer_id) for p in first}) == 16  # every link got a recommendation
     assert all(p.kind == KIND and p.extra["model_version"] == p.model_version for p in first)
-    saved = json.loads((state / "compression" / "policy.json").read_text())
+    text, links = store.load()[0]["state"]
+    saved = json.loads(text)
     assert saved["metadata"]["updates"] >= 1  # learnt from the stream in micro-batches
-    assert (
-        saved["version"] != "centroids"
-        and len(json.loads((state / "compression" / "links.json").read_text())) == 16
-    )
+    assert saved["version"] != "centroids" and len(links) == 16
 
     # restart: the checkpoint is restored, links already recommended are not re-published
     keys, values = fleet_records(2, skip=30)

@@ -12,6 +12,7 @@ import pytest
 
 from consumers import consensus
 from producers import synthetic
+from stream.recordings import decoded_batches
 from stream.records import Alert
 from stream.settings import Settings
 
@@ -70,10 +71,10 @@ def test_from_file_alerts_and_evaluation(recording: Path, tmp_path: Path) -> Non
     report = tmp_path / "r.json"
     labels = recording.with_suffix(".labels.jsonl")
     rc = consensus.main(
-        ["--from-file", str(recording), "--labels", str(labels), "--report", str(report), *SMALL]
+        ["--from-file", str(recording), "--labels", str(labels), "--summary", str(report), *SMALL]
     )
     assert rc == 0
-    s = json.loads(report.read_text())
+    s = json.loads(report.read_text())["consensus"]
     e = s["evaluation"]
     assert s["model_version"] >= "consensus-ae-v2" and s["alerts"] > 0
     assert e["incidents"] >= 3 and e["recall_incidents"] >= 0.5
@@ -82,9 +83,9 @@ def test_from_file_alerts_and_evaluation(recording: Path, tmp_path: Path) -> Non
 
 def test_alerts_share_the_tracker_schema(recording: Path) -> None:
     args = consensus.build_parser().parse_args(SMALL)
-    app = consensus.ConsensusApp(Settings(), args, store=None)
+    app = consensus.ConsensusProcessor(Settings(), args, None)
     alerts: list[Alert] = []
-    for recs in consensus.iter_file_batches(recording, 1000):
+    for recs in decoded_batches(recording, 1000):
         alerts += app.alerts_for(recs)
     assert alerts and {a.source for a in alerts} == {"consensus-ae"}
     assert {a.category for a in alerts} == {"consensus_degradation"}

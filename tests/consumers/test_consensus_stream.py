@@ -116,7 +116,7 @@ def test_alerts_and_restart_from_checkpoint(topics: Settings, tmp_path: Path) ->
     assert run(topics, tmp_path) == 0
     store = CheckpointStore(tmp_path, "consensus-cons-test")
     assert store.versions()
-    _sampler, det1, _tracker = store.load()[0]
+    _sampler, det1, _tracker = store.load()[0]["state"]
     assert det1.version_ >= 2
 
     produce(topics, records[cut:])
@@ -126,6 +126,6 @@ def test_alerts_and_restart_from_checkpoint(topics: Settings, tmp_path: Path) ->
     assert {a.source for a in alerts} == {"consensus-ae"}
     assert {a.category for a in alerts} == {"consensus_degradation"}
     assert len({a.alert_id for a in alerts}) == len(alerts)  # no duplicates across the restart
-    _sampler, det2, _tracker = store.load()[0]
+    _sampler, det2, _tracker = store.load()[0]["state"]
     # the second run continued the restored detector: samples add up, versions keep counting
     assert det2.samples_ >= ticks * NODES - 2 * NODES and det2.version_ >= det1.version_

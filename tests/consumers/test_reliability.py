@@ -1,29 +1,62 @@
-"""Offline reading of recordings by consumers.reliability: plain and gzip give the same records."""
+"""consumers.reliability over files: through the same loop as Kafka, so bad rows are dead
+letters (never a crash), gzip reads like plain, and CSV columns map onto the schema."""
 
 from __future__ import annotations
 
 import gzip
+import json
+from pathlib import Path
 
-from consumers.reliability import read_records
+from consumers import reliability
+from stream.records import DeadLetter, decode
 
 LINES = [
-    b'{"timestamp":"2026-01-05T00:00:00Z","node_id":"n-001","rtt_ms":1.5}\n',
+    b'{"timestamp":"2026-01-05T00:00:00Z","node_id":"n-001","rtt_ms":1.5,"cpu_util":0.2}\n',
     b'{"timestamp":"2026-01-05T00:00:05Z","node_id":"n-001","rtt_ms":-1}\n',
+    b'{"timestamp":"2026-01-05T00:00:10Z","node_id":"n-001","cpu_util":-0.5}\n',
+    b"{not json\n",
+    b'{"timestamp":"2026-01-05T00:00:15Z","node_id":"n-001","rtt_ms":2.5,"cpu_util":0.3}\n',
 ]
-CSV = "time,rtt\n2026-01-05T00:00:00Z,1.5\n2026-01-05T00:00:05Z,2.5\n"
+CSV = "time,rtt,cpu\n2026-01-05T00:00:00Z,1.5,0.2\n2026-01-05T00:00:05Z,fast,0.2\n2026-01-05T00:00:10Z,2.5,-3\n"
 
 
-def test_gzip_recordings_read_like_plain_ones(tmp_path):
+def run_file(path: Path, out: Path, *extra: str) -> tuple[list[DeadLetter], list[dict]]:
+    flags = ["--from-file", str(path), "--output-dir", str(out / "topics"), "--no-checkpoint"]
+    scores = out / "scores.jsonl"
+    assert reliability.main([*flags, "--scores-output", str(scores), *extra]) == 0
+    letters_path = out / "topics" / "dwcp.dead-letter.jsonl"
+    letters = [decode(line, DeadLetter) for line in letters_path.read_bytes().splitlines()]
+    return letters, [json.loads(line) for line in scores.read_text().splitlines()]
+
+
+def test_bad_rows_of_a_file_are_dead_letters_with_their_line_number(tmp_path: Path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join(LINES))
+    letters, scores = run_file(path, tmp_path / "plain")
+    assert [(d.offset, d.source_topic) for d in letters] == [(2, "r.jsonl"), (3, "r.jsonl"), (4, "r.jsonl")]
+    assert "rtt_ms" in letters[0].reason and "cpu_util" in letters[1].reason  # negatives refused
+    assert letters[2].original == b"{not json"
+    assert [s["timestamp"][-9:-6] for s in scores] == [":00", ":15"]  # the good rows, scored
+
+
+def test_gzip_recordings_give_the_same_outputs_as_plain_ones(tmp_path: Path):
     plain, packed = tmp_path / "r.jsonl", tmp_path / "r.jsonl.gz"
     plain.write_bytes(b"".join(LINES))
     packed.write_bytes(gzip.compress(b"".join(LINES)))
-    a = list(read_records(str(plain), {}, "n", 5.0))
-    b = list(read_records(str(packed), {}, "n", 5.0))
-    assert a == b and a[0][0].rtt_ms == 1.5 and a[1][0] is None and "rtt_ms" in a[1][1]
+    letters_a, scores_a = run_file(plain, tmp_path / "a")
+    letters_b, scores_b = run_file(packed, tmp_path / "b")
+    assert scores_a == scores_b
+    assert [(d.offset, d.reason) for d in letters_a] == [(d.offset, d.reason) for d in letters_b]
 
 
-def test_gzip_csv_with_a_column_map(tmp_path):
+def test_a_csv_maps_its_columns_and_dead_letters_bad_cells(tmp_path: Path):
     path = tmp_path / "r.csv.gz"
     path.write_bytes(gzip.compress(CSV.encode()))
-    recs = list(read_records(str(path), {"time": "timestamp", "rtt": "rtt_ms"}, "n-9", 5.0))
-    assert [(r["node_id"], r["rtt_ms"]) for r, _ in recs] == [("n-9", 1.5), ("n-9", 2.5)]
+    letters, scores = run_file(
+        path, tmp_path / "csv", "--column", "timestamp=time", "--column", "rtt_ms=rtt",
+        "--column", "cpu_util=cpu", "--set", "node_id=n-9",
+    )  # fmt: skip
+    assert [s["node_id"] for s in scores] == ["n-9"]
+    assert [d.offset for d in letters] == [3, 4]  # the header is line 1
+    assert "'fast' is not a number" in letters[0].reason and "cpu_util" in letters[1].reason
+    assert letters[0].original == b"2026-01-05T00:00:05Z,fast,0.2"

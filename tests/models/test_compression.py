@@ -21,10 +21,10 @@ from models.compression import (
     state_matrix,
 )
 from models.compression.codecs import CodecTable
-from models.compression.dataset import fleet_states
 from models.compression.evaluate import evaluate
 from models.compression.portable import Dense, PortablePolicy
 from models.compression.selector import LinkSelector
+from producers.compression_states import fleet_states
 from stream.schema import decode_telemetry
 
 ROOT = Path(__file__).resolve().parents[2]

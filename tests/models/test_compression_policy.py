@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.compression.dataset import TEST_SEEDS, fleet_states, training_states
 from models.compression.evaluate import evaluate
 from models.compression.policy import CompressionPolicy
 from models.compression.portable import PortablePolicy
 from models.compression.transfer import TransferModel
+from producers.compression_states import TEST_SEEDS, fleet_states, training_states
 
 TINY = {"hidden": (16,), "epochs": 3, "batch_size": 256, "learning_rate": 1e-2}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from producers.csvmap import ColumnMap, ColumnMapError, parse_time
-from producers.recordings import Recording
 from producers.replay import main
+from stream.csvmap import ColumnMap, ColumnMapError, parse_time
+from stream.recordings import Recording
 from stream.records import DeadLetter, decode
 from stream.schema import LEGACY_COLUMNS, decode_telemetry
 

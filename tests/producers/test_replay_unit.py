@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from producers import incident_library
-from producers.recordings import Recording, Row, labels_path_for, read_labels
 from producers.replay_run import ReplayOptions, replay
 from producers.schedule import LabelItem, event_order
+from stream.recordings import Recording, Row, labels_path_for, read_labels
 from stream.records import CATEGORIES, SEVERITIES, IncidentLabel, decode
 
 T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
@@ -154,10 +154,10 @@ def test_incident_library_matches_its_command(capsys: pytest.CaptureFixture[str]
     assert incident_library.main(["--check", "--out", str(REPO / "data" / "incidents")]) == 0
 
 
-@pytest.mark.parametrize("module", ["csvmap", "recordings", "schedule"])
+@pytest.mark.parametrize("module", ["stream.csvmap", "stream.recordings", "producers.schedule"])
 def test_doctests(module: str):
     import doctest
     import importlib
 
-    result = doctest.testmod(importlib.import_module(f"producers.{module}"))
+    result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

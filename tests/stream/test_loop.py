@@ -268,17 +268,17 @@ def test_sigterm_stops_ingest_gracefully_after_committing(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            line = proc.stdout.readline()
+            line = proc.stderr.readline()
             lines.append(line)
-            if "201 events" in line or not line:
+            if "201 records" in line or not line:
                 break
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
-    assert "201 events" in lines[-1] and "dead letters 1" in lines[-1] and "nodes 5" in lines[-1]
-    assert "stopped (stop requested) after 201 events" in err
+    assert proc.returncode == 0, "".join(lines) + err
+    assert "201 records" in lines[-1] and "dead letters 1" in lines[-1] and "nodes 5" in lines[-1]
+    assert "stopped (stop requested) after 201 records" in err
     consumer = make_consumer(pipeline, [topic], group_id=group_id)
     try:
         assert (

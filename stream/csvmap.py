@@ -26,13 +26,15 @@ Examples
 >>> ColumnMap.parse(["rtt=latency"]).bind(["time", "latency"])
 Traceback (most recent call last):
 ...
-producers.csvmap.ColumnMapError: bad column map: 'rtt' is not a schema field (did you mean rtt_ms?); required field timestamp has no column (map one with --column timestamp=COLUMN or --timestamp-column); required field node_id has no column (map one with --column node_id=COLUMN or set it with --set node_id=VALUE)
+stream.csvmap.ColumnMapError: bad column map: 'rtt' is not a schema field (did you mean rtt_ms?); required field timestamp has no column (map one with --column timestamp=COLUMN or --timestamp-column); required field node_id has no column (map one with --column node_id=COLUMN or set it with --set node_id=VALUE)
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import difflib
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -272,3 +274,71 @@ def _split(spec: str, form: str) -> tuple[str, str]:
 def _hint(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that say how a CSV recording maps onto the schema (replay and ``--from-file``)."""
+    g = parser.add_argument_group("CSV recordings (columns named like schema fields map by themselves)")
+    g.add_argument(
+        "--format", choices=("jsonl", "csv"), help="recording format (default: from the file name)"
+    )
+    g.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="FIELD=COLUMN[*SCALE]",
+        help="map a CSV column to a schema field, optionally scaled (repeatable)",
+    )
+    g.add_argument(
+        "--timestamp-column", metavar="COLUMN", help="shorthand for --column timestamp=COLUMN"
+    )
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="constants",
+        metavar="FIELD=VALUE",
+        help="a constant field for every row, e.g. node_id=n-001 (repeatable)",
+    )
+    g.add_argument(
+        "--mapping",
+        metavar="FILE.json",
+        help='JSON column map: {"FIELD": "COLUMN" or {"column": C, "scale": S}}',
+    )
+    g.add_argument(
+        "--no-auto-map",
+        action="store_true",
+        help="map only the columns named by --column/--mapping",
+    )
+    g.add_argument(
+        "--time-format",
+        choices=TIME_FORMATS,
+        default="auto",
+        help="timestamp column format (default auto: ISO 8601 or epoch s/ms)",
+    )
+    g.add_argument(
+        "--assume-utc", action="store_true", help="read timestamps without a UTC offset as UTC"
+    )
+
+
+def column_map_from_args(args: argparse.Namespace) -> ColumnMap:
+    """The CSV column map of the command line (``--mapping`` file, then flags)."""
+    mapping = None
+    if args.mapping:
+        with open(args.mapping, encoding="utf-8") as f:
+            mapping = json.load(f)
+        if not isinstance(mapping, dict):
+            raise ValueError(
+                f"{args.mapping}: a column map is a JSON object, got {type(mapping).__name__}"
+            )
+    specs = list(args.column)
+    if args.timestamp_column:
+        specs.append(f"timestamp={args.timestamp_column}")
+    return ColumnMap.parse(
+        specs,
+        constants=args.constants,
+        mapping=mapping,
+        auto=not args.no_auto_map,
+        time_format=args.time_format,
+        assume_utc=args.assume_utc,
+    )

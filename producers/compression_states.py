@@ -1,4 +1,6 @@
-"""Link states drawn from the simulated fleet (:mod:`producers.fleet`), in memory.
+"""Link states drawn from the simulated fleet (:mod:`producers.fleet`), in memory: the compression
+policy's training and held-out sets, built here (beside the simulator) and passed to
+:mod:`models.compression`, which never imports the simulator itself.
 
 The fleet simulator is pure code (no I/O), so training and evaluation sets are drawn in
 process: a seed picks the fleet (its topology, capacities, node profiles) and its evolution.

@@ -1,0 +1,482 @@
+"""The one application shell every consumer runs in: processors plugged into one loop.
+
+A model is plugged in as a :class:`Processor` (its name, the topics it writes, its flags, how
+it is built from a restored state, ``handle(batch) -> outputs``, a picklable ``state()``, a
+status line and a summary). :func:`main` owns everything around it, once for all consumers:
+
+* the common flags (:func:`add_common_arguments`), the one :class:`~stream.settings.Settings`
+  object, logging, the mapping of errors to exit codes (``1`` for a
+  :class:`~stream.errors.DwcpError` with its message, ``130`` for Ctrl-C) and the progress line;
+* the source: the telemetry topic in a consumer group, or ``--from-file`` (a recording through
+  :class:`~stream.kafka.files.FileConsumer`, outputs and dead letters as JSON lines under
+  ``--output-dir`` through :class:`~stream.kafka.files.FileProducer`), so a file runs the exact
+  loop, validation, dead-lettering and processors that Kafka does;
+* several processors in one process (``python -m consumers run reliability bandwidth``): one
+  poll and one validation per record, the batch committed once every processor's outputs are
+  flushed, a bad record dead-lettered once for the group;
+* **one checkpoint rule**: after a commit, at most every ``--checkpoint-interval`` seconds; on
+  revoke (the revoked partitions' offsets are committed by then); and on close, after the final
+  commit. Quix Streams' ``Checkpoint.commit`` order: flush produced records, commit offsets,
+  then state. One layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
+  ``<state_dir>/<name>-<group>/``, the state wrapped with the processor name, its state format
+  and its model version); a checkpoint of another processor or format is ignored with a warning.
+
+Examples
+--------
+A processor that counts records per node, run over a file:
+
+>>> import tempfile, pathlib
+>>> class Count(Processor):
+...     name, outputs = "count", ()
+...     def __init__(self, settings, args, state):
+...         self.n = state or 0
+...     def handle(self, batch):
+...         self.n += len(batch)
+...         return []
+...     def state(self, final=False):
+...         return self.n
+...     def status(self):
+...         return f"count {self.n}"
+>>> d = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (d / "r.jsonl").write_text(
+...     '{"timestamp": "2026-01-05T10:00:00Z", "node_id": "n-1"}\\n{oops\\n')
+>>> app = App([Count], ["--from-file", str(d / "r.jsonl"), "--state-dir", str(d / "s")],
+...           environ={})
+>>> stats = app.run()
+>>> stats.records_in, stats.dead_letters, app.processors[0].n
+(2, 1, 1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from stream.checkpoint import CheckpointStore
+from stream.errors import DwcpError
+from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
+from stream.loop import BatchLoop, LoopStats, Output
+from stream.settings import Settings
+from stream.shutdown import handle_signals
+
+log = logging.getLogger("stream.app")
+
+
+class Processor(ABC):
+    """One model on the stream. Subclasses set ``name`` and ``outputs`` and implement
+    :meth:`handle`, :meth:`state` and :meth:`status`.
+
+    ``__init__(settings, args, state)`` builds the processor; ``state`` is what :meth:`state`
+    returned before (restored from the newest checkpoint) or ``None`` for a fresh start.
+    """
+
+    #: Short name: the consumer group ``dwcp-<name>`` and the checkpoint folder ``<name>-<group>``.
+    name: ClassVar[str]
+    #: Logical topics it writes (``"alerts"``, ``"predictions"``).
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: Bump when :meth:`state` changes shape; older checkpoints are then ignored (fresh start).
+    state_format: ClassVar[int] = 1
+    #: One-line description for ``--help``.
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
+        """Build from the settings, the parsed flags and a restored state (or ``None``)."""
+
+    @classmethod  # noqa: B027 - an optional hook
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the processor's own flags (in an argument group named after it).
+
+        Alone, a processor's flags are spelled as it adds them (``--window``); beside others
+        (``python -m consumers run a b``) each is prefixed with its name (``--b.window``) and
+        the processor still reads ``args.window``.
+        """
+
+    @classmethod  # noqa: B027 - an optional hook
+    def configure(cls, args: argparse.Namespace) -> None:
+        """Process-wide set-up before any processor is built (thread limits...)."""
+
+    #: Set to True to have the shell checkpoint right after the next commit (a new model).
+    checkpoint_due: bool = False
+
+    @abstractmethod
+    def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
+        """Process a batch of validated telemetry; return the records to produce."""
+
+    @abstractmethod
+    def state(self, final: bool = False) -> Any:
+        """A picklable snapshot that matches the records handled so far (called after a
+        commit; ``final`` on shutdown: finish background work first if it should be kept)."""
+
+    def status(self) -> str:
+        """A fragment of the progress line."""
+        return ""
+
+    @property
+    def model_version(self) -> str:
+        """Version of the model(s) whose outputs it is producing now."""
+        return ""
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the end of a run (printed as JSON with ``--summary``)."""
+        return {}
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:  # noqa: B027 - optional
+        """Partitions are about to go to another member (their offsets are committed)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release workers and threads (after the final checkpoint)."""
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every consumer has: source, limits, progress, state, connection."""
+    g = parser.add_argument_group("source and limits")
+    g.add_argument("--from-beginning", action="store_true", help="start at the earliest record")
+    g.add_argument(
+        "--from-file",
+        metavar="FILE",
+        help="read a recording (JSON lines or CSV, .gz too) through the same loop instead of "
+        "Kafka; outputs and dead letters go to --output-dir as JSON lines",
+    )
+    g.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="with --from-file: write <topic>.jsonl per output topic here (default: count only)",
+    )
+    g.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    g.add_argument("--max-records", type=int, help="stop after this many records")
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="stop after this many seconds without records while partitions are assigned "
+        "(joining the group does not count)",
+    )
+    g.add_argument("--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE)")
+    g.add_argument("--interval", type=float, default=5.0, help="seconds between progress lines")
+    g.add_argument(
+        "--summary", metavar="FILE.json", help="write the processors' final summaries here"
+    )
+    s = parser.add_argument_group("state")
+    s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")
+    s.add_argument("--no-checkpoint", action="store_true", help="neither restore nor save state")
+    s.add_argument(
+        "--with-state",
+        action="store_true",
+        help="with --from-file: restore and save checkpoints as a stream run does (default: a "
+        "file run starts fresh and saves nothing, so the same file always gives the same answer)",
+    )
+    s.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=60.0,
+        help="seconds between checkpoints, each taken right after a commit (default 60)",
+    )
+    from stream.csvmap import add_csv_arguments
+
+    add_csv_arguments(parser)
+    Settings.add_arguments(parser)
+
+
+def build_parser(processors: Sequence[type[Processor]], prog: str) -> argparse.ArgumentParser:
+    """The command line of a consumer running ``processors`` (see :meth:`Processor.add_arguments`
+    for how several processors' flags are told apart)."""
+    names = ", ".join(p.name for p in processors)
+    desc = " ".join(p.description for p in processors if p.description) or f"Run {names}."
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=desc,
+        epilog="Every connection flag can also be set as a DWCP_<NAME> environment variable. "
+        "Exit status: 0 done, 1 error (the message names the cause), 130 interrupted.",
+    )
+    add_common_arguments(p)
+    if len(processors) == 1:
+        processors[0].add_arguments(p)
+        return p
+    for proc in processors:
+        own = argparse.ArgumentParser(add_help=False)
+        proc.add_arguments(own)
+        group = p.add_argument_group(f"{proc.name} (each flag prefixed with --{proc.name}.)")
+        for action in own._actions:
+            prefixed = copy.copy(action)
+            prefixed.option_strings = [f"--{proc.name}.{o.lstrip('-')}" for o in action.option_strings]
+            prefixed.dest = f"{proc.name}.{action.dest}"
+            group._add_action(prefixed)
+    return p
+
+
+def processor_args(args: argparse.Namespace, proc: type[Processor], several: bool) -> argparse.Namespace:
+    """The flags as ``proc`` sees them: common flags plus its own, without the name prefix.
+
+    >>> ns = argparse.Namespace(state_dir="s", **{"a.window": 3, "b.window": 5})
+    >>> class A(Processor):
+    ...     name = "a"
+    >>> processor_args(ns, A, True).window, processor_args(ns, A, True).state_dir
+    (3, 's')
+    """
+    if not several:
+        return args
+    prefix = f"{proc.name}."
+    out = argparse.Namespace()
+    for key, value in vars(args).items():
+        if "." not in key:
+            setattr(out, key, value)
+        elif key.startswith(prefix):
+            setattr(out, key[len(prefix) :], value)
+    return out
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """The one settings object: ``DWCP_*`` variables, overridden by the flags."""
+    return Settings.from_args(args, environ, state_dir=args.state_dir, batch_size=args.batch_size)
+
+
+def group_for(settings: Settings, processors: Sequence[type[Processor]]) -> str:
+    """``dwcp-<name>`` for one processor, ``dwcp-<a>+<b>...`` for several (or ``group_id``)."""
+    return settings.consumer_group("+".join(p.name for p in processors))
+
+
+class App:
+    """Processors on one source, with the checkpoint rule (see the module docstring)."""
+
+    def __init__(
+        self,
+        processors: Sequence[type[Processor]],
+        argv: Sequence[str] | None = None,
+        *,
+        prog: str = "python -m consumers",
+        environ: Mapping[str, str] | None = None,
+        out: Any = None,
+        args: argparse.Namespace | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        if not processors:
+            raise DwcpError("no processor to run")
+        self.classes = list(processors)
+        self.args = args or build_parser(self.classes, prog).parse_args(argv)
+        a = self.args
+        self.settings = settings or settings_from(a, os.environ if environ is None else environ)
+        self.out = out or sys.stderr
+        self.group = group_for(self.settings, self.classes)
+        self.stores: dict[str, CheckpointStore | None] = {}
+        self.processors: list[Processor] = []
+        several = len(self.classes) > 1
+        stateless = a.no_checkpoint or (a.from_file and not a.with_state)
+        for cls in self.classes:
+            own = processor_args(a, cls, several)
+            store = (
+                None
+                if stateless
+                else CheckpointStore(self.settings.state_dir, f"{cls.name}-{self.group}")
+            )
+            self.stores[cls.name] = store
+            self.processors.append(cls(self.settings, own, self._restore(cls, store)))
+        self.last_checkpoint = time.monotonic()
+        self.loop: BatchLoop | None = None
+
+    # -- state ---------------------------------------------------------------------------------
+    def _restore(self, cls: type[Processor], store: CheckpointStore | None) -> Any | None:
+        if store is None:
+            return None
+        got = store.load()
+        if got is None:
+            self._say(f"{cls.name}: no checkpoint, starting fresh")
+            return None
+        wrapped, meta = got
+        if (
+            not isinstance(wrapped, dict)
+            or wrapped.get("processor") != cls.name
+            or wrapped.get("format") != cls.state_format
+        ):
+            log.warning(
+                "%s: checkpoint v%s in %s is not a format-%d %s checkpoint; starting fresh",
+                cls.name,
+                meta.get("version"),
+                store.dir if store else "",
+                cls.state_format,
+                cls.name,
+            )
+            return None
+        self._say(
+            f"{cls.name}: restored checkpoint v{meta['version']} ({wrapped.get('model_version')})"
+        )
+        return wrapped["state"]
+
+    def checkpoint(self, why: str, final: bool = False) -> None:
+        """Save every processor's state (call only when it matches the committed offsets)."""
+        self.last_checkpoint = time.monotonic()
+        for proc in self.processors:
+            proc.checkpoint_due = False
+            store = self.stores[proc.name]
+            if store is None:
+                continue
+            state = proc.state(final=final)
+            version = proc.model_version
+            v = store.save(
+                {
+                    "processor": proc.name,
+                    "format": proc.state_format,
+                    "model_version": version,
+                    "state": state,
+                },
+                meta={"processor": proc.name, "why": why, "model_version": version},
+            )
+            log.info("%s: checkpoint v%d (%s, %s)", proc.name, v, why, version)
+
+    def _after_commit(self) -> None:
+        if any(p.checkpoint_due for p in self.processors):
+            self.checkpoint("new model")
+        elif time.monotonic() - self.last_checkpoint >= self.args.checkpoint_interval:
+            self.checkpoint("periodic")
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for proc in self.processors:
+            proc.on_revoke(partitions)
+        self.checkpoint("revoke")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
+        """Every processor on the same decoded batch; their outputs in processor order."""
+        outputs: list[Output] = []
+        for proc in self.processors:
+            outputs.extend(proc.handle(batch))
+        return outputs
+
+    def status_line(self, stats: LoopStats) -> str:
+        parts = [p.status() for p in self.processors]
+        return (
+            f"{stats.records_in:>10,d} records  {stats.window_rate:>8,.0f} rec/s  "
+            f"dead letters {stats.dead_letters:,d}  | " + " | ".join(x for x in parts if x)
+        )
+
+    def clients(self) -> tuple[Consumer, Producer]:
+        """Kafka clients, or the file source and sink for ``--from-file``."""
+        a, s = self.args, self.settings
+        if a.from_file:
+            from stream.csvmap import column_map_from_args
+            from stream.kafka.files import FileConsumer, FileProducer
+
+            try:
+                cmap = column_map_from_args(a)
+                source = FileConsumer(
+                    a.from_file, column_map=cmap, max_bytes=s.max_record_bytes, fmt=a.format
+                )
+            except OSError as exc:
+                raise DwcpError(f"cannot read {a.from_file}: {exc}") from exc
+            except ValueError as exc:  # a bad column map or format names the cause
+                raise DwcpError(f"{a.from_file}: {exc}") from exc
+            return source, FileProducer(a.output_dir)
+        producer = make_producer(s)
+        try:
+            consumer = make_consumer(
+                s,
+                [s.topic("telemetry")],
+                group_id=self.group,
+                from_beginning=a.from_beginning,
+                on_revoke=self._on_revoke,
+            )
+        except BaseException:
+            producer.close()
+            raise
+        return consumer, producer
+
+    def run(self, install_signals: bool = True) -> LoopStats:
+        """Run until the file ends, a limit is reached or a signal arrives; then checkpoint
+        (after the final commit) and close the processors."""
+        from functools import partial
+
+        from stream.validation import validate_telemetry
+
+        a, s = self.args, self.settings
+        consumer, producer = self.clients()
+        self.loop = loop = BatchLoop(
+            consumer,
+            producer,
+            self.handle,
+            dead_letter_topic=s.topic("dead-letter"),
+            group_id=self.group,
+            decoder=partial(validate_telemetry, max_bytes=s.max_record_bytes),
+            max_batch=s.batch_size,
+            poll_timeout_ms=s.poll_timeout_ms,
+            max_records=a.max_records,
+            max_seconds=a.max_seconds,
+            idle_timeout=a.idle_timeout,
+            on_commit=self._after_commit,
+            on_close=lambda: self.checkpoint("shutdown", final=True),
+            on_progress=lambda st: self._say(self.status_line(st)),
+            progress_interval=a.interval,
+        )
+        try:
+            if install_signals:
+                with handle_signals(loop.stop):
+                    stats = loop.run()
+            else:
+                stats = loop.run()
+        finally:
+            for proc in self.processors:
+                try:
+                    proc.close()
+                except Exception:
+                    log.exception("%s: close failed", proc.name)
+        if a.summary:
+            import orjson
+
+            doc = {p.name: p.summary() for p in self.processors}
+            doc["loop"] = {
+                "records": stats.records_in,
+                "dead_letters": stats.dead_letters,
+                "outputs": stats.outputs,
+                "seconds": round(stats.elapsed, 2),
+                "stop_reason": stats.stop_reason,
+            }
+            Path(a.summary).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        return stats
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+def main(
+    processors: Sequence[type[Processor]],
+    argv: Sequence[str] | None = None,
+    prog: str = "python -m consumers",
+    configure: Callable[[argparse.Namespace], None] | None = None,
+) -> int:
+    """Entry point of a consumer: parse, set up logging, run, map errors to exit codes.
+
+    ``configure(args)`` runs once before the processors are built (e.g. thread limits).
+    """
+    args = build_parser(processors, prog).parse_args(argv)
+    try:
+        settings = settings_from(args, os.environ)
+        logging.basicConfig(
+            level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        if settings.log_level != "DEBUG":
+            logging.getLogger("kafka").setLevel(logging.WARNING)
+        several = len(processors) > 1
+        for proc in processors:
+            proc.configure(processor_args(args, proc, several))
+        if configure is not None:
+            configure(args)
+        app = App(processors, args=args, settings=settings, prog=prog)
+        stats = app.run()
+    except DwcpError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    names = "+".join(p.name for p in processors)
+    print(
+        f"{names}: stopped ({stats.stop_reason}) after {stats.records_in:,d} records, "
+        f"{stats.outputs:,d} outputs, {stats.dead_letters:,d} dead letters",
+        file=sys.stderr,
+    )
+    return 0

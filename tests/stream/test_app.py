@@ -1,0 +1,112 @@
+"""The application shell over files (no broker): checkpoint rule and layout, several
+processors with prefixed flags, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers import __main__ as run_cli
+from stream import app
+from stream.checkpoint import CheckpointStore
+
+LINE = '{"timestamp": "2026-01-05T10:00:%02dZ", "node_id": "n-%d", "rtt_ms": 3}\n'
+
+
+def recording(tmp_path: Path, n: int = 30, bad: int = 0) -> Path:
+    path = tmp_path / "r.jsonl"
+    path.write_text("".join(LINE % (i % 60, i % 3) for i in range(n)) + "{oops\n" * bad)
+    return path
+
+
+class Count(app.Processor):
+    """Counts records; its own flag ``--step`` says by how much."""
+
+    name = "count"
+
+    def __init__(self, settings: Any, args: argparse.Namespace, state: Any | None) -> None:
+        self.step = args.step
+        self.n = state or 0
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--step", type=int, default=1)
+
+    def handle(self, batch: list[Any]) -> list[Any]:
+        self.n += self.step * len(batch)
+        return []
+
+    def state(self, final: bool = False) -> Any:
+        return self.n
+
+
+class Other(Count):
+    name = "other"
+
+
+def run(classes: list[type[app.Processor]], *argv: str) -> app.App:
+    a = app.App(classes, list(argv), environ={})
+    a.run(install_signals=False)
+    return a
+
+
+def test_a_file_run_is_stateless_unless_asked(tmp_path: Path) -> None:
+    path = recording(tmp_path)
+    flags = ["--from-file", str(path), "--state-dir", str(tmp_path / "s")]
+    assert run([Count], *flags).processors[0].n == 30
+    assert run([Count], *flags).processors[0].n == 30  # no checkpoint was written or read
+    assert not (tmp_path / "s").exists()
+    assert run([Count], *flags, "--with-state").processors[0].n == 30
+    assert run([Count], *flags, "--with-state").processors[0].n == 60  # restored, continued
+    store = CheckpointStore(tmp_path / "s", "count-dwcp-count")
+    wrapped, meta = store.load()
+    assert wrapped == {"processor": "count", "format": 1, "model_version": "", "state": 60}
+    assert meta["why"] == "shutdown" and meta["processor"] == "count"
+
+
+def test_a_checkpoint_of_another_format_is_ignored_with_a_warning(tmp_path: Path, caplog) -> None:
+    path = recording(tmp_path)
+    store = CheckpointStore(tmp_path / "s", "count-dwcp-count")
+    store.save({"processor": "count", "format": 0, "state": 1000})
+    flags = ["--from-file", str(path), "--state-dir", str(tmp_path / "s"), "--with-state"]
+    with caplog.at_level(logging.WARNING):
+        assert run([Count], *flags).processors[0].n == 30
+    assert "not a format-1 count checkpoint; starting fresh" in caplog.text
+
+
+def test_several_processors_one_decode_prefixed_flags(tmp_path: Path) -> None:
+    path = recording(tmp_path, bad=2)
+    a = run([Count, Other], "--from-file", str(path), "--other.step", "10", "--count.step", "2")
+    counts = {p.name: p.n for p in a.processors}
+    assert counts == {"count": 60, "other": 300}  # each sees the 30 good records once
+    assert a.loop is not None and a.loop.stats.dead_letters == 2 and a.group == "dwcp-count+other"
+
+
+def test_a_checkpoint_follows_each_commit_once_its_interval_passed(tmp_path: Path) -> None:
+    path = recording(tmp_path, n=50)
+    flags = ["--from-file", str(path), "--state-dir", str(tmp_path / "s"), "--with-state"]
+    run([Count], *flags, "--batch-size", "10", "--checkpoint-interval", "0")
+    store = CheckpointStore(tmp_path / "s", "count-dwcp-count")
+    # one after each of the 5 commits and one on close; the newest 3 are kept
+    assert store.versions() == [4, 5, 6]
+    assert store.load()[0]["state"] == 50
+
+
+def test_run_cli_errors_name_the_cause(tmp_path: Path, capsys) -> None:
+    assert run_cli.main(["run", "nosuch"]) == 2
+    assert "unknown processor(s): nosuch" in capsys.readouterr().err
+    assert run_cli.main(["run", "ingest", "ingest"]) == 2
+    capsys.readouterr()
+    assert run_cli.main(["run", "ingest", "--from-file", str(tmp_path / "missing.jsonl")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "missing.jsonl" in err
+
+
+@pytest.mark.parametrize("argv", [[], ["--help"]])
+def test_run_cli_usage(argv: list[str], capsys) -> None:
+    assert run_cli.main(argv) == (0 if argv else 2)
+    assert "reliability" in capsys.readouterr().err
