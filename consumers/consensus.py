@@ -32,6 +32,7 @@ import orjson
 
 from consumers.lstm import LSTMProcessor
 from models.alerting import IncidentTracker
+from models.evaluation import evaluate_windows
 from stream import app
 from stream.kafka import Message
 from stream.loop import Output
@@ -213,75 +214,11 @@ class ConsensusProcessor(LSTMProcessor):
             scored_ts = [ts for _n, ts, _s, _f in self.scored]
             after = min(scored_ts) if scored_ts else 0.0
             window_s = self.args.window * _interval(self)
-            out["evaluation"] = evaluate(self.scored, self.opened, labels, window_s, after)
+            out["evaluation"] = evaluate_windows(self.scored, self.opened, labels, window_s, after)
         return out
 
     def close(self) -> None:
         self.detector.finish()
-
-
-def evaluate(
-    scored: list[tuple[Any, float, float, bool]],
-    alerts: list[Alert],
-    labels: list[dict[str, Any]],
-    window_s: float,
-    after: float,
-) -> dict[str, Any]:
-    """Recall of labelled consensus incidents (an ``open`` alert between start and end +
-    ``window_s``) and FPR of normal windows (no incident of any kind overlapping the window).
-    Only incidents starting and windows ending after ``after`` (the warm-up) count."""
-    spans: dict[Any, list[tuple[float, float, str]]] = {}
-    for lab in labels:
-        t0 = dt.datetime.fromisoformat(lab["start"]).timestamp()
-        t1 = dt.datetime.fromisoformat(lab["end"]).timestamp()
-        spans.setdefault(lab["node_id"], []).append((t0, t1, lab["category"]))
-    normal = fp = pos = tp = 0
-    for node, ts, _score, flagged in scored:
-        if ts < after:
-            continue
-        hit = [c for t0, t1, c in spans.get(node, ()) if t0 - 5 <= ts and ts - window_s <= t1 + 5]
-        if not hit:
-            normal += 1
-            fp += flagged
-        elif all(c == "consensus_degradation" for c in hit):
-            inside = [1 for t0, t1, _c in spans[node] if t0 <= ts <= t1]
-            if inside:
-                pos += 1
-                tp += flagged
-    opens = [(a.node_id, a.event_time.timestamp()) for a in alerts if a.status == "open"]
-    incidents = [
-        lab
-        for lab in labels
-        if lab["category"] == "consensus_degradation"
-        and dt.datetime.fromisoformat(lab["start"]).timestamp() >= after
-    ]
-    by_sev: dict[str, list[int]] = {}
-    detected = 0
-    for lab in incidents:
-        t0 = dt.datetime.fromisoformat(lab["start"]).timestamp()
-        t1 = dt.datetime.fromisoformat(lab["end"]).timestamp() + window_s
-        ok = any(n == lab["node_id"] and t0 <= t <= t1 for n, t in opens)
-        detected += ok
-        by_sev.setdefault(lab["severity"], [0, 0])
-        by_sev[lab["severity"]][0] += ok
-        by_sev[lab["severity"]][1] += 1
-    spans_all = [(n, t0, t1) for n, v in spans.items() for t0, t1, _c in v]
-    false_opens = sum(
-        not any(n == m and t0 - 5 <= t <= t1 + window_s for m, t0, t1 in spans_all)
-        for n, t in opens
-    )
-    return {
-        "incidents": len(incidents),
-        "detected": detected,
-        "recall_incidents": round(detected / len(incidents), 4) if incidents else None,
-        "recall_by_severity": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_sev.items())},
-        "normal_windows": normal,
-        "fpr_windows": round(fp / normal, 4) if normal else None,
-        "incident_windows": pos,
-        "recall_windows": round(tp / pos, 4) if pos else None,
-        "alerts_open": len(opens),
-        "false_alert_opens": false_opens,
-    }
 
 
 def _interval(proc: ConsensusProcessor) -> float:

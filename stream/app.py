@@ -50,197 +50,35 @@ A processor that counts records per node, run over a file:
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import sys
 import time
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from stream.checkpoint import CheckpointStore
+from stream.cli import add_common_arguments, build_parser, group_for, processor_args, settings_from
 from stream.errors import DwcpError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
 from stream.loop import BatchLoop, LoopStats, Output
+from stream.processor import Processor
 from stream.settings import Settings
 from stream.shutdown import handle_signals
 
+__all__ = [
+    "App",
+    "Processor",
+    "add_common_arguments",
+    "build_parser",
+    "group_for",
+    "main",
+    "processor_args",
+    "settings_from",
+]
+
 log = logging.getLogger("stream.app")
-
-
-class Processor(ABC):
-    """One model on the stream. Subclasses set ``name`` and ``outputs`` and implement
-    :meth:`handle`, :meth:`state` and :meth:`status`.
-
-    ``__init__(settings, args, state)`` builds the processor; ``state`` is what :meth:`state`
-    returned before (restored from the newest checkpoint) or ``None`` for a fresh start.
-    """
-
-    #: Short name: the consumer group ``dwcp-<name>`` and the checkpoint folder ``<name>-<group>``.
-    name: ClassVar[str]
-    #: Logical topics it writes (``"alerts"``, ``"predictions"``).
-    outputs: ClassVar[tuple[str, ...]] = ()
-    #: Bump when :meth:`state` changes shape; older checkpoints are then ignored (fresh start).
-    state_format: ClassVar[int] = 1
-    #: One-line description for ``--help``.
-    description: ClassVar[str] = ""
-
-    @abstractmethod
-    def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
-        """Build from the settings, the parsed flags and a restored state (or ``None``)."""
-
-    @classmethod  # noqa: B027 - an optional hook
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add the processor's own flags (in an argument group named after it).
-
-        Alone, a processor's flags are spelled as it adds them (``--window``); beside others
-        (``python -m consumers run a b``) each is prefixed with its name (``--b.window``) and
-        the processor still reads ``args.window``.
-        """
-
-    @classmethod  # noqa: B027 - an optional hook
-    def configure(cls, args: argparse.Namespace) -> None:
-        """Process-wide set-up before any processor is built (thread limits...)."""
-
-    #: Set to True to have the shell checkpoint right after the next commit (a new model).
-    checkpoint_due: bool = False
-
-    @abstractmethod
-    def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
-        """Process a batch of validated telemetry; return the records to produce."""
-
-    @abstractmethod
-    def state(self, final: bool = False) -> Any:
-        """A picklable snapshot that matches the records handled so far (called after a
-        commit; ``final`` on shutdown: finish background work first if it should be kept)."""
-
-    def status(self) -> str:
-        """A fragment of the progress line."""
-        return ""
-
-    @property
-    def model_version(self) -> str:
-        """Version of the model(s) whose outputs it is producing now."""
-        return ""
-
-    def summary(self) -> dict[str, Any]:
-        """Figures for the end of a run (printed as JSON with ``--summary``)."""
-        return {}
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:  # noqa: B027 - optional
-        """Partitions are about to go to another member (their offsets are committed)."""
-
-    def close(self) -> None:  # noqa: B027 - optional
-        """Release workers and threads (after the final checkpoint)."""
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags every consumer has: source, limits, progress, state, connection."""
-    g = parser.add_argument_group("source and limits")
-    g.add_argument("--from-beginning", action="store_true", help="start at the earliest record")
-    g.add_argument(
-        "--from-file",
-        metavar="FILE",
-        help="read a recording (JSON lines or CSV, .gz too) through the same loop instead of "
-        "Kafka; outputs and dead letters go to --output-dir as JSON lines",
-    )
-    g.add_argument(
-        "--output-dir",
-        metavar="DIR",
-        help="with --from-file: write <topic>.jsonl per output topic here (default: count only)",
-    )
-    g.add_argument("--max-seconds", type=float, help="stop after this many seconds")
-    g.add_argument("--max-records", type=int, help="stop after this many records")
-    g.add_argument(
-        "--idle-timeout",
-        type=float,
-        help="stop after this many seconds without records while partitions are assigned "
-        "(joining the group does not count)",
-    )
-    g.add_argument("--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE)")
-    g.add_argument("--interval", type=float, default=5.0, help="seconds between progress lines")
-    g.add_argument(
-        "--summary", metavar="FILE.json", help="write the processors' final summaries here"
-    )
-    s = parser.add_argument_group("state")
-    s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")
-    s.add_argument("--no-checkpoint", action="store_true", help="neither restore nor save state")
-    s.add_argument(
-        "--with-state",
-        action="store_true",
-        help="with --from-file: restore and save checkpoints as a stream run does (default: a "
-        "file run starts fresh and saves nothing, so the same file always gives the same answer)",
-    )
-    s.add_argument(
-        "--checkpoint-interval",
-        type=float,
-        default=60.0,
-        help="seconds between checkpoints, each taken right after a commit (default 60)",
-    )
-    from stream.csvmap import add_csv_arguments
-
-    add_csv_arguments(parser)
-    Settings.add_arguments(parser)
-
-
-def build_parser(processors: Sequence[type[Processor]], prog: str) -> argparse.ArgumentParser:
-    """The command line of a consumer running ``processors`` (see :meth:`Processor.add_arguments`
-    for how several processors' flags are told apart)."""
-    names = ", ".join(p.name for p in processors)
-    desc = " ".join(p.description for p in processors if p.description) or f"Run {names}."
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description=desc,
-        epilog="Every connection flag can also be set as a DWCP_<NAME> environment variable. "
-        "Exit status: 0 done, 1 error (the message names the cause), 130 interrupted.",
-    )
-    add_common_arguments(p)
-    if len(processors) == 1:
-        processors[0].add_arguments(p)
-        return p
-    for proc in processors:
-        own = argparse.ArgumentParser(add_help=False)
-        proc.add_arguments(own)
-        group = p.add_argument_group(f"{proc.name} (each flag prefixed with --{proc.name}.)")
-        for action in own._actions:
-            prefixed = copy.copy(action)
-            prefixed.option_strings = [f"--{proc.name}.{o.lstrip('-')}" for o in action.option_strings]
-            prefixed.dest = f"{proc.name}.{action.dest}"
-            group._add_action(prefixed)
-    return p
-
-
-def processor_args(args: argparse.Namespace, proc: type[Processor], several: bool) -> argparse.Namespace:
-    """The flags as ``proc`` sees them: common flags plus its own, without the name prefix.
-
-    >>> ns = argparse.Namespace(state_dir="s", **{"a.window": 3, "b.window": 5})
-    >>> class A(Processor):
-    ...     name = "a"
-    >>> processor_args(ns, A, True).window, processor_args(ns, A, True).state_dir
-    (3, 's')
-    """
-    if not several:
-        return args
-    prefix = f"{proc.name}."
-    out = argparse.Namespace()
-    for key, value in vars(args).items():
-        if "." not in key:
-            setattr(out, key, value)
-        elif key.startswith(prefix):
-            setattr(out, key[len(prefix) :], value)
-    return out
-
-
-def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    """The one settings object: ``DWCP_*`` variables, overridden by the flags."""
-    return Settings.from_args(args, environ, state_dir=args.state_dir, batch_size=args.batch_size)
-
-
-def group_for(settings: Settings, processors: Sequence[type[Processor]]) -> str:
-    """``dwcp-<name>`` for one processor, ``dwcp-<a>+<b>...`` for several (or ``group_id``)."""
-    return settings.consumer_group("+".join(p.name for p in processors))
 
 
 class App:

@@ -1,0 +1,120 @@
+"""The command line every consumer shares: common flags, several processors' flags told apart
+by a name prefix, the settings object and the consumer group of a set of processors."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from collections.abc import Mapping, Sequence
+
+from stream.processor import Processor
+from stream.settings import Settings
+
+__all__ = ["add_common_arguments", "build_parser", "group_for", "processor_args", "settings_from"]
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every consumer has: source, limits, progress, state, connection."""
+    g = parser.add_argument_group("source and limits")
+    g.add_argument("--from-beginning", action="store_true", help="start at the earliest record")
+    g.add_argument(
+        "--from-file",
+        metavar="FILE",
+        help="read a recording (JSON lines or CSV, .gz too) through the same loop instead of "
+        "Kafka; outputs and dead letters go to --output-dir as JSON lines",
+    )
+    g.add_argument(
+        "--output-dir",
+        metavar="DIR",
+        help="with --from-file: write <topic>.jsonl per output topic here (default: count only)",
+    )
+    g.add_argument("--max-seconds", type=float, help="stop after this many seconds")
+    g.add_argument("--max-records", type=int, help="stop after this many records")
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="stop after this many seconds without records while partitions are assigned "
+        "(joining the group does not count)",
+    )
+    g.add_argument("--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE)")
+    g.add_argument("--interval", type=float, default=5.0, help="seconds between progress lines")
+    g.add_argument(
+        "--summary", metavar="FILE.json", help="write the processors' final summaries here"
+    )
+    s = parser.add_argument_group("state")
+    s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")
+    s.add_argument("--no-checkpoint", action="store_true", help="neither restore nor save state")
+    s.add_argument(
+        "--with-state",
+        action="store_true",
+        help="with --from-file: restore and save checkpoints as a stream run does (default: a "
+        "file run starts fresh and saves nothing, so the same file always gives the same answer)",
+    )
+    s.add_argument(
+        "--checkpoint-interval",
+        type=float,
+        default=60.0,
+        help="seconds between checkpoints, each taken right after a commit (default 60)",
+    )
+    from stream.csvmap import add_csv_arguments
+
+    add_csv_arguments(parser)
+    Settings.add_arguments(parser)
+
+
+def build_parser(processors: Sequence[type[Processor]], prog: str) -> argparse.ArgumentParser:
+    """The command line of a consumer running ``processors`` (see :meth:`Processor.add_arguments`
+    for how several processors' flags are told apart)."""
+    names = ", ".join(p.name for p in processors)
+    desc = " ".join(p.description for p in processors if p.description) or f"Run {names}."
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=desc,
+        epilog="Every connection flag can also be set as a DWCP_<NAME> environment variable. "
+        "Exit status: 0 done, 1 error (the message names the cause), 130 interrupted.",
+    )
+    add_common_arguments(p)
+    if len(processors) == 1:
+        processors[0].add_arguments(p)
+        return p
+    for proc in processors:
+        own = argparse.ArgumentParser(add_help=False)
+        proc.add_arguments(own)
+        group = p.add_argument_group(f"{proc.name} (each flag prefixed with --{proc.name}.)")
+        for action in own._actions:
+            prefixed = copy.copy(action)
+            prefixed.option_strings = [f"--{proc.name}.{o.lstrip('-')}" for o in action.option_strings]
+            prefixed.dest = f"{proc.name}.{action.dest}"
+            group._add_action(prefixed)
+    return p
+
+
+def processor_args(args: argparse.Namespace, proc: type[Processor], several: bool) -> argparse.Namespace:
+    """The flags as ``proc`` sees them: common flags plus its own, without the name prefix.
+
+    >>> ns = argparse.Namespace(state_dir="s", **{"a.window": 3, "b.window": 5})
+    >>> class A(Processor):
+    ...     name = "a"
+    >>> processor_args(ns, A, True).window, processor_args(ns, A, True).state_dir
+    (3, 's')
+    """
+    if not several:
+        return args
+    prefix = f"{proc.name}."
+    out = argparse.Namespace()
+    for key, value in vars(args).items():
+        if "." not in key:
+            setattr(out, key, value)
+        elif key.startswith(prefix):
+            setattr(out, key[len(prefix) :], value)
+    return out
+
+
+def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    """The one settings object: ``DWCP_*`` variables, overridden by the flags."""
+    return Settings.from_args(args, environ, state_dir=args.state_dir, batch_size=args.batch_size)
+
+
+def group_for(settings: Settings, processors: Sequence[type[Processor]]) -> str:
+    """``dwcp-<name>`` for one processor, ``dwcp-<a>+<b>...`` for several (or ``group_id``)."""
+    return settings.consumer_group("+".join(p.name for p in processors))

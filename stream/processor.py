@@ -1,0 +1,79 @@
+"""The contract of a model on the stream: what :mod:`stream.app` needs from a processor."""
+
+from __future__ import annotations
+
+import argparse
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from stream.kafka import Message, TopicPartition
+from stream.loop import Output
+from stream.settings import Settings
+
+__all__ = ["Processor"]
+
+
+class Processor(ABC):
+    """One model on the stream. Subclasses set ``name`` and ``outputs`` and implement
+    :meth:`handle`, :meth:`state` and :meth:`status`.
+
+    ``__init__(settings, args, state)`` builds the processor; ``state`` is what :meth:`state`
+    returned before (restored from the newest checkpoint) or ``None`` for a fresh start.
+    """
+
+    #: Short name: the consumer group ``dwcp-<name>`` and the checkpoint folder ``<name>-<group>``.
+    name: ClassVar[str]
+    #: Logical topics it writes (``"alerts"``, ``"predictions"``).
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: Bump when :meth:`state` changes shape; older checkpoints are then ignored (fresh start).
+    state_format: ClassVar[int] = 1
+    #: One-line description for ``--help``.
+    description: ClassVar[str] = ""
+
+    @abstractmethod
+    def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
+        """Build from the settings, the parsed flags and a restored state (or ``None``)."""
+
+    @classmethod  # noqa: B027 - an optional hook
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Add the processor's own flags (in an argument group named after it).
+
+        Alone, a processor's flags are spelled as it adds them (``--window``); beside others
+        (``python -m consumers run a b``) each is prefixed with its name (``--b.window``) and
+        the processor still reads ``args.window``.
+        """
+
+    @classmethod  # noqa: B027 - an optional hook
+    def configure(cls, args: argparse.Namespace) -> None:
+        """Process-wide set-up before any processor is built (thread limits...)."""
+
+    #: Set to True to have the shell checkpoint right after the next commit (a new model).
+    checkpoint_due: bool = False
+
+    @abstractmethod
+    def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
+        """Process a batch of validated telemetry; return the records to produce."""
+
+    @abstractmethod
+    def state(self, final: bool = False) -> Any:
+        """A picklable snapshot that matches the records handled so far (called after a
+        commit; ``final`` on shutdown: finish background work first if it should be kept)."""
+
+    def status(self) -> str:
+        """A fragment of the progress line."""
+        return ""
+
+    @property
+    def model_version(self) -> str:
+        """Version of the model(s) whose outputs it is producing now."""
+        return ""
+
+    def summary(self) -> dict[str, Any]:
+        """Figures for the end of a run (printed as JSON with ``--summary``)."""
+        return {}
+
+    def on_revoke(self, partitions: list[TopicPartition]) -> None:  # noqa: B027 - optional
+        """Partitions are about to go to another member (their offsets are committed)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        """Release workers and threads (after the final checkpoint)."""
