@@ -34,7 +34,7 @@ from models.forecast.lstm import _pause_callbacks
 from models.forecast.scaling import RobustScaler
 
 
-class LSTMAutoencoder:
+class LSTMAutoencoder(tfrt.KerasPickling):
     """LSTM sequence autoencoder with a reconstruction-error score (higher = more anomalous).
 
     Parameters
@@ -146,26 +146,3 @@ class LSTMAutoencoder:
             self._build()
         self.set_weights(other.get_weights())
 
-    def _shuffle_rng(self) -> np.random.Generator:
-        """The generator of training orders (seeded once; pickled with the model)."""
-        rng = self.__dict__.get("rng_")
-        if rng is None:
-            rng = self.rng_ = np.random.default_rng(self.seed)
-        return rng
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("net_", "_infer")}
-        built = self.net_ is not None
-        state["weights_"] = self.get_weights() if built else None
-        state["optimizer_"] = tfrt.optimizer_state(self.net_) if built else []
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        weights = state.pop("weights_", None)
-        optimizer = state.pop("optimizer_", [])
-        self.__dict__.update(state)
-        self.net_, self._infer = None, None
-        if weights is not None:
-            self._build()
-            self.set_weights(weights)
-            tfrt.restore_optimizer(self.net_, optimizer)

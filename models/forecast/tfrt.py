@@ -107,3 +107,48 @@ def restore_optimizer(net: Any, values: list[Any]) -> None:
         opt.build(net.trainable_variables)
     for var, value in zip(opt.variables, values, strict=True):
         var.assign(value)
+
+
+class KerasPickling:
+    """Pickling for a model that holds a Keras network in ``net_`` (and a compiled inference
+    function in ``_infer``): the weights, the optimizer's state and the training-order
+    generator travel as numpy data, and the network is rebuilt with ``_build()`` on load, so
+    training after a restore continues exactly as it would have without it."""
+
+    net_: Any
+    seed: int
+
+    def _build(self) -> None:
+        raise TypeError(f"{type(self).__name__} must define _build()")
+
+    def get_weights(self) -> list[Any]:
+        raise TypeError(f"{type(self).__name__} must define get_weights()")
+
+    def set_weights(self, weights: list[Any]) -> None:
+        raise TypeError(f"{type(self).__name__} must define set_weights()")
+
+    def _shuffle_rng(self) -> Any:
+        """The generator of training orders (seeded once; pickled with the model)."""
+        import numpy as np
+
+        rng = self.__dict__.get("rng_")
+        if rng is None:
+            rng = self.rng_ = np.random.default_rng(self.seed)
+        return rng
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("net_", "_infer")}
+        built = self.net_ is not None
+        state["weights_"] = self.get_weights() if built else None
+        state["optimizer_"] = optimizer_state(self.net_) if built else []
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        weights = state.pop("weights_", None)
+        optimizer = state.pop("optimizer_", [])
+        self.__dict__.update(state)
+        self.net_, self._infer = None, None
+        if weights is not None:
+            self._build()
+            self.set_weights(weights)
+            restore_optimizer(self.net_, optimizer)
