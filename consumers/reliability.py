@@ -207,6 +207,7 @@ class ReliabilityProcessor(app.Processor):
             }
         )
         out["evaluation"] = ev.to_dict()
+        out["incident_ids"] = sorted({x.incident_id for x in self.alerts_seen if x.status == "open"})
         title = f"Reliability detector on {Path(source).name}"
         print(ev.to_markdown(title), file=sys.stderr)
         if a.report_dir:

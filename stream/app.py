@@ -58,6 +58,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stream.alignment import Aligner
 from stream.checkpoint import CheckpointStore
 from stream.cli import add_common_arguments, build_parser, group_for, processor_args, settings_from
 from stream.errors import DwcpError
@@ -175,6 +176,8 @@ class App:
             self.checkpoint("periodic")
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        if self.loop is not None:
+            self.loop.forget(partitions)  # queued records were not committed: the owner re-reads
         for proc in self.processors:
             proc.on_revoke(partitions)
         self.checkpoint("revoke")
@@ -189,9 +192,14 @@ class App:
 
     def status_line(self, stats: LoopStats) -> str:
         parts = [p.status() for p in self.processors]
+        queued = (
+            f"queued {stats.queued:,d}  late {stats.late_records:,d}  "
+            if self.loop and self.loop.aligner
+            else ""
+        )
         return (
             f"{stats.records_in:>10,d} records  {stats.window_rate:>8,.0f} rec/s  "
-            f"dead letters {stats.dead_letters:,d}  | " + " | ".join(x for x in parts if x)
+            f"dead letters {stats.dead_letters:,d}  {queued}| " + " | ".join(x for x in parts if x)
         )
 
     def clients(self) -> tuple[Consumer, Producer]:
@@ -234,6 +242,15 @@ class App:
 
         a, s = self.args, self.settings
         consumer, producer = self.clients()
+        aligner = (
+            Aligner(
+                idle_ms=a.align_idle_ms,
+                allowed_lateness_s=a.allowed_lateness,
+                max_queued=4 * s.batch_size,
+            )
+            if a.align and not a.from_file
+            else None
+        )
         self.loop = loop = BatchLoop(
             consumer,
             producer,
@@ -250,6 +267,7 @@ class App:
             on_close=lambda: self.checkpoint("shutdown", final=True),
             on_progress=lambda st: self._say(self.status_line(st)),
             progress_interval=a.interval,
+            aligner=aligner,
         )
         try:
             if install_signals:
@@ -273,6 +291,7 @@ class App:
                 "outputs": stats.outputs,
                 "seconds": round(stats.elapsed, 2),
                 "stop_reason": stats.stop_reason,
+                "late_records": stats.late_records,
             }
             Path(a.summary).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         return stats

@@ -41,6 +41,29 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--summary", metavar="FILE.json", help="write the processors' final summaries here"
     )
+    t = parser.add_argument_group("event time across partitions")
+    t.add_argument(
+        "--no-align",
+        dest="align",
+        action="store_false",
+        help="process each polled batch as it comes instead of merging the assigned "
+        "partitions by event time (a backlog is then read one partition's hours at a time)",
+    )
+    t.add_argument(
+        "--align-idle-ms",
+        type=float,
+        default=1000.0,
+        help="how long a partition with nothing fetched may hold the others back before it "
+        "counts as idle (default 1000; a partition at its log end never holds them back)",
+    )
+    t.add_argument(
+        "--allowed-lateness",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="event time a record may lag the merged watermark before it is counted late "
+        "(late records are still processed, in their partition's order; default 60)",
+    )
     s = parser.add_argument_group("state")
     s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")
     s.add_argument("--no-checkpoint", action="store_true", help="neither restore nor save state")

@@ -47,10 +47,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
+from stream.alignment import Aligner
 from stream.deadletters import dead_letter, describe_batch, source_errors
 from stream.errors import CommitError, SettingsError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
@@ -76,6 +77,8 @@ class Output(msgspec.Struct, frozen=True):
 
 #: ``decoder(value) -> (record, [])`` or ``(None, reasons)``, like ``validate_telemetry``.
 Decoder = Callable[[bytes], tuple[Any, list[FieldError]]]
+#: ``(message, validated record or None, reasons it is bad)``.
+Decoded = tuple[Message, Any, list[FieldError]]
 #: ``handler([(message, record), ...]) -> outputs`` (``None`` means no outputs).
 Handler = Callable[[list[tuple[Message, Any]]], Iterable[Output] | None]
 
@@ -112,6 +115,11 @@ class BatchLoop:
     is dead-lettered with those reasons without being decoded.
     on_progress, progress_interval
         ``on_progress(stats)`` every ``progress_interval`` seconds and once at the end.
+    aligner
+        Hand records on in event-time order across partitions (:mod:`stream.alignment`):
+        polled records are queued per partition, released merged by event time, and their
+        offsets committed as they are processed; full queues pause their partition. ``None``:
+        each polled batch is processed as it comes. Call :meth:`forget` from ``on_revoke``.
     """
 
     def __init__(
@@ -134,6 +142,7 @@ class BatchLoop:
         progress_interval: float = 5.0,
         flush_timeout: float = 60.0,
         close_clients: bool = True,
+        aligner: Aligner | None = None,
     ) -> None:
         self.consumer, self.producer, self.handler = consumer, producer, handler
         self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
@@ -145,6 +154,10 @@ class BatchLoop:
         self.stats = LoopStats()
         self._stop = threading.Event()
         self._pending: dict[TopicPartition, int] = {}
+        self.aligner = aligner
+        self._paused: set[TopicPartition] = set()
+        self._revoked: set[TopicPartition] = set()  # revoked, not settled yet
+        self._next: dict[TopicPartition, int] = {}  # offset after the last one queued
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (thread- and signal-safe)."""
@@ -166,7 +179,16 @@ class BatchLoop:
                 if self.max_records is not None:
                     want = min(want, self.max_records - stats.records_in)
                 batch = self.consumer.poll_batch(want, self.poll_timeout_ms)
-                if batch:
+                if self.aligner is not None:
+                    handled = self._aligned_step(batch, want)
+                    if batch or handled:
+                        last_data = time.monotonic()
+                    elif getattr(self.consumer, "at_end", False) and not len(self.aligner):
+                        stats.stop_reason = "end of input"
+                        break
+                    elif self.idle_timeout is not None and not self.consumer.assignment():
+                        last_data = time.monotonic()  # still joining the group: not idle yet
+                elif batch:
                     self.process_batch(batch)
                     last_data = time.monotonic()
                 elif getattr(self.consumer, "at_end", False):
@@ -203,16 +225,16 @@ class BatchLoop:
 
     def process_batch(self, batch: Sequence[Message]) -> None:
         """Validate, handle, produce, flush and commit one batch (raises on handler error)."""
-        good: list[tuple[Message, Any]] = []
-        bad: list[tuple[Message, list[FieldError]]] = []
-        offsets: dict[TopicPartition, int] = {}
+        self._process(self._decode(batch))
+
+    def _decode(self, batch: Sequence[Message]) -> list[Decoded]:
+        """``(message, record or None, reasons)`` per message, in order."""
+        out: list[Decoded] = []
         decoder = self.decoder
         for m in batch:
             rejected = source_errors(m) if m.headers else None
             if rejected:
-                bad.append((m, rejected))
-                tp = (m.topic, m.partition)
-                offsets[tp] = max(offsets.get(tp, 0), m.offset + 1)
+                out.append((m, None, rejected))
                 continue
             try:
                 rec, errors = decoder(m.value)
@@ -221,6 +243,15 @@ class BatchLoop:
                     None,
                     [FieldError(field="", reason=f"decoder raised {type(exc).__name__}: {exc}")],
                 )
+            out.append((m, None if errors else rec, errors))
+        return out
+
+    def _process(self, decoded: Sequence[Decoded]) -> None:
+        """Handle, produce, flush and commit decoded records (offsets: the highest per partition)."""
+        good: list[tuple[Message, Any]] = []
+        bad: list[tuple[Message, list[FieldError]]] = []
+        offsets: dict[TopicPartition, int] = {}
+        for m, rec, errors in decoded:
             if errors:
                 bad.append((m, errors))
             else:
@@ -228,6 +259,7 @@ class BatchLoop:
             tp = (m.topic, m.partition)
             if m.offset >= offsets.get(tp, -1):
                 offsets[tp] = m.offset + 1
+        batch = [m for m, _r, _e in decoded]
         outputs = self._handle(good, batch) if good and self.handler else []
         produce = self.producer.produce
         for out in outputs:
@@ -240,10 +272,82 @@ class BatchLoop:
         self.producer.flush(self.flush_timeout)
         self._commit(offsets)
         stats = self.stats
-        stats.records_in += len(batch)
+        stats.records_in += len(decoded)
         stats.dead_letters += len(bad)
         stats.outputs += len(outputs)
         stats.batches += 1
+
+    # -- event-time alignment -------------------------------------------------------------------
+    def _aligned_step(self, batch: Sequence[Message], want: int) -> int:
+        """Queue a polled batch, hand on what the aligner releases; returns records handled."""
+        aligner = self.aligner
+        assert aligner is not None
+        consumer = self.consumer
+        now_ms = time.monotonic() * 1000.0
+        assigned = consumer.assignment()
+        self._settle_revoked(assigned)
+        aligner.assign(assigned, now_ms)
+        batch = [m for m in batch if self._fresh(m)]
+        if batch:
+            aligner.add(
+                (
+                    (
+                        (m.topic, m.partition),
+                        (m, rec, errors),
+                        rec.timestamp.timestamp() if rec else None,
+                    )
+                    for m, rec, errors in self._decode(batch)
+                ),
+                now_ms,
+            )
+        at_end = bool(getattr(consumer, "at_end", False))
+        released = aligner.release(want, now_ms, flush=at_end, caught_up=consumer.caught_up())
+        if released:
+            self._process([item for item, _ts in released])
+        pause = [cast(TopicPartition, tp) for tp in aligner.to_pause() if tp not in self._paused]
+        resume = [cast(TopicPartition, tp) for tp in aligner.to_resume() if tp in self._paused]
+        if pause:
+            consumer.pause(pause)
+            self._paused.update(pause)
+        if resume:
+            consumer.resume(resume)
+            self._paused.difference_update(resume)
+        self.stats.late_records = aligner.late
+        self.stats.queued = len(aligner)
+        return len(released)
+
+    def forget(self, partitions: Sequence[TopicPartition]) -> None:
+        """Partitions revoked (call from ``on_revoke``): at the next step, the queued records of
+        those not assigned again are dropped (uncommitted: their new owner reads them).
+
+        Those assigned straight back keep their queue: one client keeps its fetch position
+        then (kafka-python), another restarts from the committed offset (librdkafka), and
+        records before an offset already queued or handled are never queued twice, so
+        neither loses nor repeats a record.
+        """
+        self._revoked.update(partitions)
+
+    def _settle_revoked(self, assigned: set[TopicPartition]) -> None:
+        if not self._revoked or self.aligner is None:
+            return
+        gone = [tp for tp in self._revoked if tp not in assigned]
+        back = [tp for tp in self._revoked if tp in assigned]
+        self.aligner.forget(gone)
+        for tp in gone:
+            self._next.pop(tp, None)
+        resume = [tp for tp in back if tp in self._paused]
+        if resume:  # a client may or may not keep a partition paused across a rebalance
+            self.consumer.resume(resume)
+        self._paused.difference_update(self._revoked)
+        self._revoked.clear()
+
+    def _fresh(self, m: Message) -> bool:
+        """False for a record queued or handled already (a re-fetch after a rebalance)."""
+        tp = (m.topic, m.partition)
+        if m.offset < self._next.get(tp, -1):
+            return False
+        self._next[tp] = m.offset + 1
+        return True
 
     # -- internals --------------------------------------------------------------------------
     def _handle(self, good: list[tuple[Message, Any]], batch: Sequence[Message]) -> list[Output]:
@@ -318,10 +422,20 @@ def run_consumer(
     """
     group = group_id or settings.group_id
     if not group:
-        raise SettingsError("no consumer group: pass group_id (see Settings.consumer_group) or set DWCP_GROUP_ID")
+        raise SettingsError(
+            "no consumer group: pass group_id (see Settings.consumer_group) or set DWCP_GROUP_ID"
+        )
     options.setdefault("max_batch", settings.batch_size)
     options.setdefault("poll_timeout_ms", settings.poll_timeout_ms)
     producer = make_producer(settings)
+    holder: list[BatchLoop] = []
+
+    def revoked(partitions: list[TopicPartition]) -> None:
+        for loop in holder:
+            loop.forget(partitions)  # queued (uncommitted) records: the next owner reads them
+        if on_revoke is not None:
+            on_revoke(partitions)
+
     try:
         consumer = make_consumer(
             settings,
@@ -329,7 +443,7 @@ def run_consumer(
             group_id=group,
             from_beginning=from_beginning,
             on_assign=on_assign,
-            on_revoke=on_revoke,
+            on_revoke=revoked,
         )
     except BaseException:
         producer.close()
@@ -343,6 +457,7 @@ def run_consumer(
         decoder=decoder or partial(validate_telemetry, max_bytes=settings.max_record_bytes),
         **options,
     )
+    holder.append(loop)
     if not install_signals:
         return loop.run()
     with handle_signals(loop.stop):

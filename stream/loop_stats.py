@@ -25,6 +25,8 @@ class LoopStats:
     batches: int = 0
     commits: int = 0
     commit_failures: int = 0
+    late_records: int = 0  # released beyond the allowed lateness (event-time alignment)
+    queued: int = 0  # records waiting in the alignment queues
     started: float = field(default_factory=time.monotonic)
     stopped: float | None = None
     stop_reason: str = ""

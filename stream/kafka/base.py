@@ -139,6 +139,20 @@ class Consumer(_Closing):
     def assignment(self) -> set[TopicPartition]:
         """Partitions currently assigned to this member."""
 
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:  # noqa: B027 - optional
+        """Stop fetching these partitions (polls return none of their records) until resumed."""
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:  # noqa: B027 - optional
+        """Fetch paused partitions again."""
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:  # noqa: B027 - optional
+        """Fetch ``partition`` from ``offset`` next (it must be assigned)."""
+
+    def caught_up(self) -> set[TopicPartition]:
+        """Assigned partitions whose position has reached their last known end offset (from
+        the fetch responses; no broker round trip): nothing more to read there right now."""
+        return set()
+
     @abstractmethod
     def close(self) -> None:
         """Leave the group (calling ``on_revoke``) and release the connection. No commit."""

@@ -268,6 +268,31 @@ class ConfluentConsumer(Consumer):
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        if partitions:
+            self._consumer.pause([CKTP(t, p) for t, p in partitions])
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        if partitions:
+            self._consumer.resume([CKTP(t, p) for t, p in partitions])
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(CKTP(partition[0], partition[1], offset))
+
+    def caught_up(self) -> set[TopicPartition]:
+        tps = self._consumer.assignment()
+        if not tps:
+            return set()
+        out: set[TopicPartition] = set()
+        for tp in self._consumer.position(tps):
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if tp.offset >= 0 and high >= 0 and tp.offset >= high:
+                out.add((tp.topic, tp.partition))
+        return out
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

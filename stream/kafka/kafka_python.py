@@ -255,6 +255,28 @@ class KafkaPythonConsumer(Consumer):
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    # pause()/resume() are the base class's no-ops: with kafka-python 3.0.12 a partition
+    # paused and resumed mid-fetch was, in our tests, never fetched again (records left
+    # unread until a restart). Without them the alignment queues are bounded by the backlog,
+    # not by Aligner.max_queued; the confluent backend pauses for real.
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._consumer.seek(KafkaTP(*partition), offset)
+
+    def caught_up(self) -> set[TopicPartition]:
+        out: set[TopicPartition] = set()
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                pos = self._consumer.position(tp, timeout_ms=0)
+            except Exception:  # no position yet (still resetting): not known to be caught up
+                continue
+            if pos is not None and pos >= high:
+                out.add((tp.topic, tp.partition))
+        return out
+
     def close(self) -> None:
         self._consumer.close(autocommit=False)
 

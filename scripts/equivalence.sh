@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One recording, scored by the reliability detector four ways; prints recall, false-positive
+# rate and alert precision side by side (and the incident ids shared with the offline run):
+#   offline (--from-file) | Kafka, 1 partition | Kafka, 6 partitions aligned by event time |
+#   Kafka, 6 partitions without alignment (--no-align: each polled batch as it comes)
+#   bash scripts/equivalence.sh RECORDING.jsonl [LABELS.jsonl]
+# Make a held-out recording with, e.g.:
+#   python -m producers.synthetic --nodes 30 --links 2 --interval 10 --incident-rate 0.5 \
+#     --count 240000 --seed 7 --rate 0 --output .cache/heldout/s7.jsonl
+# Environment: EQ_ARGS extra flags for consumers.reliability (default "--warmup-s 1800"),
+# EQ_MODES (default "offline kafka1 kafka6 kafka6-noalign"), DWCP_BACKEND (confluent).
+# Output: .cache/equivalence/<run>/<mode>.json (summaries) and table.md.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+recording=${1:?usage: bash scripts/equivalence.sh RECORDING.jsonl [LABELS.jsonl]}
+labels=${2:-${recording%.jsonl}.labels.jsonl}
+modes=${EQ_MODES:-offline kafka1 kafka6 kafka6-noalign}
+read -r -a extra <<<"${EQ_ARGS:---warmup-s 1800}"
+export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
+run="eq-$(date -u +%Y%m%dT%H%M%S)-$$"
+out="$root/.cache/equivalence/$run"
+mkdir -p "$out"
+bash scripts/setup.sh
+py="$root/.venv/bin/python"
+
+started=0
+case "$(bash scripts/kafka-local.sh status || true)" in
+  running*|*"not started by this script"*) ;;
+  *) bash scripts/kafka-local.sh start; started=1 ;;
+esac
+cleanup() { if [ "$started" = 1 ]; then bash scripts/kafka-local.sh stop || true; fi; }
+trap cleanup EXIT
+
+rel=("$py" -m consumers.reliability --labels "$labels" "${extra[@]}" --interval 30)
+for mode in $modes; do
+  t0=$(date +%s)
+  case "$mode" in
+    offline)
+      "${rel[@]}" --from-file "$recording" --summary "$out/$mode.json" --output-dir "$out/$mode" \
+        >"$out/$mode.log" 2>&1 ;;
+    kafka1|kafka6|kafka6-noalign)
+      parts=6; flags=()
+      [ "$mode" = kafka1 ] && parts=1
+      [ "$mode" = kafka6-noalign ] && flags=(--no-align)
+      prefix="$run-$mode."
+      DWCP_TOPIC_PREFIX=$prefix "$py" -m stream.topics create --partitions "$parts" >/dev/null
+      DWCP_TOPIC_PREFIX=$prefix "$py" -m producers.replay "$recording" --no-labels --speed max \
+        --progress-interval 0 >"$out/$mode.replay.log" 2>&1
+      DWCP_TOPIC_PREFIX=$prefix "${rel[@]}" --from-beginning --idle-timeout 15 --no-checkpoint \
+        --summary "$out/$mode.json" "${flags[@]}" >"$out/$mode.log" 2>&1
+      DWCP_TOPIC_PREFIX=$prefix "$py" -m stream.topics delete --yes >/dev/null 2>&1 || true ;;
+    *) echo "equivalence: unknown mode $mode" >&2; exit 2 ;;
+  esac
+  echo "equivalence: $mode done in $(( $(date +%s) - t0 ))s" >&2
+done
+
+"$py" - "$out" $modes <<'EOF'
+import json, sys
+from pathlib import Path
+out, modes = Path(sys.argv[1]), sys.argv[2:]
+rows = ["| mode | recall | false-positive rate | alert precision | alert incidents | same incident ids as the first mode | late records |",
+        "|---|---:|---:|---:|---:|---:|---:|"]
+first = None
+for m in modes:
+    doc = json.loads((out / f"{m}.json").read_text())
+    rel = doc["reliability"]
+    o = rel["evaluation"]["overall"]
+    ids = set(rel.get("incident_ids", []))
+    first = ids if first is None else first
+    same = len(ids & first) / max(len(ids | first), 1)
+    late = doc["loop"].get("late_records", "")
+    rows.append(f"| {m} | {o['recall']:.1%} | {o['fpr']:.2%} | {o['precision']:.1%} | {o['alert_incidents']} | {same:.1%} | {late} |")
+table = "\n".join(rows)
+(out / "table.md").write_text(table + "\n")
+print(table)
+EOF
