@@ -19,7 +19,8 @@ event time already released (the merged stream's watermark) is released anyway, 
 partition's order, and counted in :attr:`Aligner.late`; processors see event time go back by
 at most the lateness otherwise. The policy is stated, counted and never silent.
 
-Pure logic: no Kafka, no clock but the ``now_ms`` the caller passes.
+Pure logic: no Kafka, no clock but the ``now_ms`` the caller passes (the loop passes the time
+it has spent waiting in polls, so a long batch does not make a partition look idle).
 
 Examples
 --------

@@ -157,6 +157,7 @@ class BatchLoop:
         self.aligner = aligner
         self._paused: set[TopicPartition] = set()
         self._revoked: set[TopicPartition] = set()  # revoked, not settled yet
+        self._poll_clock_ms = 0.0  # time spent waiting in polls
         self._next: dict[TopicPartition, int] = {}  # offset after the last one queued
 
     def stop(self) -> None:
@@ -178,7 +179,9 @@ class BatchLoop:
                 want = self.max_batch
                 if self.max_records is not None:
                     want = min(want, self.max_records - stats.records_in)
+                t_poll = time.monotonic()
                 batch = self.consumer.poll_batch(want, self.poll_timeout_ms)
+                self._poll_clock_ms += (time.monotonic() - t_poll) * 1000.0
                 if self.aligner is not None:
                     handled = self._aligned_step(batch, want)
                     if batch or handled:
@@ -283,7 +286,9 @@ class BatchLoop:
         aligner = self.aligner
         assert aligner is not None
         consumer = self.consumer
-        now_ms = time.monotonic() * 1000.0
+        # the alignment clock runs only while the loop waits on the consumer: time spent
+        # handling a big batch must not make a partition whose data is on its way look idle
+        now_ms = self._poll_clock_ms
         assigned = consumer.assignment()
         self._settle_revoked(assigned)
         aligner.assign(assigned, now_ms)
