@@ -281,10 +281,12 @@ class App:
                     proc.close()
                 except Exception:
                     log.exception("%s: close failed", proc.name)
+        # every run ends with the processors' summaries (a processor may write reports there,
+        # e.g. reliability with --labels --report-dir); --summary keeps them as JSON
+        doc: dict[str, Any] = {p.name: p.summary() for p in self.processors}
         if a.summary:
             import orjson
 
-            doc = {p.name: p.summary() for p in self.processors}
             doc["loop"] = {
                 "records": stats.records_in,
                 "dead_letters": stats.dead_letters,

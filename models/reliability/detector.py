@@ -40,7 +40,7 @@ Examples
 >>> scored, alerts = det.process(records)
 >>> flagged = sum(s.flagged for s in scored[8000:])
 >>> print(f"flag rate on normal records: {flagged / len(scored[8000:]):.3f}")
-flag rate on normal records: 0.011
+flag rate on normal records: 0.022
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ class _Tick:
     score: float
     row: FeatureRow
     region: str | None
+    versions: dict[str, str] | None = None  # the model versions that scored it
 
 
 class ReliabilityDetector:
@@ -154,7 +155,9 @@ class ReliabilityDetector:
         trend_min_z: float = 1.5,
         learn_below: float = 0.9999,
         source: str = "reliability",
+        step: int = 500,
     ) -> None:
+        self.step = step
         self.threshold = threshold
         self.warmup = warmup
         self.learn_below = learn_below
@@ -230,11 +233,32 @@ class ReliabilityDetector:
     ) -> tuple[list[RecordScore], list[Alert]]:
         """Score, learn and track a batch; returns one :class:`RecordScore` per record (in
         order) and the alerts the batch caused. ``watermark`` is the event time the whole
-        stream has reached (default: the largest event time seen)."""
+        stream has reached (default: the largest event time seen).
+
+        The batch is cut at every ``step``-th record of the whole stream (counted from its
+        first record); the forest scores each piece with what it had learned by the last such
+        boundary and learns (and refits) only at boundaries, so scores do not depend on how the
+        stream is cut into batches (a file batch of 5,000 and a Kafka poll of a few hundred
+        give the same scores).
+        """
+        step = getattr(self, "step", 0) or len(records) or 1
+        scores: list[RecordScore] = []
+        alerts: list[Alert] = []
+        i, n = 0, len(records)
+        while i < n:
+            take = step - (self.n_seen_ % step)
+            out, got = self._process_piece(records[i : i + take])
+            scores += out
+            alerts += got
+            i += take
+        alerts += self._advance(watermark)
+        return scores, alerts
+
+    def _process_piece(self, records: Sequence[Any]) -> tuple[list[RecordScore], list[Alert]]:
         ctx = self.context_
         rows = [ctx.learn_one(rec) for rec in records]
         if not rows:
-            return [], self._advance(watermark)
+            return [], []
         xs = np.array([self._vector(r) for r in rows])
         forest_raw = self.forest_.score_many(xs)
         thr, hst, comb, cals = self.threshold, self.hst_, self.combiner_, self.calibrators_
@@ -275,9 +299,13 @@ class ReliabilityDetector:
                 if self.n_warm_ > self.warmup // 2:  # once the components have a scale
                     comb.learn_one(cal)
             alerts += self._track(rec, row, score)
-        if normal_idx:
-            self.forest_.learn_many(xs[normal_idx])
-        alerts += self._advance(watermark)
+        # the forest learns at step boundaries of the whole stream only, never at a batch's end
+        buf = self.__dict__.setdefault("forest_pending_", [])
+        buf.extend(xs[normal_idx])
+        step = getattr(self, "step", 0)
+        if buf and (not step or self.n_seen_ % step == 0):
+            self.forest_.learn_many(np.array(buf))
+            buf.clear()
         return out, alerts
 
     def flush(self) -> list[Alert]:
@@ -332,9 +360,10 @@ class ReliabilityDetector:
             score = 0.0  # evidence about the peer, not this node
         if pending is None:
             region = rec.get("region") if isinstance(rec, dict) else getattr(rec, "region", None)
-            self.pending_[node] = _Tick(ts, score, row, region)
+            self.pending_[node] = _Tick(ts, score, row, region, self.model_versions)
         elif score > pending.score:
             pending.score, pending.row = score, row
+            pending.versions = self.model_versions
         return alerts
 
     def _emit_tick(self, node: str) -> list[Alert]:
@@ -352,7 +381,7 @@ class ReliabilityDetector:
             self.threshold,
             category=category,
             top_metrics=_top_metrics(row) if flagged else (),
-            model_versions=self.model_versions,
+            model_versions=tick.versions or self.model_versions,
             region=tick.region,
             reason="score above the adaptive threshold" if flagged else "",
         )

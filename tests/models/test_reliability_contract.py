@@ -174,3 +174,25 @@ def test_score_never_depends_on_later_records() -> None:
     a, _ = _det().process(RECORDS[:1200])
     b, _ = _det().process(RECORDS[:1200] + RECORDS[1200:1500])
     assert [s.score for s in a] == [s.score for s in b[:1200]]
+
+
+def test_scores_and_alerts_do_not_depend_on_how_the_stream_is_cut_into_batches() -> None:
+    """A file is read 5,000 records at a time, a Kafka poll returns a few hundred: the same
+    records must give the same scores and the same alerts (the detector cuts every batch at
+    fixed record counts of the whole stream, and a tick carries the versions that scored it)."""
+    records = fleet_records(ticks=600, seed=4, rate=3.0)
+
+    def run(size: int) -> tuple[list[float], list[bytes]]:
+        det = ReliabilityDetector(seed=7, warmup=500, forest_refit_every=1500, forest_trees=10)
+        scores: list[float] = []
+        alerts: list[Any] = []
+        for i in range(0, len(records), size):
+            s, a = det.process(records[i : i + size])
+            scores += [x.score for x in s]
+            alerts += a
+        return scores, sorted(pickle.dumps(a) for a in alerts)
+
+    one = run(5000)
+    assert one[1], "the fixture should raise alerts"
+    for size in (137, 1000):
+        assert run(size) == one, size
