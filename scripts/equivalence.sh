@@ -7,6 +7,8 @@
 # Make a held-out recording with, e.g.:
 #   python -m producers.synthetic --nodes 30 --links 2 --interval 10 --incident-rate 0.5 \
 #     --count 240000 --seed 7 --rate 0 --output .cache/heldout/s7.jsonl
+# Kafka runs produce the file's lines in file order (EQ_PRODUCER=replay: producers.replay, which
+# sends in event-time order across nodes: a different order than the file's).
 # Environment: EQ_ARGS extra flags for consumers.reliability (default "--warmup-s 1800"),
 # EQ_MODES (default "offline kafka1 kafka6 kafka6-noalign"), DWCP_BACKEND (confluent).
 # Output: .cache/equivalence/<run>/<mode>.json (summaries) and table.md.
@@ -45,8 +47,25 @@ for mode in $modes; do
       [ "$mode" = kafka6-noalign ] && flags=(--no-align)
       prefix="$run-$mode."
       DWCP_TOPIC_PREFIX=$prefix "$py" -m stream.topics create --partitions "$parts" >/dev/null
-      DWCP_TOPIC_PREFIX=$prefix "$py" -m producers.replay "$recording" --no-labels --speed max \
-        --progress-interval 0 >"$out/$mode.replay.log" 2>&1
+      if [ "${EQ_PRODUCER:-file}" = replay ]; then
+        DWCP_TOPIC_PREFIX=$prefix "$py" -m producers.replay "$recording" --no-labels --speed max \
+          --progress-interval 0 >"$out/$mode.replay.log" 2>&1
+      else  # the file's own order, keyed by node: the same records in the same order per node
+        DWCP_TOPIC_PREFIX=$prefix "$py" - "$recording" <<'PY'
+import os, sys
+import orjson
+from stream.files import open_recording
+from stream.kafka import make_producer
+from stream.settings import Settings
+settings = Settings.from_env(os.environ)
+topic = settings.topic("telemetry")
+with make_producer(settings) as producer, open_recording(sys.argv[1]) as f:
+    for line in f:
+        if line.strip():
+            producer.produce(topic, line.rstrip(b"\n"), orjson.loads(line)["node_id"].encode())
+    producer.flush(120)
+PY
+      fi
       DWCP_TOPIC_PREFIX=$prefix "${rel[@]}" --from-beginning --idle-timeout 15 --no-checkpoint \
         --summary "$out/$mode.json" "${flags[@]}" >"$out/$mode.log" 2>&1
       DWCP_TOPIC_PREFIX=$prefix "$py" -m stream.topics delete --yes >/dev/null 2>&1 || true ;;
