@@ -79,13 +79,15 @@ def _fc_step(m: OnlineForecaster, batch: list[dict[str, Any]]) -> list[float]:
     return out.value.ravel().tolist() + out.lower.ravel().tolist() + [float(out.version)]
 
 
-def _fc_score(m: OnlineForecaster, batch: list[dict[str, Any]]) -> list[float]:
-    if not m.ready:
-        return []
+def _latest_windows(m: OnlineForecaster | ConsensusDetector) -> np.ndarray:
+    """The newest full window of every key the model holds (what it would score next)."""
     hist = m.history_
     rows = np.flatnonzero(hist.count >= m.window)
-    steps = hist.count[rows] - 1
-    return m.model_.predict(hist.windows(rows, steps, m.window)).ravel().tolist()
+    return hist.windows(rows, hist.count[rows] - 1, m.window)
+
+
+def _fc_score(m: OnlineForecaster, batch: list[dict[str, Any]]) -> list[float]:
+    return m.model_.predict(_latest_windows(m)).ravel().tolist() if m.ready else []
 
 
 # -- consensus autoencoder ---------------------------------------------------------------------
@@ -111,12 +113,7 @@ def _ae_step(m: ConsensusDetector, batch: list[dict[str, Any]]) -> list[float]:
 
 
 def _ae_score(m: ConsensusDetector, batch: list[dict[str, Any]]) -> list[float]:
-    if not m.ready:
-        return []
-    hist = m.history_
-    rows = np.flatnonzero(hist.count >= m.window)
-    steps = hist.count[rows] - 1
-    return m.model_.score(hist.windows(rows, steps, m.window)).ravel().tolist()
+    return m.model_.score(_latest_windows(m)).ravel().tolist() if m.ready else []
 
 
 # -- compression policy (through the selector that learns in micro-batches) --------------------
