@@ -157,6 +157,8 @@ class ReliabilityDetector:
         source: str = "reliability",
         step: int = 500,
     ) -> None:
+        if step < 1:
+            raise ValueError(f"step must be >= 1, got {step}")
         self.step = step
         self.threshold = threshold
         self.warmup = warmup
@@ -209,6 +211,7 @@ class ReliabilityDetector:
         )
         self.heartbeat_ = HeartbeatTracker(factor=heartbeat_factor)
         self.pending_: dict[str, _Tick] = {}
+        self.forest_pending_: list[np.ndarray] = []  # normal rows the forest learns at the next step
         self.watermark_: dt.datetime | None = None
         self.n_seen_ = 0
         self.n_warm_ = 0
@@ -241,7 +244,7 @@ class ReliabilityDetector:
         stream is cut into batches (a file batch of 5,000 and a Kafka poll of a few hundred
         give the same scores).
         """
-        step = getattr(self, "step", 0) or len(records) or 1
+        step = self.step
         scores: list[RecordScore] = []
         alerts: list[Alert] = []
         i, n = 0, len(records)
@@ -300,10 +303,9 @@ class ReliabilityDetector:
                     comb.learn_one(cal)
             alerts += self._track(rec, row, score)
         # the forest learns at step boundaries of the whole stream only, never at a batch's end
-        buf = self.__dict__.setdefault("forest_pending_", [])
+        buf = self.forest_pending_
         buf.extend(xs[normal_idx])
-        step = getattr(self, "step", 0)
-        if buf and (not step or self.n_seen_ % step == 0):
+        if buf and self.n_seen_ % self.step == 0:
             self.forest_.learn_many(np.array(buf))
             buf.clear()
         return out, alerts

@@ -155,6 +155,15 @@ MODELS = {
 }  # fmt: skip
 
 
+def half_way(m: Model) -> tuple[Any, int]:
+    """A fresh model that has stepped through the first half of the batches, and that half."""
+    model = m.factory()
+    half = len(m.batches) // 2
+    for b in m.batches[:half]:
+        m.step(model, b)
+    return model, half
+
+
 def run(m: Model) -> tuple[Any, list[list[float]]]:
     model = m.factory()
     return model, [m.step(model, b) for b in m.batches]
@@ -172,10 +181,7 @@ def test_seeded_determinism_and_finite_outputs(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_checkpoint_round_trip_mid_stream_gives_identical_later_outputs(name: str) -> None:
     m = MODELS[name]
-    model = m.factory()
-    half = len(m.batches) // 2
-    for b in m.batches[:half]:
-        m.step(model, b)
+    model, half = half_way(m)
     clone = pickle.loads(pickle.dumps(model))
     for b in m.batches[half:]:
         assert m.step(model, b) == m.step(clone, b)
@@ -194,10 +200,7 @@ def test_input_not_mutated(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_scoring_never_learns(name: str) -> None:
     m = MODELS[name]
-    model = m.factory()
-    half = len(m.batches) // 2
-    for b in m.batches[:half]:
-        m.step(model, b)
+    model, half = half_way(m)
     probe = m.batches[half]
     first = m.score(model, probe)
     assert first, f"{name}: nothing scored after half the stream"
