@@ -68,7 +68,7 @@ class Aligner:
     """
 
     def __init__(
-        self, idle_ms: float = 1000.0, max_queued: int = 20000, allowed_lateness_s: float = 60.0
+        self, idle_ms: float = 5000.0, max_queued: int = 20000, allowed_lateness_s: float = 60.0
     ) -> None:
         self.idle_ms, self.max_queued = idle_ms, max_queued
         self.allowed_lateness_s = allowed_lateness_s

@@ -52,9 +52,11 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--align-idle-ms",
         type=float,
-        default=1000.0,
+        default=5000.0,
         help="how long a partition with nothing fetched may hold the others back before it "
-        "counts as idle (default 1000; a partition at its log end never holds them back)",
+        "counts as idle, counting only time spent waiting on the broker (default 5000: "
+        "a slow fetch after a rebalance takes longer than a second under load; a partition at "
+        "its log end never holds the others back)",
     )
     t.add_argument(
         "--allowed-lateness",

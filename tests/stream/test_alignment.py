@@ -96,7 +96,7 @@ def test_a_six_partition_backlog_reaches_the_handler_in_event_time_order(
         max_batch=500,
         poll_timeout_ms=200,
         idle_timeout=8,
-        aligner=Aligner(idle_ms=300, allowed_lateness_s=5, max_queued=1000) if align else None,
+        aligner=Aligner(idle_ms=5000, allowed_lateness_s=5, max_queued=1000) if align else None,
     )
     loops.append(loop)
     stats = loop.run()
