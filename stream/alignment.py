@@ -1,39 +1,49 @@
-"""Event-time alignment across partitions: a backlog is handed to the processors in the order
-it would have arrived live, not one partition's hours before the next one's.
+"""Event-time order across partitions: a backlog, a live stream, six partitions or one file are
+handed to the processors in one canonical order, so the same records give the same answers.
 
 A consumer catching up (after a restart, a deploy, a rebalance, a lag spike) gets whole
 batches of one partition at a time, so per-process state (global models, calibrators, the
-watermark that decides missed heartbeats) would see event time jump back and forth.
-:class:`Aligner` keeps one queue per assigned partition, in offset order, and releases records
-merged by event time: the next record is always the one with the lowest head event time over
-the partitions (Kafka Streams' rule). A partition with an empty queue holds the others back (its
-next record may be earlier) until it has been empty for ``idle_ms`` (Kafka Streams'
-``max.task.idle.ms``): then it counts as idle and no longer stalls the rest; the wait is
-measured in :attr:`Aligner.stalled_ms`. Queues longer than ``max_queued`` ask the loop to pause
-their partition (:meth:`Aligner.to_pause`) until they drain, which bounds memory.
+watermark that decides missed heartbeats) would see event time jump back and forth; and even
+a merge of the partitions' heads depends on how the keys were spread over the partitions.
+:class:`Aligner` therefore sorts: every record waits in one buffer until no partition can
+still bring an earlier one, and leaves it in the order ``(event time, key, partition,
+offset)``. That order depends only on the records, so a file (one partition) and a topic with
+six partitions give the same sequence, and a key's records keep their offset order.
 
-Records are never reordered within a partition (offsets are committed in order) and a record
-without an event time (one that failed validation) keeps its place in its partition's queue.
-**Late records**: a record whose event time is more than ``allowed_lateness_s`` behind the
-event time already released (the merged stream's watermark) is released anyway, in its
-partition's order, and counted in :attr:`Aligner.late`; processors see event time go back by
-at most the lateness otherwise. The policy is stated, counted and never silent.
+**Watermarks** (Flink's bounded out-of-orderness). Each partition's watermark is the highest
+event time it has delivered minus ``allowed_lateness_s``: a partition's later records are
+assumed to be no older than that. A record is released once it is older than the lowest
+watermark over the partitions that count. A partition stops counting while it is **idle**:
+it delivered nothing new for ``idle_ms`` of the loop's waiting time (Kafka Streams'
+``max.task.idle.ms``: a stalled fetch cannot hold the stream back forever; the waits are
+measured in :attr:`Aligner.stalled_ms`), or it is at its log end (``caught_up``) and has
+delivered nothing since it was assigned. The end of a file (``flush``) releases everything.
+
+**Late records**: a record older than what was already released (its partition was idle, or it
+broke the bound) is released at once, in its partition's order, and counted in
+:attr:`Aligner.late`: the policy is stated, counted and never silent.
+
+**Offsets**: records leave out of offset order, so :meth:`commit_offsets` gives, per
+partition, the lowest offset still buffered (or the next one when none is): everything before
+it was handed on. :meth:`positions` adds the offsets already handed on beyond it, so a
+restart from a checkpoint can skip exactly those (:meth:`skip`) and repeat nothing.
 
 Pure logic: no Kafka, no clock but the ``now_ms`` the caller passes (the loop passes the time
 it has spent waiting in polls, so a long batch does not make a partition look idle).
 
 Examples
 --------
->>> a = Aligner(idle_ms=100)
->>> a.add([("p0", "a1", 10.0), ("p0", "a2", 30.0), ("p1", "b1", 20.0)], now_ms=0)
->>> a.release(10, now_ms=0)       # p1 drained: its next record may be earlier than 30
-[('a1', 10.0), ('b1', 20.0)]
->>> a.release(10, now_ms=50)      # p1 empty for 50 ms: still waiting
-[]
->>> a.release(10, now_ms=150)     # p1 idle: p0 goes on
-[('a2', 30.0)]
->>> a.add([("p0", "a3", 40.0)], now_ms=150)
->>> a.release(10, now_ms=150, caught_up={"p1"})  # p1 is at its log end: nothing to wait for
+>>> a = Aligner(idle_ms=100, allowed_lateness_s=5)
+>>> a.add([("p0", 0, "a1", 10.0, "a"), ("p0", 1, "a2", 30.0, "a"),
+...        ("p1", 0, "b1", 20.0, "b")], now_ms=0)
+>>> a.release(10, now_ms=0)       # p1 may still bring records from 15 s on
+[('a1', 10.0)]
+>>> a.commit_offsets()
+{'p0': 1, 'p1': 0}
+>>> a.add([("p0", 2, "a3", 40.0, "a")], now_ms=120)
+>>> a.release(10, now_ms=150)     # p1 idle (nothing for 100 ms): p0 alone decides, up to 35 s
+[('b1', 20.0), ('a2', 30.0)]
+>>> a.release(10, now_ms=150, flush=True)  # the end of the input
 [('a3', 40.0)]
 """
 
@@ -41,141 +51,201 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Container, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Hashable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["Aligner"]
 
+_NEG_INF = float("-inf")
+
 
 @dataclass
-class _Queue:
-    items: deque[tuple[Any, float]]
-    empty_since_ms: float | None = None
+class _Partition:
+    index: int  # assignment order: a total order for partition names that do not compare
+    max_ts: float = _NEG_INF  # highest event time delivered
+    delivered_ms: float = 0.0  # loop clock at the last delivery (or the assignment)
+    delivered: bool = False  # anything since it was assigned
+    next_offset: int | None = None  # after the last offset delivered
+    offsets: deque[int] = field(default_factory=deque)  # buffered or released, in offset order
+    released: set[int] = field(default_factory=set)  # released offsets still in ``offsets``
+    buffered: int = 0
+    skip: set[int] = field(default_factory=set)  # handed on before a restart: never again
+
+    def safe_offset(self) -> int | None:
+        offsets, released = self.offsets, self.released
+        while offsets and offsets[0] in released:
+            released.discard(offsets.popleft())
+        return offsets[0] if offsets else self.next_offset
 
 
 class Aligner:
-    """Per-partition queues released in event-time order (see the module docstring).
+    """One buffer released in canonical event-time order (see the module docstring).
 
     Parameters
     ----------
     idle_ms
-        How long an empty partition may hold the others back.
+        How long a partition that delivers nothing may hold the others back.
     max_queued
-        Records queued per partition before :meth:`to_pause` asks to pause it.
+        Records buffered from one partition before :meth:`to_pause` asks to pause it (never
+        the partition that holds the watermark back: it must go on to release the rest).
     allowed_lateness_s
-        Event time a released record may lag the merged watermark before it counts as late.
+        How much older than its partition's newest record a record may be and still be
+        sorted into place; also how long (in event time) the newest records wait.
     """
 
     def __init__(
-        self, idle_ms: float = 5000.0, max_queued: int = 20000, allowed_lateness_s: float = 60.0
+        self, idle_ms: float = 5000.0, max_queued: int = 20000, allowed_lateness_s: float = 15.0
     ) -> None:
         self.idle_ms, self.max_queued = idle_ms, max_queued
         self.allowed_lateness_s = allowed_lateness_s
-        self.queues: dict[Hashable, _Queue] = {}
-        self.watermark: float | None = None
+        self.parts: dict[Hashable, _Partition] = {}
+        self._heap: list[tuple[float, str, int, int, Hashable, Any]] = []
+        self.watermark: float | None = None  # newest event time released
         self.late = 0
         self.released = 0
         self.stalled_ms = 0.0
         self._stall_started: float | None = None
+        self._limiting: Hashable | None = None
 
     def __len__(self) -> int:
-        return sum(len(q.items) for q in self.queues.values())
+        return len(self._heap)
 
-    def add(self, items: Iterable[tuple[Hashable, Any, float | None]], now_ms: float) -> None:
-        """Queue ``(partition, item, event time or None)`` in arrival (offset) order."""
-        for part, item, ts in items:
-            q = self.queues.get(part)
-            if q is None:
-                q = self.queues[part] = _Queue(deque())
-            if ts is None:  # no event time: it goes with its partition's previous record
-                ts = q.items[-1][1] if q.items else float("-inf")
-            q.items.append((item, ts))
-            q.empty_since_ms = None
+    def _part(self, name: Hashable, now_ms: float) -> _Partition:
+        p = self.parts.get(name)
+        if p is None:
+            p = self.parts[name] = _Partition(len(self.parts), delivered_ms=now_ms)
+        return p
 
     def assign(self, partitions: Iterable[Hashable], now_ms: float) -> None:
-        """Partitions assigned now: a new one starts empty (and holds the others back until it
-        is idle or caught up). Queues are dropped only by :meth:`forget` (a revoke), never
-        because a partition is missing from one look at the assignment."""
-        for part in partitions:
-            if part not in self.queues:
-                self.queues[part] = _Queue(deque(), empty_since_ms=now_ms)
+        """Partitions assigned now: a new one holds the others back until it delivers, is idle
+        or is known to be at its log end. Only :meth:`forget` (a revoke) drops a partition."""
+        for name in partitions:
+            self._part(name, now_ms)
 
-    def forget(self, partitions: Iterable[Hashable]) -> dict[Hashable, Any]:
-        """Drop the queues of revoked partitions (uncommitted: re-read by their next owner);
-        returns the first item each dropped queue held (where reading must resume)."""
-        first: dict[Hashable, Any] = {}
-        for part in partitions:
-            q = self.queues.pop(part, None)
-            if q is not None and q.items:
-                first[part] = q.items[0][0]
-        return first
+    def add(self, items: Iterable[tuple[Hashable, int, Any, float | None, str]], now_ms: float) -> None:
+        """Buffer ``(partition, offset, item, event time or None, key)`` in offset order. A
+        record without an event time (one that failed validation) goes with its partition's
+        newest event time."""
+        heap = self._heap
+        for name, offset, item, ts, key in items:
+            p = self._part(name, now_ms)
+            p.next_offset = offset + 1
+            p.delivered, p.delivered_ms = True, now_ms
+            if offset in p.skip:  # handed on before the restart that re-read it
+                p.skip.discard(offset)
+                continue
+            if ts is None:
+                ts = p.max_ts
+            elif ts > p.max_ts:
+                p.max_ts = ts
+            p.offsets.append(offset)
+            p.buffered += 1
+            heapq.heappush(heap, (ts, key, p.index, offset, name, item))
+
+    def skip(self, partition: Hashable, offsets: Iterable[int]) -> None:
+        """Offsets of ``partition`` already handed on (from a checkpoint's :meth:`positions`):
+        when they are read again they are counted as delivered but not released twice."""
+        self._part(partition, 0.0).skip.update(offsets)
+
+    def forget(self, partitions: Iterable[Hashable]) -> None:
+        """Drop revoked partitions and their buffered records (not committed: their next owner
+        reads them again)."""
+        gone = {name for name in partitions if name in self.parts}
+        if not gone:
+            return
+        for name in gone:
+            del self.parts[name]
+        self._heap = [e for e in self._heap if e[4] not in gone]
+        heapq.heapify(self._heap)
+
+    def commit_offsets(self) -> dict[Hashable, int]:
+        """Per partition, the offset to commit: every record before it was released."""
+        out: dict[Hashable, int] = {}
+        for name, p in self.parts.items():
+            off = p.safe_offset()
+            if off is not None:
+                out[name] = off
+        return out
+
+    def positions(self) -> dict[Hashable, tuple[int, list[int]]]:
+        """Per partition ``(commit offset, offsets at or after it released already)``."""
+        out: dict[Hashable, tuple[int, list[int]]] = {}
+        for name, p in self.parts.items():
+            off = p.safe_offset()
+            if off is not None:
+                out[name] = (off, sorted(p.released | {o for o in p.skip if o >= off}))
+        return out
 
     def to_pause(self) -> list[Hashable]:
-        """Partitions whose queue is full (pause fetching them)."""
-        return [p for p, q in self.queues.items() if len(q.items) >= self.max_queued]
+        """Partitions with a full buffer that do not hold the watermark back."""
+        return [
+            n
+            for n, p in self.parts.items()
+            if p.buffered >= self.max_queued and n != self._limiting
+        ]
 
     def to_resume(self) -> list[Hashable]:
-        """Partitions whose queue has drained below half the limit."""
-        return [p for p, q in self.queues.items() if len(q.items) < self.max_queued // 2]
+        """Partitions whose buffer has drained below half the limit (or that hold it back)."""
+        return [
+            n
+            for n, p in self.parts.items()
+            if p.buffered < self.max_queued // 2 or n == self._limiting
+        ]
+
+    def threshold(self, now_ms: float, caught_up: Collection[Any] = frozenset()) -> float:
+        """Records older than this may go: the lowest watermark over the partitions that
+        count (``inf`` when none does)."""
+        lowest, limiting = float("inf"), None
+        idle = self.idle_ms
+        for name, p in self.parts.items():
+            if name in caught_up and not p.delivered:
+                continue  # nothing here, and nothing on its way
+            if now_ms - p.delivered_ms >= idle:
+                continue  # idle: it must not hold the stream back forever
+            wm = p.max_ts - self.allowed_lateness_s
+            if wm < lowest:
+                lowest, limiting = wm, name
+        self._limiting = limiting
+        return lowest
 
     def release(
         self,
         limit: int,
         now_ms: float,
         flush: bool = False,
-        caught_up: Container[Any] = frozenset(),
+        caught_up: Collection[Any] = frozenset(),
     ) -> list[tuple[Any, float]]:
-        """Up to ``limit`` ``(item, event time)`` in event-time order. An empty partition in
-        ``caught_up`` (at its log end: live data, nothing to wait for) never holds the others
-        back; ``flush`` releases everything (end of a file)."""
+        """Up to ``limit`` ``(item, event time)`` in canonical order; ``flush`` releases
+        everything (the end of the input). ``caught_up``: partitions at their log end."""
         out: list[tuple[Any, float]] = []
-        queues = self.queues
-        for q in queues.values():
-            if not q.items and q.empty_since_ms is None:
-                q.empty_since_ms = now_ms
-        heap = [(q.items[0][1], i, p) for i, (p, q) in enumerate(queues.items()) if q.items]
-        heapq.heapify(heap)
-        order = {p: i for i, p in enumerate(queues)}
-        blocked = False
-        while heap and len(out) < limit:
-            if not flush and self._waiting_on_empty(now_ms, caught_up):
-                blocked = True
-                break
-            ts, _i, part = heapq.heappop(heap)
-            q = queues[part]
-            item, ts = q.items.popleft()
-            self._account(ts)
+        heap = self._heap
+        below = float("inf") if flush else self.threshold(now_ms, caught_up)
+        parts = self.parts
+        while heap and len(out) < limit and heap[0][0] < below:
+            ts, _key, _i, offset, name, item = heapq.heappop(heap)
+            p = parts[name]
+            p.released.add(offset)
+            p.buffered -= 1
+            wm = self.watermark
+            if wm is None or ts > wm:
+                self.watermark = ts
+            elif ts < wm:
+                self.late += 1
             out.append((item, ts))
-            if q.items:
-                heapq.heappush(heap, (q.items[0][1], order[part], part))
-            else:
-                q.empty_since_ms = now_ms
-        self._stall(blocked and not out, now_ms)
+        held = (
+            not out
+            and bool(heap)
+            and self._limiting is not None
+            and parts[self._limiting].buffered == 0
+        )
+        self._stall(held, now_ms)
         self.released += len(out)
         return out
 
     # -- internals -----------------------------------------------------------------------------
-    def _waiting_on_empty(self, now_ms: float, caught_up: Any) -> bool:
-        """True while some partition is empty but not idle yet (it may hold earlier records)."""
-        idle = self.idle_ms
-        for part, q in self.queues.items():
-            if q.items or part in caught_up or q.empty_since_ms is None:
-                continue
-            if now_ms - q.empty_since_ms < idle:
-                return True
-        return False
-
-    def _account(self, ts: float) -> None:
-        if ts == float("-inf"):
-            return
-        wm = self.watermark
-        if wm is None or ts > wm:
-            self.watermark = ts
-        elif wm - ts > self.allowed_lateness_s:
-            self.late += 1
-
     def _stall(self, stalled: bool, now_ms: float) -> None:
+        """Time spent with records waiting on a partition that has none buffered."""
         if stalled:
             if self._stall_started is None:
                 self._stall_started = now_ms

@@ -248,7 +248,7 @@ class App:
                 allowed_lateness_s=a.allowed_lateness,
                 max_queued=4 * s.batch_size,
             )
-            if a.align and not a.from_file
+            if a.align
             else None
         )
         self.loop = loop = BatchLoop(

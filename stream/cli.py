@@ -41,30 +41,35 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--summary", metavar="FILE.json", help="write the processors' final summaries here"
     )
-    t = parser.add_argument_group("event time across partitions")
+    t = parser.add_argument_group(
+        "event time",
+        "records are handed to the models in one order that depends only on the records "
+        "(event time, then node), whether they come from a file, one partition or many: each "
+        "waits until no partition can still bring an earlier one",
+    )
     t.add_argument(
         "--no-align",
         dest="align",
         action="store_false",
-        help="process each polled batch as it comes instead of merging the assigned "
-        "partitions by event time (a backlog is then read one partition's hours at a time)",
+        help="process each polled batch as it comes instead (a backlog is then read one "
+        "partition's hours at a time, and answers depend on the partitioning)",
     )
     t.add_argument(
         "--align-idle-ms",
         type=float,
         default=5000.0,
-        help="how long a partition with nothing fetched may hold the others back before it "
+        help="how long a partition that delivers nothing may hold the others back before it "
         "counts as idle, counting only time spent waiting on the broker (default 5000: "
-        "a slow fetch after a rebalance takes longer than a second under load; a partition at "
-        "its log end never holds the others back)",
+        "a slow fetch after a rebalance takes longer than a second under load)",
     )
     t.add_argument(
         "--allowed-lateness",
         type=float,
-        default=60.0,
+        default=15.0,
         metavar="SECONDS",
-        help="event time a record may lag the merged watermark before it is counted late "
-        "(late records are still processed, in their partition's order; default 60)",
+        help="how much older than its partition's newest record a record may arrive and "
+        "still be sorted into place; the newest records wait this long in event time before "
+        "they are processed. A later record is processed at once and counted late (default 15)",
     )
     s = parser.add_argument_group("state")
     s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")

@@ -204,6 +204,9 @@ class BatchLoop:
                     self.on_progress(stats)
                     next_progress = time.monotonic() + self.progress_interval
             stats.stop_reason = stats.stop_reason or "stop requested"
+            if self.aligner is not None and len(self.aligner) and stats.stop_reason.startswith("idle"):
+                # no input for idle_timeout: the input is over, as at the end of a file
+                self._aligned_step([], self.max_batch, flush=True)
             if self._pending:
                 self._commit({})
             stats.stopped = time.monotonic()
@@ -249,19 +252,24 @@ class BatchLoop:
             out.append((m, None if errors else rec, errors))
         return out
 
-    def _process(self, decoded: Sequence[Decoded]) -> None:
-        """Handle, produce, flush and commit decoded records (offsets: the highest per partition)."""
+    def _process(
+        self, decoded: Sequence[Decoded], offsets: dict[TopicPartition, int] | None = None
+    ) -> None:
+        """Handle, produce, flush and commit decoded records (``offsets``: what to commit, by
+        default the highest offset + 1 per partition of the batch)."""
         good: list[tuple[Message, Any]] = []
         bad: list[tuple[Message, list[FieldError]]] = []
-        offsets: dict[TopicPartition, int] = {}
+        computed: dict[TopicPartition, int] = {}
         for m, rec, errors in decoded:
             if errors:
                 bad.append((m, errors))
             else:
                 good.append((m, rec))
             tp = (m.topic, m.partition)
-            if m.offset >= offsets.get(tp, -1):
-                offsets[tp] = m.offset + 1
+            if m.offset >= computed.get(tp, -1):
+                computed[tp] = m.offset + 1
+        if offsets is None:
+            offsets = computed
         batch = [m for m, _r, _e in decoded]
         outputs = self._handle(good, batch) if good and self.handler else []
         produce = self.producer.produce
@@ -281,8 +289,8 @@ class BatchLoop:
         stats.batches += 1
 
     # -- event-time alignment -------------------------------------------------------------------
-    def _aligned_step(self, batch: Sequence[Message], want: int) -> int:
-        """Queue a polled batch, hand on what the aligner releases; returns records handled."""
+    def _aligned_step(self, batch: Sequence[Message], want: int, flush: bool = False) -> int:
+        """Buffer a polled batch, hand on what the aligner releases; returns records handled."""
         aligner = self.aligner
         assert aligner is not None
         consumer = self.consumer
@@ -298,17 +306,25 @@ class BatchLoop:
                 (
                     (
                         (m.topic, m.partition),
+                        m.offset,
                         (m, rec, errors),
                         rec.timestamp.timestamp() if rec else None,
+                        rec.node_id if rec else "",
                     )
                     for m, rec, errors in self._decode(batch)
                 ),
                 now_ms,
             )
-        at_end = bool(getattr(consumer, "at_end", False))
-        released = aligner.release(want, now_ms, flush=at_end, caught_up=consumer.caught_up())
-        if released:
-            self._process([item for item, _ts in released])
+        flush = flush or bool(getattr(consumer, "at_end", False))
+        handled = 0
+        while True:  # a flush hands on everything, one batch at a time
+            released = aligner.release(want, now_ms, flush=flush, caught_up=consumer.caught_up())
+            if released:
+                offsets = cast(dict[TopicPartition, int], aligner.commit_offsets())
+                self._process([item for item, _ts in released], offsets)
+                handled += len(released)
+            if not (flush and released and len(aligner)):
+                break
         pause = [cast(TopicPartition, tp) for tp in aligner.to_pause() if tp not in self._paused]
         resume = [cast(TopicPartition, tp) for tp in aligner.to_resume() if tp in self._paused]
         if pause:
@@ -319,15 +335,15 @@ class BatchLoop:
             self._paused.difference_update(resume)
         self.stats.late_records = aligner.late
         self.stats.queued = len(aligner)
-        return len(released)
+        return handled
 
     def forget(self, partitions: Sequence[TopicPartition]) -> None:
-        """Partitions revoked (call from ``on_revoke``): at the next step, the queued records of
-        those not assigned again are dropped (uncommitted: their new owner reads them).
+        """Partitions revoked (call from ``on_revoke``): at the next step, the buffered records
+        of those not assigned again are dropped (uncommitted: their new owner reads them).
 
-        Those assigned straight back keep their queue: one client keeps its fetch position
+        Those assigned straight back keep their records: one client keeps its fetch position
         then (kafka-python), another restarts from the committed offset (librdkafka), and
-        records before an offset already queued or handled are never queued twice, so
+        records before an offset already buffered or handled are never buffered twice, so
         neither loses nor repeats a record.
         """
         self._revoked.update(partitions)

@@ -1,5 +1,5 @@
-"""Event-time alignment: the aligner's rules, and a 6-partition backlog on the real broker
-handed to the processors in event-time order (without alignment it jumps back by hours)."""
+"""Event-time order: the aligner's rules, and a 6-partition backlog on the real broker handed
+to the processors in exactly the order a file gives (without alignment it jumps back by minutes)."""
 
 from __future__ import annotations
 
@@ -14,45 +14,104 @@ from stream.kafka import make_consumer, make_producer
 from stream.loop import BatchLoop
 
 
-def test_releases_merge_partitions_by_event_time_and_keep_partition_order() -> None:
-    a = Aligner(idle_ms=0)
-    a.add([("p0", f"a{i}", float(t)) for i, t in enumerate([1, 4, 7])], now_ms=0)
-    a.add([("p1", f"b{i}", float(t)) for i, t in enumerate([2, 3, 9])], now_ms=0)
-    a.add([("p1", "bad", None)], now_ms=0)  # no event time: stays after b2 in p1
-    got = [item for item, _ts in a.release(100, now_ms=1)]
-    assert got == ["a0", "b0", "b1", "a1", "a2", "b2", "bad"]
-    assert a.late == 0 and len(a) == 0
+def rows(part: str, times: list[float | None], key: str = "k", first: int = 0) -> list:
+    return [(part, first + i, f"{part}{first + i}", t, key) for i, t in enumerate(times)]
 
 
-def test_an_empty_partition_holds_the_others_back_until_idle_and_the_stall_is_measured() -> None:
-    a = Aligner(idle_ms=500)
+def test_the_order_depends_only_on_the_records_not_on_the_partitioning() -> None:
+    # the same 12 records (4 keys, 3 rounds, keys out of order within a round) as one
+    # partition (a file) and spread over three partitions by key: the same sequence
+    recs = [(t + dt, key) for t in (0, 10, 20) for key, dt in (("b", 3), ("a", 7), ("d", 1), ("c", 3))]
+    one = Aligner(allowed_lateness_s=10)
+    one.add([("file", i, (ts, k), ts, k) for i, (ts, k) in enumerate(recs)], now_ms=0)
+    got_one = [item for item, _ in one.release(100, now_ms=0, flush=True)]
+    three = Aligner(allowed_lateness_s=10)
+    three.assign(["p0", "p1", "p2"], now_ms=0)
+    by_part: dict[str, list] = {}
+    for ts, k in recs:
+        by_part.setdefault({"a": "p0", "b": "p1", "c": "p1", "d": "p2"}[k], []).append((ts, k))
+    got_three = []
+    for part in ("p2", "p0", "p1"):  # whole partitions, one after the other: a backlog
+        three.add([(part, i, (ts, k), ts, k) for i, (ts, k) in enumerate(by_part[part])], now_ms=0)
+        got_three += [item for item, _ in three.release(100, now_ms=0)]
+    got_three += [item for item, _ in three.release(100, now_ms=0, flush=True)]
+    assert got_one == got_three == sorted(recs)
+    assert one.late == three.late == 0
+
+
+def test_records_wait_until_every_partition_is_past_them_by_the_lateness() -> None:
+    a = Aligner(idle_ms=1000, allowed_lateness_s=5)
     a.assign(["p0", "p1"], now_ms=0)
-    a.add([("p0", "x", 5.0)], now_ms=0)
+    a.add(rows("p0", [1, 4, 20]), now_ms=0)
+    assert a.release(10, now_ms=0) == []  # p1 has delivered nothing: it may bring anything
+    a.add(rows("p1", [2, 9]), now_ms=10)
+    # p0 is past 15, p1 past 4: records before 4 may go, in event-time order
+    assert [i for i, _ in a.release(10, now_ms=10)] == ["p00", "p10"]
+    assert a.commit_offsets() == {"p0": 1, "p1": 1}
+    a.add(rows("p1", [30], first=2), now_ms=20)
+    assert [i for i, _ in a.release(10, now_ms=20)] == ["p01", "p11"]  # now below 15
+    assert a.late == 0 and len(a) == 2
+
+
+def test_an_idle_partition_stops_holding_the_others_back_and_the_stall_is_measured() -> None:
+    a = Aligner(idle_ms=500, allowed_lateness_s=0)
+    a.assign(["p0", "p1"], now_ms=0)
+    a.add(rows("p0", [5.0, 6.0]), now_ms=0)
     assert a.release(10, now_ms=100) == []  # p1 may still bring something earlier
     assert a.release(10, now_ms=400) == []
-    assert a.release(10, now_ms=600) == [("x", 5.0)]  # p1 idle after 500 ms
+    a.add(rows("p0", [9.0], first=2), now_ms=550)  # p0 goes on delivering
+    assert [i for i, _ in a.release(10, now_ms=600)] == ["p00", "p01"]  # p1 idle after 500 ms
     assert a.stalled_ms == pytest.approx(500.0)
-    a.add([("p0", "y", 6.0)], now_ms=600)
-    assert a.release(10, now_ms=600, caught_up={"p1"}) == [("y", 6.0)]  # at its log end
+    assert [i for i, _ in a.release(10, now_ms=1100)] == ["p02"]  # all idle: the end
+    b = Aligner(idle_ms=500, allowed_lateness_s=0)
+    b.assign(["p0", "p1"], now_ms=0)
+    b.add(rows("p0", [5.0, 6.0]), now_ms=0)  # p1 at its log end with nothing: no wait
+    assert [i for i, _ in b.release(10, now_ms=0, caught_up={"p1"})] == ["p00"]
 
 
-def test_late_records_are_released_in_order_and_counted() -> None:
-    a = Aligner(idle_ms=0, allowed_lateness_s=10)
-    a.add([("p0", "new", 1000.0)], now_ms=0)
-    assert a.release(10, now_ms=1) == [("new", 1000.0)]
-    a.add([("p1", "late", 900.0), ("p1", "ok", 995.0)], now_ms=1)
-    assert [i for i, _ in a.release(10, now_ms=2)] == ["late", "ok"]
-    assert a.late == 1 and a.watermark == 1000.0
+def test_late_records_are_released_at_once_and_counted() -> None:
+    a = Aligner(idle_ms=1000, allowed_lateness_s=10)
+    a.add(rows("p0", [1000.0, 1020.0]), now_ms=0)
+    assert [i for i, _ in a.release(10, now_ms=1)] == ["p00"]
+    a.add([("p1", 0, "late", 900.0, "k"), ("p1", 1, "ok", 1005.0, "k")], now_ms=1)
+    assert [i for i, _ in a.release(10, now_ms=2, flush=True)] == ["late", "ok", "p01"]
+    assert a.late == 1 and a.watermark == 1020.0
 
 
-def test_full_queues_ask_for_a_pause_and_drained_ones_for_a_resume() -> None:
-    a = Aligner(idle_ms=0, max_queued=4)
-    a.add([("p0", i, float(i)) for i in range(4)], now_ms=0)
-    assert a.to_pause() == ["p0"]
-    a.release(3, now_ms=0)
-    assert a.to_pause() == [] and a.to_resume() == ["p0"]
-    a.forget(["p0"])
-    assert len(a) == 0
+def test_a_record_without_event_time_keeps_its_place_and_offsets_are_committed_in_order() -> None:
+    a = Aligner(idle_ms=1000, allowed_lateness_s=0)
+    a.add(rows("p0", [10.0, None, 30.0]), now_ms=0)
+    a.add(rows("p1", [20.0]), now_ms=0)
+    assert [i for i, _ in a.release(10, now_ms=0)] == ["p00", "p01"]  # below 20
+    assert a.commit_offsets() == {"p0": 2, "p1": 0}  # p1's record is still buffered
+
+
+def test_positions_let_a_restart_skip_what_was_handed_on() -> None:
+    a = Aligner(idle_ms=1000, allowed_lateness_s=0)
+    a.assign(["p0", "p1"], now_ms=0)
+    a.add([("p0", 0, "x0", 50.0, "x"), ("p0", 1, "y0", 10.0, "y"), ("p0", 2, "x1", 60.0, "x")], 0)
+    a.add(rows("p1", [55.0]), now_ms=0)
+    assert [i for i, _ in a.release(10, now_ms=0)] == ["y0", "x0"]  # below 55
+    assert a.positions() == {"p0": (2, []), "p1": (0, [])}
+    b = Aligner(idle_ms=1000, allowed_lateness_s=0)
+    b.add([("p0", 0, "y", 10.0, "y"), ("p0", 1, "x", 50.0, "x"), ("p0", 2, "z", 40.0, "z")], 0)
+    assert [i for i, _ in b.release(10, now_ms=0)] == ["y", "z"]  # out of offset order
+    assert b.positions() == {"p0": (1, [2])}
+    c = Aligner(idle_ms=1000, allowed_lateness_s=0)  # a restart from that checkpoint
+    c.skip("p0", [2])
+    c.add([("p0", 1, "x", 50.0, "x"), ("p0", 2, "z", 40.0, "z")], 0)
+    assert [i for i, _ in c.release(10, now_ms=0, flush=True)] == ["x"]
+    assert c.commit_offsets() == {"p0": 3}
+
+
+def test_full_buffers_ask_for_a_pause_except_the_one_holding_the_watermark() -> None:
+    a = Aligner(idle_ms=1000, max_queued=4, allowed_lateness_s=100)
+    a.add(rows("p0", [float(i) for i in range(4)]), now_ms=0)
+    a.add(rows("p1", [float(i) for i in range(50, 54)]), now_ms=0)
+    a.release(10, now_ms=0)
+    assert a.to_pause() == ["p1"]  # p0 decides what goes: it must keep fetching
+    a.forget(["p0", "p1"])
+    assert len(a) == 0 and a.commit_offsets() == {}
 
 
 def record(node: int, t: int) -> bytes:
@@ -73,10 +132,10 @@ def test_a_six_partition_backlog_reaches_the_handler_in_event_time_order(
             for n in range(nodes):
                 p.produce(topic, record(n, t), f"n-{n:02d}".encode())
         p.flush(30)
-    seen: list[float] = []
+    seen: list[tuple[float, str]] = []
 
     def handler(batch):
-        seen.extend(rec.timestamp.timestamp() for _m, rec in batch)
+        seen.extend((rec.timestamp.timestamp(), rec.node_id) for _m, rec in batch)
         return []
 
     loops: list[BatchLoop] = []
@@ -100,10 +159,13 @@ def test_a_six_partition_backlog_reaches_the_handler_in_event_time_order(
     )
     loops.append(loop)
     stats = loop.run()
-    # at least once: a rebalance while joining (a new topic's metadata) may repeat a batch
-    assert stats.records_in >= nodes * steps and len(seen) >= nodes * steps
-    back = max(b - a for a, b in zip(seen[1:], seen, strict=False))  # largest step back in time
+    expected = sorted((1767571200.0 + t, f"n-{n:02d}") for t in range(steps) for n in range(nodes))
     if align:
-        assert back <= 5, back  # never further back than the allowed lateness
+        # exactly the records, once each, in (event time, node) order: what a file gives
+        assert seen == expected
+        assert stats.late_records == 0
     else:
+        # at least once: a rebalance while joining (a new topic's metadata) may repeat a batch
+        assert stats.records_in >= nodes * steps and set(seen) == set(expected)
+        back = max(b[0] - a[0] for a, b in zip(seen[1:], seen, strict=False))
         assert back > 60, back  # one partition's minutes, then the next one's
