@@ -43,7 +43,7 @@ from models.evaluation import RecordFlag, evaluate
 from models.reliability import ReliabilityDetector
 from stream import app
 from stream.errors import DwcpError
-from stream.kafka import Message, TopicPartition
+from stream.kafka import Message
 from stream.loop import Output
 from stream.records import Alert, IncidentLabel, decode, encode
 from stream.settings import Settings
@@ -55,26 +55,25 @@ REFIT_NICE = 10
 class ReliabilityProcessor(app.Processor):
     """The detector in the application shell; ``state()`` is the detector.
 
-    The watermark handed to the detector is the smallest of the partitions' latest event
-    times (partitions more than ``lag_s`` behind the newest are ignored as idle), so a slow
-    partition does not make its nodes look silent.
+    The shell hands records on in event-time order across partitions (:mod:`stream.alignment`),
+    so the detector's own watermark (the newest event time it has seen) is the stream's: a
+    slow partition cannot make its nodes look silent, and nothing depends on how the stream
+    was cut into batches.
     """
 
     name = "reliability"
     outputs = ("alerts",)
-    state_format = 3  # 3: the application shell's layout (older checkpoints start fresh)
+    state_format = 4  # 4: ticks emitted as the watermark passes (older checkpoints start fresh)
     description = (
         "Score every telemetry record with river Half-Space Trees and a background-refit "
         "IsolationForest (per-node context features, calibrated and combined) and publish "
         "incident alerts with a lifecycle on the alerts topic."
     )
-    lag_s = 60.0
 
     def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
         self.args = args
         self.topic = settings.topic("alerts")
         self.detector = state if state is not None else self._new(args)
-        self.latest: dict[TopicPartition, dt.datetime] = {}
         self.alerts = 0
         self.keep = bool(args.labels)
         self.flags: list[RecordFlag] = []
@@ -138,13 +137,8 @@ class ReliabilityProcessor(app.Processor):
 
     def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
         """Score the batch; return its alerts as outputs."""
-        latest = self.latest
-        for msg, rec in batch:
-            tp = msg.topic_partition
-            if tp not in latest or rec.timestamp > latest[tp]:
-                latest[tp] = rec.timestamp
         recs = [rec for _, rec in batch]
-        scored, alerts = self.detector.process(recs, self.watermark())
+        scored, alerts = self.detector.process(recs)
         self.alerts += len(alerts)
         if self.keep or self.scores.f is not None:
             for rec, sc in zip(recs, scored, strict=True):
@@ -154,18 +148,6 @@ class ReliabilityProcessor(app.Processor):
             if self.keep:
                 self.alerts_seen += alerts
         return [Output(self.topic, a.node_id.encode(), encode(a)) for a in alerts]
-
-    def watermark(self) -> dt.datetime | None:
-        """Smallest latest event time over the partitions that are not idle."""
-        if not self.latest:
-            return None
-        top = max(self.latest.values())
-        live = [t for t in self.latest.values() if (top - t).total_seconds() <= self.lag_s]
-        return min(live)
-
-    def on_revoke(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.latest.pop(tp, None)
 
     def state(self, final: bool = False) -> Any:
         return self.detector

@@ -18,8 +18,13 @@ status line and a summary). :func:`main` owns everything around it, once for all
   revoke (the revoked partitions' offsets are committed by then); and on close, after the final
   commit. Quix Streams' ``Checkpoint.commit`` order: flush produced records, commit offsets,
   then state. One layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
-  ``<state_dir>/<name>-<group>/``, the state wrapped with the processor name, its state format
-  and its model version); a checkpoint of another processor or format is ignored with a warning.
+  ``<state_dir>/<name>-<group>/``, the state wrapped with the processor name, its state format,
+  its model version and the partition positions it matches); a checkpoint of another processor
+  or format is ignored with a warning;
+* **restarts read from the state, not from the commit**: a checkpoint records, per partition,
+  where its state stopped (:meth:`stream.loop.BatchLoop.positions`); after a restart the loop
+  seeks there, so records committed after the last checkpoint (a kill -9) reach the state again
+  and nothing handed on already is handed on twice (outputs in between repeat, same ids).
 
 Examples
 --------
@@ -106,6 +111,7 @@ class App:
         self.group = group_for(self.settings, self.classes)
         self.stores: dict[str, CheckpointStore | None] = {}
         self.processors: list[Processor] = []
+        self._positions: list[Any] = []  # each restored checkpoint's partition positions
         several = len(self.classes) > 1
         stateless = a.no_checkpoint or (a.from_file and not a.with_state)
         for cls in self.classes:
@@ -146,11 +152,29 @@ class App:
         self._say(
             f"{cls.name}: restored checkpoint v{meta['version']} ({wrapped.get('model_version')})"
         )
+        self._positions.append(wrapped.get("positions"))
         return wrapped["state"]
+
+    def start_positions(self) -> dict[Any, Any]:
+        """Where the restored state stopped, per partition: the loop reads from there (not from
+        the committed offsets, which may be newer after a kill -9). Only when every processor
+        restored the same positions: otherwise their states disagree and the committed
+        offsets are used."""
+        got = self._positions
+        if not got or self.args.from_file or len(got) != len(self.processors):
+            return {}
+        first = got[0]
+        if not first or any(p != first for p in got[1:]):
+            if len(got) > 1:
+                log.warning("the processors' checkpoints stopped at different offsets: "
+                            "reading from the committed offsets")
+            return {}
+        return dict(first)
 
     def checkpoint(self, why: str, final: bool = False) -> None:
         """Save every processor's state (call only when it matches the committed offsets)."""
         self.last_checkpoint = time.monotonic()
+        positions = self.loop.positions() if self.loop is not None else {}
         for proc in self.processors:
             proc.checkpoint_due = False
             store = self.stores[proc.name]
@@ -164,6 +188,7 @@ class App:
                     "format": proc.state_format,
                     "model_version": version,
                     "state": state,
+                    "positions": positions,
                 },
                 meta={"processor": proc.name, "why": why, "model_version": version},
             )
@@ -268,6 +293,7 @@ class App:
             on_progress=lambda st: self._say(self.status_line(st)),
             progress_interval=a.interval,
             aligner=aligner,
+            start_positions=self.start_positions(),
         )
         try:
             if install_signals:

@@ -45,7 +45,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -143,6 +143,7 @@ class BatchLoop:
         flush_timeout: float = 60.0,
         close_clients: bool = True,
         aligner: Aligner | None = None,
+        start_positions: Mapping[TopicPartition, tuple[int, Sequence[int]]] | None = None,
     ) -> None:
         self.consumer, self.producer, self.handler = consumer, producer, handler
         self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
@@ -156,6 +157,9 @@ class BatchLoop:
         self._pending: dict[TopicPartition, int] = {}
         self.aligner = aligner
         self._paused: set[TopicPartition] = set()
+        # from a checkpoint: where its state stopped, per partition (applied at the first
+        # assignment only: a partition assigned later was someone else's meanwhile)
+        self._rewind = dict(start_positions or {}) if aligner is not None else {}
         self._revoked: set[TopicPartition] = set()  # revoked, not settled yet
         self._poll_clock_ms = 0.0  # time spent waiting in polls
         self._next: dict[TopicPartition, int] = {}  # offset after the last one queued
@@ -300,6 +304,8 @@ class BatchLoop:
         assigned = consumer.assignment()
         self._settle_revoked(assigned)
         aligner.assign(assigned, now_ms)
+        if self._rewind and assigned:
+            batch = self._rewind_to_checkpoint(assigned, batch)
         batch = [m for m in batch if self._fresh(m)]
         if batch:
             aligner.add(
@@ -336,6 +342,47 @@ class BatchLoop:
         self.stats.late_records = aligner.late
         self.stats.queued = len(aligner)
         return handled
+
+    def positions(self) -> dict[TopicPartition, tuple[int, list[int]]]:
+        """Per partition, where processing stands: ``(offset, [offsets after it handled])``
+        (:meth:`stream.alignment.Aligner.positions`); save it with a checkpoint and pass it
+        back as ``start_positions`` (``{}`` without an aligner)."""
+        if self.aligner is None:
+            return {}
+        return cast(dict[TopicPartition, tuple[int, list[int]]], self.aligner.positions())
+
+    def _rewind_to_checkpoint(
+        self, assigned: set[TopicPartition], batch: Sequence[Message]
+    ) -> Sequence[Message]:
+        """Read each assigned partition from where the restored state stopped, not from the
+        committed offset: after a kill -9 the state is older than the last commit, and the
+        records in between must reach it again (their outputs repeat, with the same ids).
+        Records this poll returned for such a partition were fetched before the seek: dropped,
+        read again."""
+        rewind, self._rewind = self._rewind, {}
+        aligner = self.aligner
+        assert aligner is not None
+        moved: set[TopicPartition] = set()
+        committed = self.consumer.committed(sorted(tp for tp in assigned if tp in rewind))
+        for tp in sorted(assigned):
+            if tp not in rewind:
+                continue
+            offset, done = rewind[tp]
+            try:
+                self.consumer.seek(tp, offset)
+            except Exception as exc:  # the partition reads from its committed offset instead
+                log.warning("%s[%d]: cannot seek to the checkpoint's offset %d: %s", *tp, offset, exc)
+                continue
+            aligner.skip(tp, done)
+            self._next[tp] = offset
+            moved.add(tp)
+            was = committed.get(tp)
+            if was is not None and was != offset:
+                log.info(
+                    "%s[%d]: reading from offset %d, where the checkpoint's state stopped "
+                    "(committed: %d)", *tp, offset, was,
+                )
+        return [m for m in batch if (m.topic, m.partition) not in moved]
 
     def forget(self, partitions: Sequence[TopicPartition]) -> None:
         """Partitions revoked (call from ``on_revoke``): at the next step, the buffered records

@@ -46,6 +46,7 @@ flag rate on normal records: 0.022
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -211,6 +212,7 @@ class ReliabilityDetector:
         )
         self.heartbeat_ = HeartbeatTracker(factor=heartbeat_factor)
         self.pending_: dict[str, _Tick] = {}
+        self.tick_times_: list[tuple[dt.datetime, str]] = []  # heap of pending ticks' times
         self.forest_pending_: list[np.ndarray] = []  # normal rows the forest learns at the next step
         self.watermark_: dt.datetime | None = None
         self.n_seen_ = 0
@@ -348,6 +350,9 @@ class ReliabilityDetector:
         if self.watermark_ is None or ts > self.watermark_:
             old = self.watermark_
             self.watermark_ = ts
+            # ticks of earlier event times are complete now: emitted here, at a point of the
+            # stream itself, not at a batch's end, so alerts do not depend on the batching
+            alerts += self._emit_before(ts)
             if old is None or (ts - old).total_seconds() >= 1.0 or ts.second != old.second:
                 alerts += self._check_heartbeats(ts)
         hb = self.heartbeat_
@@ -363,9 +368,21 @@ class ReliabilityDetector:
         if pending is None:
             region = rec.get("region") if isinstance(rec, dict) else getattr(rec, "region", None)
             self.pending_[node] = _Tick(ts, score, row, region, self.model_versions)
+            heapq.heappush(self.tick_times_, (ts, node))
         elif score > pending.score:
             pending.score, pending.row = score, row
             pending.versions = self.model_versions
+        return alerts
+
+    def _emit_before(self, ts: dt.datetime) -> list[Alert]:
+        """Emit the pending ticks older than ``ts`` (oldest first, then by node)."""
+        alerts: list[Alert] = []
+        heap, pending = self.tick_times_, self.pending_
+        while heap and heap[0][0] < ts:
+            t, node = heapq.heappop(heap)
+            tick = pending.get(node)
+            if tick is not None and tick.time == t:  # else emitted already (stale entry)
+                alerts += self._emit_tick(node)
         return alerts
 
     def _emit_tick(self, node: str) -> list[Alert]:
