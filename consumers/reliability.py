@@ -53,7 +53,8 @@ REFIT_NICE = 10
 
 
 class ReliabilityProcessor(app.Processor):
-    """The detector in the application shell; ``state()`` is the detector.
+    """The detector in the application shell; ``state()`` holds the detector (and, with
+    ``--labels``, what is being evaluated).
 
     The shell hands records on in event-time order across partitions (:mod:`stream.alignment`),
     so the detector's own watermark (the newest event time it has seen) is the stream's: a
@@ -73,11 +74,15 @@ class ReliabilityProcessor(app.Processor):
     def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
         self.args = args
         self.topic = settings.topic("alerts")
-        self.detector = state if state is not None else self._new(args)
+        state = state or {}
+        self.detector = state.get("detector") or self._new(args)
         self.alerts = 0
         self.keep = bool(args.labels)
+        # what --labels evaluates: kept in the checkpoint, so a restarted run is judged whole
         self.flags: list[RecordFlag] = []
         self.alerts_seen: list[Alert] = []
+        if self.keep and state.get("evaluation"):
+            self.flags, self.alerts_seen = state["evaluation"]
         self.scores = _ScoreWriter(args.scores_output)
         forest = self.detector.forest_
         self.pool = refit_pool(args.refit_in) if forest.background else None
@@ -150,7 +155,11 @@ class ReliabilityProcessor(app.Processor):
         return [Output(self.topic, a.node_id.encode(), encode(a)) for a in alerts]
 
     def state(self, final: bool = False) -> Any:
-        return self.detector
+        """``{"detector": ..., "evaluation": (flags, alerts) or None}``."""
+        return {
+            "detector": self.detector,
+            "evaluation": (self.flags, self.alerts_seen) if self.keep else None,
+        }
 
     @property
     def model_version(self) -> str:

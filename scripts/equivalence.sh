@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One recording, scored by the reliability detector four ways; prints recall, false-positive
+# One recording, scored by the reliability detector several ways; prints recall, false-positive
 # rate and alert precision side by side (and the incident ids shared with the offline run):
-#   offline (--from-file) | Kafka, 1 partition | Kafka, 6 partitions aligned by event time |
-#   Kafka, 6 partitions without alignment (--no-align: each polled batch as it comes)
+#   offline (--from-file) | kafka1: Kafka, 1 partition | kafka6: 6 partitions from a full
+#   backlog | kafka6-kill: 6 partitions, kill -9 once half is committed, restart from the
+#   checkpoint (EQ_CHECKPOINT_S, default 10 s) | kafka6-noalign: 6 partitions with --no-align
 #   bash scripts/equivalence.sh RECORDING.jsonl [LABELS.jsonl]
 # Make a held-out recording with, e.g.:
 #   python -m producers.synthetic --nodes 30 --links 2 --interval 10 --incident-rate 0.5 \
@@ -10,14 +11,14 @@
 # Kafka runs produce the file's lines in file order (EQ_PRODUCER=replay: producers.replay, which
 # sends in event-time order across nodes: a different order than the file's).
 # Environment: EQ_ARGS extra flags for consumers.reliability (default "--warmup-s 1800"),
-# EQ_MODES (default "offline kafka1 kafka6 kafka6-noalign"), DWCP_BACKEND (confluent).
+# EQ_MODES (default "offline kafka1 kafka6 kafka6-kill kafka6-noalign"), DWCP_BACKEND (confluent).
 # Output: .cache/equivalence/<run>/<mode>.json (summaries) and table.md.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 recording=${1:?usage: bash scripts/equivalence.sh RECORDING.jsonl [LABELS.jsonl]}
 labels=${2:-${recording%.jsonl}.labels.jsonl}
-modes=${EQ_MODES:-offline kafka1 kafka6 kafka6-noalign}
+modes=${EQ_MODES:-offline kafka1 kafka6 kafka6-kill kafka6-noalign}
 read -r -a extra <<<"${EQ_ARGS:---warmup-s 1800}"
 export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
 run="eq-$(date -u +%Y%m%dT%H%M%S)-$$"
@@ -41,7 +42,7 @@ for mode in $modes; do
     offline)
       "${rel[@]}" --from-file "$recording" --summary "$out/$mode.json" --output-dir "$out/$mode" \
         >"$out/$mode.log" 2>&1 ;;
-    kafka1|kafka6|kafka6-noalign)
+    kafka1|kafka6|kafka6-noalign|kafka6-kill)
       parts=6; flags=()
       [ "$mode" = kafka1 ] && parts=1
       [ "$mode" = kafka6-noalign ] && flags=(--no-align)
@@ -66,8 +67,31 @@ with make_producer(settings) as producer, open_recording(sys.argv[1]) as f:
     producer.flush(120)
 PY
       fi
-      DWCP_TOPIC_PREFIX=$prefix "${rel[@]}" --from-beginning --idle-timeout 15 --no-checkpoint \
-        --summary "$out/$mode.json" "${flags[@]}" >"$out/$mode.log" 2>&1
+      if [ "$mode" = kafka6-kill ]; then  # kill -9 once half is committed, then restart
+        kill_args=(--from-beginning --group-id "$run-$mode" --state-dir "$out/$mode.state"
+                   --checkpoint-interval "${EQ_CHECKPOINT_S:-10}")
+        DWCP_TOPIC_PREFIX=$prefix "${rel[@]}" "${kill_args[@]}" >"$out/$mode.first.log" 2>&1 &
+        pid=$!
+        DWCP_TOPIC_PREFIX=$prefix "$py" - "$run-$mode" "$recording" "$pid" <<'PY'
+import os, sys, time
+from stream.kafka import make_admin
+from stream.settings import Settings
+group, recording, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
+half = sum(1 for line in open(recording, "rb") if line.strip()) // 2
+settings = Settings.from_env(os.environ)
+with make_admin(settings) as admin:
+    while sum(admin.group_offsets(group, settings.topic("telemetry")).values()) < half:
+        os.kill(pid, 0)  # raises if the first run died
+        time.sleep(0.2)
+    print(f"equivalence: kill -9 at {sum(admin.group_offsets(group, settings.topic('telemetry')).values()):,d} committed records", file=sys.stderr)
+PY
+        kill -9 "$pid"; wait "$pid" 2>/dev/null || true
+        DWCP_TOPIC_PREFIX=$prefix "${rel[@]}" "${kill_args[@]}" --idle-timeout 15 \
+          --summary "$out/$mode.json" >"$out/$mode.log" 2>&1
+      else
+        DWCP_TOPIC_PREFIX=$prefix "${rel[@]}" --from-beginning --idle-timeout 15 --no-checkpoint \
+          --summary "$out/$mode.json" "${flags[@]}" >"$out/$mode.log" 2>&1
+      fi
       DWCP_TOPIC_PREFIX=$prefix "$py" -m stream.topics delete --yes >/dev/null 2>&1 || true ;;
     *) echo "equivalence: unknown mode $mode" >&2; exit 2 ;;
   esac
