@@ -19,6 +19,13 @@ it delivered nothing new for ``idle_ms`` of the loop's waiting time (Kafka Strea
 measured in :attr:`Aligner.stalled_ms`), or it is at its log end (``caught_up``) and has
 delivered nothing since it was assigned. The end of a file (``flush``) releases everything.
 
+**Records far ahead** (a clock error, a record stamped 2099): one more than ``max_jump_s``
+ahead of its partition's newest record is held until the next ``confirm`` records of the
+partition say whether event time really jumped (a gap in the data: they agree, all go on) or
+not (an outlier: it is handed on through ``reject``, which the loop turns into a dead letter
+naming the cause, counted in :attr:`Aligner.rejected`); live, one more than ``max_future_s``
+ahead of the wall clock is rejected at once. An outlier never moves a watermark.
+
 **Late records**: a record older than what was already released (its partition was idle, or it
 broke the bound) is released at once, in its partition's order, and counted in
 :attr:`Aligner.late`: the policy is stated, counted and never silent.
@@ -51,7 +58,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Collection, Hashable, Iterable
+from collections.abc import Callable, Collection, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +78,8 @@ class _Partition:
     released: set[int] = field(default_factory=set)  # released offsets still in ``offsets``
     buffered: int = 0
     skip: set[int] = field(default_factory=set)  # handed on before a restart: never again
+    # records far ahead of the partition's newest: held until the next ones confirm the jump
+    suspects: list[tuple[int, Any, float, str]] = field(default_factory=list)
 
     def safe_offset(self) -> int | None:
         offsets, released = self.offsets, self.released
@@ -95,10 +104,20 @@ class Aligner:
     """
 
     def __init__(
-        self, idle_ms: float = 5000.0, max_queued: int = 20000, allowed_lateness_s: float = 15.0
+        self,
+        idle_ms: float = 5000.0,
+        max_queued: int = 20000,
+        allowed_lateness_s: float = 15.0,
+        max_jump_s: float = 300.0,
+        confirm: int = 3,
+        max_future_s: float = 600.0,
+        reject: Callable[[Any, str], Any] | None = None,
     ) -> None:
         self.idle_ms, self.max_queued = idle_ms, max_queued
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_jump_s, self.confirm, self.max_future_s = max_jump_s, confirm, max_future_s
+        self.reject = reject or (lambda item, _reason: item)
+        self.rejected = 0
         self.parts: dict[Hashable, _Partition] = {}
         self._heap: list[tuple[float, str, int, int, Hashable, Any]] = []
         self.watermark: float | None = None  # newest event time released
@@ -123,11 +142,16 @@ class Aligner:
         for name in partitions:
             self._part(name, now_ms)
 
-    def add(self, items: Iterable[tuple[Hashable, int, Any, float | None, str]], now_ms: float) -> None:
+    def add(
+        self,
+        items: Iterable[tuple[Hashable, int, Any, float | None, str]],
+        now_ms: float,
+        wall_s: float | None = None,
+    ) -> None:
         """Buffer ``(partition, offset, item, event time or None, key)`` in offset order. A
         record without an event time (one that failed validation) goes with its partition's
-        newest event time."""
-        heap = self._heap
+        newest event time. ``wall_s``: the wall clock (live runs), for records stamped in the
+        future."""
         for name, offset, item, ts, key in items:
             p = self._part(name, now_ms)
             p.next_offset = offset + 1
@@ -135,13 +159,59 @@ class Aligner:
             if offset in p.skip:  # handed on before the restart that re-read it
                 p.skip.discard(offset)
                 continue
-            if ts is None:
-                ts = p.max_ts
-            elif ts > p.max_ts:
-                p.max_ts = ts
             p.offsets.append(offset)
             p.buffered += 1
-            heapq.heappush(heap, (ts, key, p.index, offset, name, item))
+            if ts is not None:
+                if wall_s is not None and ts > wall_s + self.max_future_s:
+                    self._reject_one(p, name, offset, item, key, f"{ts - wall_s:,.0f} s ahead of the wall clock")
+                    continue
+                if p.suspects and self._judge(p, name, offset, item, ts, key):
+                    continue
+                if ts > p.max_ts + self.max_jump_s and p.max_ts > _NEG_INF:
+                    p.suspects.append((offset, item, ts, key))  # a jump: confirmed or not?
+                    continue
+            self._push(p, name, offset, item, ts, key)
+
+    def _push(
+        self, p: _Partition, name: Hashable, offset: int, item: Any, ts: float | None, key: str
+    ) -> None:
+        if ts is None:
+            ts = p.max_ts
+        elif ts > p.max_ts:
+            p.max_ts = ts
+        heapq.heappush(self._heap, (ts, key, p.index, offset, name, item))
+
+    def _judge(
+        self, p: _Partition, name: Hashable, offset: int, item: Any, ts: float, key: str
+    ) -> bool:
+        """A record after a jump: near the jump, it confirms it (True: held with it, or all
+        released once ``confirm`` agree); near the old event time, the jump was an outlier
+        (the suspects are rejected) and the record goes on normally (False)."""
+        if abs(ts - p.suspects[-1][2]) <= self.max_jump_s:
+            p.suspects.append((offset, item, ts, key))
+            if len(p.suspects) > self.confirm:  # the jump and `confirm` records after it
+                held, p.suspects = p.suspects, []
+                for o, it, t, k in held:
+                    self._push(p, name, o, it, t, k)
+            return True
+        self._reject_suspects(p, name)
+        return False
+
+    def _reject_suspects(self, p: _Partition, name: Hashable) -> None:
+        held, p.suspects = p.suspects, []
+        for o, it, t, k in held:
+            self._reject_one(
+                p, name, o, it, k,
+                f"{t - p.max_ts:,.0f} s ahead of its partition's newest record, and the records "
+                f"after it did not follow (a jump over {self.max_jump_s:g} s needs {self.confirm})",
+            )  # fmt: skip
+
+    def _reject_one(
+        self, p: _Partition, name: Hashable, offset: int, item: Any, key: str, why: str
+    ) -> None:
+        """Hand the record on (in place: at its partition's newest event time) as rejected."""
+        self.rejected += 1
+        self._push(p, name, offset, self.reject(item, f"event time {why}"), None, key)
 
     def skip(self, partition: Hashable, offsets: Iterable[int]) -> None:
         """Offsets of ``partition`` already handed on (from a checkpoint's :meth:`positions`):
@@ -219,6 +289,10 @@ class Aligner:
         """Up to ``limit`` ``(item, event time)`` in canonical order; ``flush`` releases
         everything (the end of the input). ``caught_up``: partitions at their log end."""
         out: list[tuple[Any, float]] = []
+        if flush:  # the end: a jump nothing confirmed was an outlier
+            for name, p in self.parts.items():
+                if p.suspects:
+                    self._reject_suspects(p, name)
         heap = self._heap
         below = float("inf") if flush else self.threshold(now_ms, caught_up)
         parts = self.parts

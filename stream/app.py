@@ -222,6 +222,8 @@ class App:
             if self.loop and self.loop.aligner
             else ""
         )
+        if stats.rejected_records:
+            queued += f"ahead {stats.rejected_records:,d}  "
         return (
             f"{stats.records_in:>10,d} records  {stats.window_rate:>8,.0f} rec/s  "
             f"dead letters {stats.dead_letters:,d}  {queued}| " + " | ".join(x for x in parts if x)
@@ -271,6 +273,7 @@ class App:
             Aligner(
                 idle_ms=a.align_idle_ms,
                 allowed_lateness_s=a.allowed_lateness,
+                max_jump_s=a.max_jump,
                 max_queued=4 * s.batch_size,
             )
             if a.align
@@ -320,6 +323,7 @@ class App:
                 "seconds": round(stats.elapsed, 2),
                 "stop_reason": stats.stop_reason,
                 "late_records": stats.late_records,
+                "rejected_ahead": stats.rejected_records,
             }
             Path(a.summary).write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
         return stats

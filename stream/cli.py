@@ -71,6 +71,16 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "still be sorted into place; the newest records wait this long in event time before "
         "they are processed. A later record is processed at once and counted late (default 15)",
     )
+    t.add_argument(
+        "--max-jump",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="a record this far ahead of its partition's newest one is held until the next "
+        "3 records confirm the jump (a gap in the data); if they do not, it is an outlier and "
+        "goes to the dead-letter topic instead of moving event time (default 300; live, a "
+        "record more than 600 s ahead of the wall clock always does)",
+    )
     s = parser.add_argument_group("state")
     s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")
     s.add_argument("--no-checkpoint", action="store_true", help="neither restore nor save state")

@@ -156,6 +156,8 @@ class BatchLoop:
         self._stop = threading.Event()
         self._pending: dict[TopicPartition, int] = {}
         self.aligner = aligner
+        if aligner is not None:  # a record the aligner rejects is dead-lettered with its reason
+            aligner.reject = _reject
         self._paused: set[TopicPartition] = set()
         # from a checkpoint: where its state stopped, per partition (applied at the first
         # assignment only: a partition assigned later was someone else's meanwhile)
@@ -320,6 +322,8 @@ class BatchLoop:
                     for m, rec, errors in self._decode(batch)
                 ),
                 now_ms,
+                # live sources only: a recording may lie anywhere in time
+                wall_s=None if hasattr(consumer, "at_end") else time.time(),
             )
         flush = flush or bool(getattr(consumer, "at_end", False))
         handled = 0
@@ -340,6 +344,7 @@ class BatchLoop:
             consumer.resume(resume)
             self._paused.difference_update(resume)
         self.stats.late_records = aligner.late
+        self.stats.rejected_records = aligner.rejected
         self.stats.queued = len(aligner)
         return handled
 
@@ -467,6 +472,12 @@ class BatchLoop:
                 client.close()
             except Exception:
                 log.exception("closing the %s failed", name)
+
+
+def _reject(item: Decoded, why: str) -> Decoded:
+    """An aligned record turned into a dead letter (``why`` names the cause)."""
+    m, _rec, errors = item
+    return (m, None, [*errors, FieldError(field="timestamp", reason=why)])
 
 
 def run_consumer(

@@ -25,7 +25,8 @@ class LoopStats:
     batches: int = 0
     commits: int = 0
     commit_failures: int = 0
-    late_records: int = 0  # released beyond the allowed lateness (event-time alignment)
+    late_records: int = 0  # older than what was handed on already (event-time alignment)
+    rejected_records: int = 0  # dead-lettered for an event time far ahead (alignment)
     queued: int = 0  # records waiting in the alignment queues
     started: float = field(default_factory=time.monotonic)
     stopped: float | None = None

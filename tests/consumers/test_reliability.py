@@ -60,3 +60,35 @@ def test_a_csv_maps_its_columns_and_dead_letters_bad_cells(tmp_path: Path):
     assert [d.offset for d in letters] == [3, 4]  # the header is line 1
     assert "'fast' is not a number" in letters[0].reason and "cpu_util" in letters[1].reason
     assert letters[0].original == b"2026-01-05T00:00:05Z,fast,0.2"
+
+
+def test_one_record_stamped_minutes_ahead_changes_no_alert_and_is_dead_lettered(tmp_path: Path):
+    from producers.encode import RecordEncoder
+    from producers.fleet import Fleet, FleetConfig
+
+    fleet = Fleet(FleetConfig(nodes=8, links_per_node=1, seed=3, interval_s=5.0, incident_rate=4.0,
+                              categories=("crash", "network_failure")))  # fmt: skip
+    enc = RecordEncoder(fleet.topology)
+    lines = [v for _ in range(400) for v in enc.encode(enc.records(fleet.step()))]
+    poison = json.loads(lines[2000])
+    poison["timestamp"] = "2026-01-05T00:31:40Z"  # 11 minutes after the recording's time there
+    clean, poisoned = tmp_path / "clean.jsonl", tmp_path / "poisoned.jsonl"
+    clean.write_bytes(b"".join(v + b"\n" for v in lines))
+    poisoned.write_bytes(
+        b"".join(v + b"\n" for v in [*lines[:2000], json.dumps(poison).encode(), *lines[2000:]])
+    )
+    extra = ("--param", "warmup=300", "--param", "background=false")
+    for name, path in (("a", clean), ("b", poisoned)):
+        assert reliability.main(["--from-file", str(path), "--output-dir", str(tmp_path / name),
+                                 "--no-checkpoint", "--summary", str(tmp_path / f"{name}.json"),
+                                 *extra]) == 0  # fmt: skip
+    # accepted, it would move its partition's watermark 11 minutes on (records after it would
+    # no longer wait to be sorted) and hold the partition's commits until the stream caught up
+    loop = json.loads((tmp_path / "b.json").read_text())["loop"]
+    assert loop["late_records"] == 0 and loop["rejected_ahead"] == 1
+    alerts_a = (tmp_path / "a" / "dwcp.alerts.jsonl").read_bytes()
+    alerts_b = (tmp_path / "b" / "dwcp.alerts.jsonl").read_bytes()
+    assert b'"crash"' in alerts_a  # there is a crash to miss
+    assert alerts_a == alerts_b
+    letters = (tmp_path / "b" / "dwcp.dead-letter.jsonl").read_bytes().splitlines()
+    assert len(letters) == 1 and "ahead of its partition's newest record" in decode(letters[0], DeadLetter).reason

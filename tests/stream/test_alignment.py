@@ -169,3 +169,25 @@ def test_a_six_partition_backlog_reaches_the_handler_in_event_time_order(
         assert stats.records_in >= nodes * steps and set(seen) == set(expected)
         back = max(b[0] - a[0] for a, b in zip(seen[1:], seen, strict=False))
         assert back > 60, back  # one partition's minutes, then the next one's
+
+
+def test_a_record_far_ahead_is_an_outlier_unless_the_next_ones_confirm_the_jump() -> None:
+    a = Aligner(idle_ms=1000, allowed_lateness_s=0, max_jump_s=300, confirm=3,
+                reject=lambda item, why: ("rejected", item, why))  # fmt: skip
+    a.add(rows("p0", [100.0, 110.0]), now_ms=0)
+    a.add([("p0", 2, "poison", 3700.0, "k")], now_ms=0)  # one hour ahead
+    a.add(rows("p0", [120.0, 130.0], first=3), now_ms=0)  # the stream goes on: an outlier
+    got = a.release(10, now_ms=0, flush=True)
+    assert [i if isinstance(i, str) else i[:2] for i, _ in got] == [
+        "p00", "p01", ("rejected", "poison"), "p03", "p04"]  # fmt: skip
+    assert "3,590 s ahead of its partition's newest record" in got[2][0][2]
+    assert a.rejected == 1 and a.watermark == 130.0 and a.commit_offsets() == {"p0": 5}
+    # a gap in the data: the records after the jump agree with it, nothing is rejected
+    b = Aligner(idle_ms=1000, allowed_lateness_s=0, max_jump_s=300, confirm=3)
+    b.add(rows("p0", [100.0, 110.0, 5000.0, 5010.0, 5020.0, 5030.0]), now_ms=0)
+    assert [i for i, _ in b.release(10, now_ms=0, flush=True)] == [f"p0{i}" for i in range(6)]
+    assert b.rejected == 0
+    # live: a record stamped beyond the wall clock is rejected at once
+    c = Aligner(idle_ms=1000, max_future_s=600, reject=lambda item, why: why)
+    c.add([("p0", 0, "x", 10_000.0, "k")], now_ms=0, wall_s=1_000.0)
+    assert c.release(10, now_ms=0, flush=True) == [("event time 9,000 s ahead of the wall clock", float("-inf"))]
