@@ -74,10 +74,12 @@ PY
         pid=$!
         DWCP_TOPIC_PREFIX=$prefix "$py" - "$run-$mode" "$recording" "$pid" <<'PY'
 import os, sys, time
+from stream.files import open_recording
 from stream.kafka import make_admin
 from stream.settings import Settings
 group, recording, pid = sys.argv[1], sys.argv[2], int(sys.argv[3])
-half = sum(1 for line in open(recording, "rb") if line.strip()) // 2
+with open_recording(recording) as f:
+    half = sum(1 for line in f if line.strip()) // 2
 settings = Settings.from_env(os.environ)
 with make_admin(settings) as admin:
     while sum(admin.group_offsets(group, settings.topic("telemetry")).values()) < half:

@@ -14,7 +14,8 @@ status line and a summary). :func:`main` owns everything around it, once for all
 * several processors in one process (``python -m consumers run reliability bandwidth``): one
   poll and one validation per record, the batch committed once every processor's outputs are
   flushed, a bad record dead-lettered once for the group;
-* **one checkpoint rule**: after a commit, at most every ``--checkpoint-interval`` seconds; on
+* **one checkpoint rule**: after a commit, at most every ``--checkpoint-interval`` seconds (and
+  at the first commit of a run that restored nothing); on
   revoke (the revoked partitions' offsets are committed by then); and on close, after the final
   commit. Quix Streams' ``Checkpoint.commit`` order: flush produced records, commit offsets,
   then state. One layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
@@ -123,7 +124,9 @@ class App:
             )
             self.stores[cls.name] = store
             self.processors.append(cls(self.settings, own, self._restore(cls, store)))
-        self.last_checkpoint = time.monotonic()
+        # nothing restored: checkpoint at the first commit, or a kill -9 before the first
+        # periodic checkpoint would leave offsets committed that no saved state has seen
+        self.last_checkpoint = time.monotonic() if self._positions else float("-inf")
         self.loop: BatchLoop | None = None
 
     # -- state ---------------------------------------------------------------------------------
