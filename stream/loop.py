@@ -326,14 +326,18 @@ class BatchLoop:
                 wall_s=None if hasattr(consumer, "at_end") else time.time(),
             )
         flush = flush or bool(getattr(consumer, "at_end", False))
+        caught_up = consumer.caught_up()
         handled = 0
-        while True:  # a flush hands on everything, one batch at a time
-            released = aligner.release(want, now_ms, flush=flush, caught_up=consumer.caught_up())
+        # everything that may go now, one batch at a time, before the next poll: a backlog
+        # arrives a partition at a time, and most of it becomes releasable at once when the
+        # last partition catches up (one batch per poll would wait a poll timeout per batch)
+        while True:
+            released = aligner.release(want, now_ms, flush=flush, caught_up=caught_up)
             if released:
                 offsets = cast(dict[TopicPartition, int], aligner.commit_offsets())
                 self._process([item for item, _ts in released], offsets)
                 handled += len(released)
-            if not (flush and released and len(aligner)):
+            if len(released) < want or (self._stop.is_set() and not flush):
                 break
         pause = [cast(TopicPartition, tp) for tp in aligner.to_pause() if tp not in self._paused]
         resume = [cast(TopicPartition, tp) for tp in aligner.to_resume() if tp in self._paused]
