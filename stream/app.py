@@ -277,6 +277,7 @@ class App:
                 idle_ms=a.align_idle_ms,
                 allowed_lateness_s=a.allowed_lateness,
                 max_jump_s=a.max_jump,
+                max_future_s=a.max_future,
                 max_queued=4 * s.batch_size,
             )
             if a.align
