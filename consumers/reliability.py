@@ -29,11 +29,9 @@ import argparse
 import csv
 import datetime as dt
 import logging
-import multiprocessing as mp
-import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ import orjson
 
 from models.evaluation import RecordFlag, evaluate
 from models.reliability import ReliabilityDetector
-from stream import app
+from stream import app, workers
 from stream.errors import DwcpError
 from stream.kafka import Message
 from stream.loop import Output
@@ -219,16 +217,13 @@ class ReliabilityProcessor(app.Processor):
 
 def refit_pool(mode: str) -> Executor | None:
     """Where background IsolationForest refits run: ``process`` (default) is a one-worker
-    process pool from a ``forkserver`` context (a clean interpreter: no Kafka client or
-    threads inherited), so a refit never holds the consumer's GIL, and at a lower CPU
-    priority (``nice`` +10), so on a busy machine the scheduler prefers the consumer;
+    process pool (:func:`stream.workers.pool`: a clean ``spawn`` interpreter, so a refit never
+    holds the consumer's GIL, at a lower CPU priority, ``nice`` +10, so on a busy machine the
+    scheduler prefers the consumer, and dying with the consumer, even after a kill -9);
     ``thread``: ``None`` (the forest's own worker thread)."""
     if mode == "thread":
         return None
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-    return ProcessPoolExecutor(
-        max_workers=1, mp_context=ctx, initializer=os.nice, initargs=(REFIT_NICE,)
-    )
+    return workers.pool(max_workers=1, nice=REFIT_NICE)
 
 
 def detector_params(args: argparse.Namespace, background: bool = False) -> dict[str, Any]:

@@ -6,7 +6,7 @@ The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
 * every ``refit_every`` learned records (or ``refit_interval_s`` seconds, by the injected
   ``clock``) it fits a new forest on a copy of the window. With ``background=True`` the fit
   runs off the scoring path: in the injected ``executor`` when there is one (the stream
-  consumer passes a one-worker ``ProcessPoolExecutor`` with a ``forkserver`` context, so the
+  consumer passes a one-worker ``ProcessPoolExecutor`` (:func:`stream.workers.pool`), so the
   fit never competes with scoring for the GIL: the window goes out as a numpy array and the
   fitted forest comes back pickled, see :func:`fit_forest`), else in a worker thread. The
   finished forest replaces the old one in one reference assignment (atomic under the GIL) at
