@@ -3,9 +3,11 @@
 One iteration::
 
     poll a batch -> decode + validate each record
+                 [-> with an aligner: buffered, released in event-time order]
                  -> good records: handler(records) -> outputs
                  -> bad records:  DeadLetter (original bytes, origin, reasons)
-    -> produce outputs and dead letters -> producer.flush() -> commit (max offset + 1)
+    -> produce outputs and dead letters -> producer.flush() -> commit (max offset + 1;
+       with an aligner, the lowest offset still buffered per partition)
 
 Guarantees
 ----------
