@@ -69,7 +69,7 @@ _NEG_INF = float("-inf")
 
 @dataclass
 class _Partition:
-    index: int  # assignment order: a total order for partition names that do not compare
+    index: int  # order of first sight: a total order for partition names that do not compare
     max_ts: float = _NEG_INF  # highest event time delivered
     delivered_ms: float = 0.0  # loop clock at the last delivery (or the assignment)
     delivered: bool = False  # anything since it was assigned
@@ -126,14 +126,17 @@ class Aligner:
         self.stalled_ms = 0.0
         self._stall_started: float | None = None
         self._limiting: Hashable | None = None
+        self._seen = 0  # partitions ever added (each gets its own index)
 
     def __len__(self) -> int:
-        return len(self._heap)
+        """Records buffered (those held after a jump included)."""
+        return len(self._heap) + sum(len(p.suspects) for p in self.parts.values())
 
     def _part(self, name: Hashable, now_ms: float) -> _Partition:
         p = self.parts.get(name)
         if p is None:
-            p = self.parts[name] = _Partition(len(self.parts), delivered_ms=now_ms)
+            self._seen += 1
+            p = self.parts[name] = _Partition(self._seen, delivered_ms=now_ms)
         return p
 
     def assign(self, partitions: Iterable[Hashable], now_ms: float) -> None:
