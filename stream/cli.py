@@ -33,8 +33,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--idle-timeout",
         type=float,
-        help="stop after this many seconds without records while partitions are assigned "
-        "(joining the group does not count)",
+        help="stop after this many seconds in which no record arrived and none was handed on, "
+        "counted only while this member has partitions assigned (joining the group or a "
+        "rebalance in progress does not count); records still buffered for event-time order "
+        "are then handed on, as at the end of a file. Partitions held by a member that died "
+        "are not waited for: after a crash, use more than the broker's session timeout "
+        "(45 s by default) or the dead member's share may be left unread",
     )
     g.add_argument("--batch-size", type=int, help="records per poll (default DWCP_BATCH_SIZE)")
     g.add_argument("--interval", type=float, default=5.0, help="seconds between progress lines")
