@@ -40,8 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without an install
 from bench.bench_clients import make_records  # noqa: E402
 from stream.alignment import Aligner  # noqa: E402
-from stream.kafka import make_admin, make_consumer, make_producer  # noqa: E402
-from stream.loop import BatchLoop  # noqa: E402
+from stream.kafka import make_admin, make_producer  # noqa: E402
+from stream.loop import run_consumer  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alignment.json"
@@ -63,27 +63,18 @@ def consume(settings: Settings, topic: str, group: str, align: bool, work_us: fl
                 spin(work_us)
         return []
 
-    loops: list[BatchLoop] = []
-    consumer = make_consumer(
+    stats = run_consumer(
         settings,
         [topic],
+        handler,
         group_id=group,
         from_beginning=True,
-        on_revoke=lambda parts: [lp.forget(parts) for lp in loops],
-    )
-    loop = BatchLoop(
-        consumer,
-        make_producer(settings),
-        handler,
-        dead_letter_topic=f"{topic}-dl",
-        group_id=group,
-        max_batch=settings.batch_size,
+        install_signals=False,
         poll_timeout_ms=200,
         idle_timeout=2,
         aligner=Aligner(max_queued=4 * settings.batch_size) if align else None,
     )
-    loops.append(loop)
-    return loop.run().records_in
+    return stats.records_in
 
 
 def _member(settings: Settings, topic: str, group: str, align: bool, work_us: float) -> None:

@@ -243,12 +243,11 @@ class Aligner:
 
     def positions(self) -> dict[Hashable, tuple[int, list[int]]]:
         """Per partition ``(commit offset, offsets at or after it released already)``."""
-        out: dict[Hashable, tuple[int, list[int]]] = {}
-        for name, p in self.parts.items():
-            off = p.safe_offset()
-            if off is not None:
-                out[name] = (off, sorted(p.released | {o for o in p.skip if o >= off}))
-        return out
+        parts = self.parts
+        return {
+            name: (off, sorted(parts[name].released | {o for o in parts[name].skip if o >= off}))
+            for name, off in self.commit_offsets().items()
+        }
 
     def to_pause(self) -> list[Hashable]:
         """Partitions with a full buffer that do not hold the watermark back."""

@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from stream.alignment import Aligner
-from stream.kafka import make_consumer, make_producer
-from stream.loop import BatchLoop
+from stream.kafka import make_producer
+from stream.loop import run_consumer
 
 
 def rows(part: str, times: list[float | None], key: str = "k", first: int = 0) -> list:
@@ -138,27 +138,18 @@ def test_a_six_partition_backlog_reaches_the_handler_in_event_time_order(
         seen.extend((rec.timestamp.timestamp(), rec.node_id) for _m, rec in batch)
         return []
 
-    loops: list[BatchLoop] = []
-    consumer = make_consumer(
+    stats = run_consumer(
         kafka_settings,
         [topic],
+        handler,
         group_id=f"g-{uuid.uuid4().hex}",
         from_beginning=True,
-        on_revoke=lambda parts: [lp.forget(parts) for lp in loops],
-    )
-    loop = BatchLoop(
-        consumer,
-        make_producer(kafka_settings),
-        handler,
-        dead_letter_topic=f"{topic}-dl",
-        group_id="g",
+        install_signals=False,
         max_batch=500,
         poll_timeout_ms=200,
         idle_timeout=8,
         aligner=Aligner(idle_ms=5000, allowed_lateness_s=5, max_queued=1000) if align else None,
     )
-    loops.append(loop)
-    stats = loop.run()
     expected = sorted((1767571200.0 + t, f"n-{n:02d}") for t in range(steps) for n in range(nodes))
     if align:
         # exactly the records, once each, in (event time, node) order: what a file gives
