@@ -32,6 +32,7 @@ from consumers.lstm import LSTMProcessor
 from stream import app
 from stream.kafka import Message
 from stream.loop import Output
+from stream.metrics import ProcessorMetrics
 from stream.records import Prediction, encode
 from stream.settings import Settings
 
@@ -213,6 +214,25 @@ class BandwidthProcessor(LSTMProcessor):
 
     def status(self) -> str:
         return f"bandwidth: predictions {self.published:,d}  {self.forecaster.model_version}"
+
+    def observe(self, metrics: ProcessorMetrics) -> None:
+        """Model version, retrain durations and the running MAE per horizon (the published
+        forecast beside persistence and EWMA)."""
+        f = self.forecaster
+        metrics.model_version(self.model_version)
+        fits = f.retrains_
+        metrics.fits("lstm", len(fits), lambda k: [x["seconds"] for x in fits[-k:]])
+        for h, s in f.accuracy_.summary().items():
+            if s["n"]:
+                metrics.forecast_error(
+                    "throughput_mbps",
+                    h,
+                    {
+                        "published": s["mae"],
+                        "persistence": s["mae_persistence"],
+                        "ewma": s["mae_ewma"],
+                    },
+                )
 
     def summary(self) -> dict[str, Any]:
         """Accuracy per horizon, retrains, drift detections."""

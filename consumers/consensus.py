@@ -36,6 +36,7 @@ from models.evaluation import evaluate_windows
 from stream import app
 from stream.kafka import Message
 from stream.loop import Output
+from stream.metrics import ProcessorMetrics
 from stream.records import Alert, MetricDeviation, encode
 from stream.settings import Settings
 
@@ -194,6 +195,13 @@ class ConsensusProcessor(LSTMProcessor):
             f"consensus: alerts {self.alerts:,d}  open incidents "
             f"{len(self.tracker.open_incidents()):,d}  {self.detector.model_version}"
         )
+
+    def observe(self, metrics: ProcessorMetrics) -> None:
+        """Model version, open incidents and the autoencoder's retrain durations."""
+        metrics.model_version(self.model_version)
+        metrics.open_incidents(len(self.tracker.open_incidents()))
+        fits = self.detector.retrains_
+        metrics.fits("lstm-autoencoder", len(fits), lambda k: [x["seconds"] for x in fits[-k:]])
 
     def summary(self) -> dict[str, Any]:
         """Model, retrains, threshold, alerts; with ``--labels`` recall and FPR."""

@@ -43,6 +43,7 @@ from stream import app, workers
 from stream.errors import DwcpError
 from stream.kafka import Message
 from stream.loop import Output
+from stream.metrics import ProcessorMetrics
 from stream.records import Alert, IncidentLabel, decode, encode
 from stream.settings import Settings
 
@@ -169,6 +170,14 @@ class ReliabilityProcessor(app.Processor):
             f"reliability: alerts {self.alerts:,d}  open incidents "
             f"{len(d.tracker_.open_incidents()):,d}  {d.model_versions['iforest']}"
         )
+
+    def observe(self, metrics: ProcessorMetrics) -> None:
+        """Model version, open incidents and the IsolationForest refits' durations."""
+        d = self.detector
+        metrics.model_version(self.model_version)
+        metrics.open_incidents(len(d.tracker_.open_incidents()))
+        f = d.forest_
+        metrics.fits("iforest", f.version_, lambda k: f.fit_seconds_[-k:])
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"alerts": self.alerts, "records_seen": self.detector.n_seen_}

@@ -13,6 +13,17 @@ echo "test: ruff check, mypy (stream/ and models/)" >&2
 "$py" -m ruff check stream models producers consumers tests bench
 "$py" -m mypy
 
+# A real Prometheus for tests/stream/test_metrics.py: Debian's package, installed when missing.
+if ! command -v prometheus >/dev/null 2>&1; then
+  echo "test: installing Debian's prometheus package (the metrics test scrapes a consumer)" >&2
+  sudo=""
+  if [ "$(id -u)" != 0 ]; then sudo="sudo -n"; fi
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+      $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }; then
+    echo "test: could not install prometheus (apt-get install prometheus); its test will fail" >&2
+  fi
+fi
+
 started=0
 status=$(bash scripts/kafka-local.sh status || true)
 case "$status" in

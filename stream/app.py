@@ -64,12 +64,15 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from stream.alignment import Aligner
 from stream.checkpoint import CheckpointStore
 from stream.cli import add_common_arguments, build_parser, group_for, processor_args, settings_from
 from stream.errors import DwcpError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
 from stream.loop import BatchLoop, LoopStats, Output
+from stream.metrics import Health, Metrics, MetricsServer
 from stream.processor import Processor
 from stream.settings import Settings
 from stream.shutdown import handle_signals
@@ -110,6 +113,13 @@ class App:
         self.settings = settings or settings_from(a, os.environ if environ is None else environ)
         self.out = out or sys.stderr
         self.group = group_for(self.settings, self.classes)
+        self.metrics = Metrics()
+        self.health = Health(a.liveness_timeout)
+        self.server: MetricsServer | None = None
+        if self.settings.metrics_port:  # up before the state is restored: /readyz says so
+            self.server = MetricsServer(
+                self.metrics, self.health, self.settings.metrics_host, self.settings.metrics_port
+            )
         self.stores: dict[str, CheckpointStore | None] = {}
         self.processors: list[Processor] = []
         self._positions: list[Any] = []  # each restored checkpoint's partition positions
@@ -123,7 +133,15 @@ class App:
                 else CheckpointStore(self.settings.state_dir, f"{cls.name}-{self.group}")
             )
             self.stores[cls.name] = store
-            self.processors.append(cls(self.settings, own, self._restore(cls, store)))
+            try:
+                self.processors.append(cls(self.settings, own, self._restore(cls, store)))
+            except BaseException:
+                self.close_server()
+                raise
+        self.views = [self.metrics.processor(p.name) for p in self.processors]
+        self.alerts_topic = self.settings.topic("alerts")
+        self._observe_due = 0.0
+        self.health.restored = True
         # nothing restored: checkpoint at the first commit, or a kill -9 before the first
         # periodic checkpoint would leave offsets committed that no saved state has seen
         self.last_checkpoint = time.monotonic() if self._positions else float("-inf")
@@ -214,9 +232,25 @@ class App:
     def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
         """Every processor on the same decoded batch; their outputs in processor order."""
         outputs: list[Output] = []
-        for proc in self.processors:
-            outputs.extend(proc.handle(batch))
+        alerts = self.alerts_topic
+        for proc, view in zip(self.processors, self.views, strict=True):
+            got = proc.handle(batch)
+            for out in got:
+                if out.topic == alerts:
+                    head = _decode_head(out.value)
+                    view.alert(head.category or "", head.status)
+            outputs.extend(got)
+        now = time.monotonic()
+        if now >= self._observe_due:
+            self._observe_due = now + 1.0
+            for proc, view in zip(self.processors, self.views, strict=True):
+                proc.observe(view)
         return outputs
+
+    def close_server(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
 
     def status_line(self, stats: LoopStats) -> str:
         parts = [p.status() for p in self.processors]
@@ -301,6 +335,8 @@ class App:
             progress_interval=a.interval,
             aligner=aligner,
             start_positions=self.start_positions(),
+            metrics=self.metrics,
+            health=self.health,
         )
         try:
             if install_signals:
@@ -309,11 +345,13 @@ class App:
             else:
                 stats = loop.run()
         finally:
+            self.health.stopping = True
             for proc in self.processors:
                 try:
                     proc.close()
                 except Exception:
                     log.exception("%s: close failed", proc.name)
+            self.close_server()
         # every run ends with the processors' summaries (a processor may write reports there,
         # e.g. reliability with --labels --report-dir); --summary keeps them as JSON
         doc: dict[str, Any] = {p.name: p.summary() for p in self.processors}
@@ -334,6 +372,14 @@ class App:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+class _AlertHead(msgspec.Struct):
+    status: str
+    category: str | None = None
+
+
+_decode_head = msgspec.json.Decoder(_AlertHead).decode
 
 
 def main(

@@ -108,6 +108,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds between checkpoints, each taken right after a commit (default 60)",
     )
+    h = parser.add_argument_group("metrics and health (served with --metrics-port)")
+    h.add_argument(
+        "--liveness-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="/healthz answers 503 once the loop has not completed an iteration for this long "
+        "(default 300: longer than a blocking first model fit)",
+    )
     from stream.csvmap import add_csv_arguments
 
     add_csv_arguments(parser)

@@ -47,6 +47,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
@@ -58,6 +59,7 @@ from stream.deadletters import dead_letter, describe_batch, source_errors
 from stream.errors import CommitError, SettingsError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
 from stream.loop_stats import LoopStats
+from stream.metrics import Health, Metrics
 from stream.records import FieldError
 from stream.settings import Settings
 from stream.shutdown import handle_signals
@@ -122,6 +124,10 @@ class BatchLoop:
         polled records are queued per partition, released merged by event time, and their
         offsets committed as they are processed; full queues pause their partition. ``None``:
         each polled batch is processed as it comes. Call :meth:`forget` from ``on_revoke``.
+    metrics, health
+        Where to count records, dead letters, batch and commit times, consumer lag and the
+        event-time watermark (:class:`stream.metrics.Metrics`), and where to report each
+        completed iteration and the assignment (:class:`stream.metrics.Health`).
     """
 
     def __init__(
@@ -146,6 +152,8 @@ class BatchLoop:
         close_clients: bool = True,
         aligner: Aligner | None = None,
         start_positions: Mapping[TopicPartition, tuple[int, Sequence[int]]] | None = None,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.consumer, self.producer, self.handler = consumer, producer, handler
         self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
@@ -167,6 +175,10 @@ class BatchLoop:
         self._revoked: set[TopicPartition] = set()  # revoked, not settled yet
         self._poll_clock_ms = 0.0  # time spent waiting in polls
         self._next: dict[TopicPartition, int] = {}  # offset after the last one queued
+        self.metrics, self.health = metrics, health
+        self._committed: dict[TopicPartition, int] = {}  # last committed offsets (for lag)
+        self._lag_due = 0.0
+        self._late_counted = 0
 
     def stop(self) -> None:
         """Ask the loop to stop after the batch in hand (thread- and signal-safe)."""
@@ -207,6 +219,8 @@ class BatchLoop:
                     break
                 elif self.idle_timeout is not None and not self.consumer.assignment():
                     last_data = time.monotonic()  # still joining the group: not idle yet
+                if self.health is not None or self.metrics is not None:
+                    self._observe()
                 if self.on_progress and time.monotonic() >= next_progress:
                     stats.tick(time.monotonic())
                     self.on_progress(stats)
@@ -217,6 +231,9 @@ class BatchLoop:
                 self._aligned_step([], self.max_batch, flush=True)
             if self._pending:
                 self._commit({})
+            if self.metrics is not None:
+                self._lag_due = 0.0
+                self._observe()  # the final lag, after the final commit
             stats.stopped = time.monotonic()
             if self.on_progress:
                 stats.tick(stats.stopped)
@@ -279,7 +296,9 @@ class BatchLoop:
         if offsets is None:
             offsets = computed
         batch = [m for m, _r, _e in decoded]
+        t0 = time.perf_counter()
         outputs = self._handle(good, batch) if good and self.handler else []
+        t_handled = time.perf_counter()
         produce = self.producer.produce
         for out in outputs:
             produce(out.topic, out.value, out.key, out.headers or None)
@@ -295,6 +314,72 @@ class BatchLoop:
         stats.dead_letters += len(bad)
         stats.outputs += len(outputs)
         stats.batches += 1
+        if self.metrics is not None:
+            self._count(decoded, good, bad, outputs, t_handled - t0, time.perf_counter() - t0)
+
+    def _count(
+        self,
+        decoded: Sequence[Decoded],
+        good: list[tuple[Message, Any]],
+        bad: list[tuple[Message, list[FieldError]]],
+        outputs: list[Output],
+        handle_s: float,
+        batch_s: float,
+    ) -> None:
+        """The batch in the metrics (per batch: a handful of increments, not one per record)."""
+        m = self.metrics
+        assert m is not None
+        if decoded:
+            first, last = decoded[0][0].topic, decoded[-1][0].topic
+            if first == last:
+                m.consumed(first, len(decoded))
+            else:
+                for topic, n in Counter(x[0].topic for x in decoded).items():
+                    m.consumed(topic, n)
+        produced = Counter(o.topic for o in outputs) if outputs else Counter()
+        if bad:
+            produced[self.dead_letter_topic] += len(bad)
+            for _msg, errors in bad:
+                m.dead_letter(errors)
+        m.produced(produced)
+        if good:
+            ts = good[-1][1].timestamp.timestamp()  # released in event-time order: the newest
+            if m.watermark_s is None or ts > m.watermark_s:
+                m.watermark_s = ts
+        m.handle_seconds.observe(handle_s)
+        m.batch_seconds.observe(batch_s)
+        m.last_batch.set(time.time())
+
+    def _observe(self) -> None:
+        """Health beat every iteration; consumer lag and alignment gauges once a second."""
+        now = time.monotonic()
+        at_end = hasattr(self.consumer, "at_end")
+        if self.health is not None:
+            self.health.beat(at_end or bool(self.consumer.assignment()))
+        m = self.metrics
+        if m is None or now < self._lag_due:
+            return
+        self._lag_due = now + 1.0
+        if self.stats.late_records > self._late_counted:
+            m.late.inc(self.stats.late_records - self._late_counted)
+            self._late_counted = self.stats.late_records
+        m.queued.set(self.stats.queued)
+        if at_end:
+            return
+        assigned = self.consumer.assignment()
+        unknown = [tp for tp in assigned if tp not in self._committed]
+        if unknown:  # one round trip per newly assigned partition
+            for tp, off in self.consumer.committed(sorted(unknown)).items():
+                if off is not None:
+                    self._committed[tp] = off
+        ends = self.consumer.end_offsets()
+        m.set_lag(
+            {
+                tp: max(0, ends[tp] - self._committed[tp])
+                for tp in assigned
+                if tp in ends and tp in self._committed
+            }
+        )
 
     # -- event-time alignment -------------------------------------------------------------------
     def _aligned_step(self, batch: Sequence[Message], want: int, flush: bool = False) -> int:
@@ -405,6 +490,8 @@ class BatchLoop:
         neither loses nor repeats a record.
         """
         self._revoked.update(partitions)
+        for tp in partitions:  # its next owner commits; asked again if it comes back
+            self._committed.pop(tp, None)
 
     def _settle_revoked(self, assigned: set[TopicPartition]) -> None:
         if not self._revoked or self.aligner is None:
@@ -445,10 +532,13 @@ class BatchLoop:
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         self._pending.update(offsets)
+        t0 = time.perf_counter()
         try:
             self.consumer.commit(self._pending)
         except CommitError as exc:
             self.stats.commit_failures += 1
+            if self.metrics is not None:
+                self.metrics.commit_failures.inc()
             assigned = self.consumer.assignment()
             self._pending = {tp: o for tp, o in self._pending.items() if tp in assigned}
             log.warning(
@@ -458,6 +548,9 @@ class BatchLoop:
                 len(self._pending),
             )
             return
+        if self.metrics is not None:
+            self.metrics.commit_seconds.observe(time.perf_counter() - t0)
+            self._committed.update(self._pending)
         self._pending.clear()
         self.stats.commits += 1
         if self.on_commit is not None:

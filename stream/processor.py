@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from stream.kafka import Message, TopicPartition
 from stream.loop import Output
+from stream.metrics import ProcessorMetrics
 from stream.settings import Settings
 
 __all__ = ["Processor"]
@@ -71,6 +72,12 @@ class Processor(ABC):
     def summary(self) -> dict[str, Any]:
         """Figures for the end of a run (printed as JSON with ``--summary``)."""
         return {}
+
+    def observe(self, metrics: ProcessorMetrics) -> None:
+        """Report gauges (open incidents, fits, forecast error) to ``metrics``; called on the
+        loop's thread after a batch, at most once a second. The default reports the model
+        version; alerts are counted by the shell from the outputs."""
+        metrics.model_version(self.model_version)
 
     def on_revoke(self, partitions: list[TopicPartition]) -> None:  # noqa: B027 - optional
         """Partitions are about to go to another member (their offsets are committed)."""

@@ -56,6 +56,8 @@ class Settings:
     poll_timeout_ms: int = 500
     state_dir: str = ".cache/state"
     log_level: str = "INFO"
+    metrics_port: int = 0  # Prometheus /metrics, /healthz, /readyz over HTTP; 0 = not served
+    metrics_host: str = "0.0.0.0"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -67,6 +69,8 @@ class Settings:
         for name in ("partitions", "replication_factor", "max_record_bytes", "batch_size", "poll_timeout_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise SettingsError(f"metrics_port must be 0 (off) or a TCP port, got {self.metrics_port}")
         if not self.bootstrap_servers.strip():
             raise SettingsError("bootstrap_servers is empty")
 
@@ -127,6 +131,13 @@ class Settings:
         g.add_argument("--sasl-username")
         g.add_argument("--ssl-cafile")
         g.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+        g.add_argument(
+            "--metrics-port",
+            type=int,
+            help="serve Prometheus metrics (/metrics) and health (/healthz, /readyz) on this "
+            "HTTP port (default 0: off)",
+        )
+        g.add_argument("--metrics-host", help="address the metrics port binds (default 0.0.0.0)")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, environ: Mapping[str, str], **extra: Any) -> Settings:

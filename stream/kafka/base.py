@@ -148,6 +148,11 @@ class Consumer(_Closing):
     def seek(self, partition: TopicPartition, offset: int) -> None:  # noqa: B027 - optional
         """Fetch ``partition`` from ``offset`` next (it must be assigned)."""
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        """Last known end offset (high watermark) per assigned partition, from the fetch
+        responses (no broker round trip); a partition not fetched yet is absent."""
+        return {}
+
     def caught_up(self) -> set[TopicPartition]:
         """Assigned partitions whose position has reached their last known end offset (from
         the fetch responses; no broker round trip): nothing more to read there right now."""

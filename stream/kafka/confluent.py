@@ -279,6 +279,17 @@ class ConfluentConsumer(Consumer):
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(CKTP(partition[0], partition[1], offset))
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                out[(tp.topic, tp.partition)] = high
+        return out
+
     def caught_up(self) -> set[TopicPartition]:
         tps = self._consumer.assignment()
         if not tps:

@@ -263,6 +263,14 @@ class KafkaPythonConsumer(Consumer):
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(KafkaTP(*partition), offset)
 
+    def end_offsets(self) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is not None:
+                out[(tp.topic, tp.partition)] = high
+        return out
+
     def caught_up(self) -> set[TopicPartition]:
         out: set[TopicPartition] = set()
         for tp in self._consumer.assignment():
