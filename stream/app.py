@@ -346,6 +346,11 @@ class App:
                 stats = loop.run()
         finally:
             self.health.stopping = True
+            for proc, view in zip(self.processors, self.views, strict=True):
+                try:
+                    proc.observe(view)  # the final gauges
+                except Exception:
+                    log.exception("%s: observe failed", proc.name)
             for proc in self.processors:
                 try:
                     proc.close()

@@ -253,6 +253,21 @@ class Metrics:
     def processor(self, name: str) -> ProcessorMetrics:
         return ProcessorMetrics(self, name)
 
+    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+        """Current values of the samples called ``name``, keyed by their sorted labels.
+
+        >>> m = Metrics(process=False)
+        >>> m.consumed("t", 2)
+        >>> m.samples("dwcp_records_consumed_total")
+        {(('topic', 't'),): 2.0}
+        """
+        return {
+            tuple(sorted(s.labels.items())): s.value
+            for fam in self.registry.collect()
+            for s in fam.samples
+            if s.name == name
+        }
+
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)

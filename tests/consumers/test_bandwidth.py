@@ -14,6 +14,7 @@ from consumers import bandwidth
 from producers import synthetic
 from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
+from stream.app import App
 from stream.recordings import decoded_batches as file_batches
 from stream.records import Prediction
 from stream.schema import decode_telemetry_lines
@@ -69,8 +70,9 @@ def test_parser_defaults() -> None:
 def test_from_file_reports_accuracy(recording: Path, tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     flags = ["--from-file", str(recording), "--summary", str(report), "--no-checkpoint"]
-    rc = bandwidth.main([*flags, *SMALL])
-    assert rc == 0
+    bandwidth.BandwidthProcessor.configure(bandwidth.build_parser().parse_args(SMALL))
+    app = App([bandwidth.BandwidthProcessor], [*flags, *SMALL], environ={})
+    app.run(install_signals=False)
     doc = json.loads(report.read_text())
     s = doc["bandwidth"]
     assert doc["loop"]["records"] == s["records"] == 9600 and s["predictions"] > 0
@@ -78,6 +80,16 @@ def test_from_file_reports_accuracy(recording: Path, tmp_path: Path) -> None:
     h5 = s["accuracy"]["5"]
     assert h5["n"] > 1000 and 0.6 < h5["coverage"] <= 1.0
     assert h5["mae"] < 2 * h5["mae_persistence"]  # sane, not a claim of skill on 6 min
+    # the metrics carry the same figures: MAE per horizon and model, and every retrain
+    mae = {
+        (d["horizon"], d["model"]): v
+        for k, v in app.metrics.samples("dwcp_forecast_mean_absolute_error").items()
+        for d in [dict(k)]
+    }
+    assert mae[("5", "published")] == pytest.approx(h5["mae"], rel=1e-3)
+    assert mae[("5", "persistence")] == pytest.approx(h5["mae_persistence"], rel=1e-3)
+    fits = app.metrics.samples("dwcp_retrain_duration_seconds_count")
+    assert fits[(("model", "lstm"), ("processor", "bandwidth"))] == len(s["retrains"])
 
 
 def test_predictions_are_valid_records(recording: Path) -> None:

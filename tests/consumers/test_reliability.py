@@ -92,3 +92,40 @@ def test_one_record_stamped_minutes_ahead_changes_no_alert_and_is_dead_lettered(
     assert alerts_a == alerts_b
     letters = (tmp_path / "b" / "dwcp.dead-letter.jsonl").read_bytes().splitlines()
     assert len(letters) == 1 and "ahead of its partition's newest record" in decode(letters[0], DeadLetter).reason
+
+
+def test_the_metrics_count_its_alerts_open_incidents_and_forest_refits(tmp_path: Path):
+    from producers.encode import RecordEncoder
+    from producers.fleet import Fleet, FleetConfig
+    from stream.app import App
+
+    fleet = Fleet(FleetConfig(nodes=8, links_per_node=1, seed=3, interval_s=5.0, incident_rate=4.0,
+                              categories=("crash", "network_failure")))  # fmt: skip
+    enc = RecordEncoder(fleet.topology)
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join(v + b"\n" for _ in range(400) for v in enc.encode(enc.records(fleet.step()))))
+    app = App(
+        [reliability.ReliabilityProcessor],
+        ["--from-file", str(path), "--output-dir", str(tmp_path / "out"), "--no-checkpoint",
+         "--param", "warmup=300", "--param", "background=false"],
+        environ={},
+    )  # fmt: skip
+    app.run(install_signals=False)
+    published: dict[tuple[str, str], int] = {}
+    for line in (tmp_path / "out" / "dwcp.alerts.jsonl").read_bytes().splitlines():
+        a = json.loads(line)
+        key = (a.get("category") or "none", a["status"])
+        published[key] = published.get(key, 0) + 1
+    counted = {
+        (dict(k)["category"], dict(k)["status"]): int(v)
+        for k, v in app.metrics.samples("dwcp_alerts_total").items()
+    }
+    assert ("crash", "open") in counted and counted == published
+    opened = sum(n for (_c, s), n in published.items() if s == "open")
+    closed = sum(n for (_c, s), n in published.items() if s == "resolved")
+    [open_now] = app.metrics.samples("dwcp_open_incidents").values()  # read at the end
+    assert open_now == opened - closed
+    fits = app.metrics.samples("dwcp_retrain_duration_seconds_count")
+    assert fits[(("model", "iforest"), ("processor", "reliability"))] >= 1
+    [(labels, one)] = app.metrics.samples("dwcp_model_info").items()
+    assert one == 1 and dict(labels)["version"].startswith("if-s0-v")
