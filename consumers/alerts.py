@@ -31,7 +31,8 @@ import orjson
 
 from stream.errors import DwcpError
 from stream.kafka import Message
-from stream.loop import Output, run_consumer
+from stream.loop import LoopStats, Output, run_consumer
+from stream.metrics import Metrics
 from stream.records import CATEGORIES, SEVERITIES, Alert, FieldError, decode
 from stream.settings import Settings
 
@@ -125,6 +126,16 @@ class AlertPrinter:
         return []
 
 
+def status_line(stats: LoopStats, printer: AlertPrinter, metrics: Metrics) -> str:
+    """``alerts: 1.2/s  read 840  printed 120  lag 0  event-time lag 16.4 s``."""
+    lag, etl = metrics.lag_total(), metrics.event_time_lag()
+    return (
+        f"alerts: {stats.window_rate:,.1f}/s  read {stats.records_in:,d}  "
+        f"printed {printer.printed:,d}  lag {'?' if lag is None else f'{lag:,d}'}  "
+        f"event-time lag {'?' if etl is None else f'{etl:,.1f} s'}"
+    )
+
+
 def _set(values: Sequence[str] | None) -> frozenset[str]:
     return frozenset(v.strip() for item in values or () for v in item.split(",") if v.strip())
 
@@ -161,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         help="stop after this many seconds without alerts (e.g. once caught up)",
     )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=30.0,
+        help="seconds between status lines on stderr: alerts/s, printed, consumer lag and "
+        "event-time lag (wall clock minus the newest alert's event time); 0: none (default 30)",
+    )
     Settings.add_arguments(p)
     return p
 
@@ -184,6 +202,13 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             _set(args.source),
         )
         printer = AlertPrinter(keep, out, args.json)
+        metrics = Metrics()
+        progress: dict[str, Any] = {}
+        if args.interval > 0:
+            progress = {
+                "on_progress": lambda st: print(status_line(st, printer, metrics), file=sys.stderr),
+                "progress_interval": args.interval,
+            }
         run_consumer(
             settings,
             [settings.topic("alerts")],
@@ -194,6 +219,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             max_records=args.max_records,
             max_seconds=args.max_seconds,
             idle_timeout=args.idle_timeout,
+            metrics=metrics,
+            **progress,
         )
     except DwcpError as exc:
         print(f"error: {exc}", file=sys.stderr)

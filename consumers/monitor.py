@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import datetime as dt
 import logging
 import os
 import sys
@@ -50,11 +52,21 @@ class Tally:
     undecodable: int = 0
     window: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     lag: dict[str, int] = field(default_factory=dict)
+    newest: dict[str, float] = field(default_factory=dict)  # newest event time per topic
+
+    def _seen(self, logical: str, when: dt.datetime) -> None:
+        ts = when.timestamp()
+        if ts > self.newest.get(logical, float("-inf")):
+            self.newest[logical] = ts
 
     def add(self, logical: str, key: bytes | None, value: bytes) -> None:
         self.per_topic[logical] += 1
-        if logical == "telemetry" and key is not None:
-            self.nodes.add(key)
+        if logical == "telemetry":
+            if key is not None:
+                self.nodes.add(key)
+            # a bad record is the processing consumers' dead letter, not the monitor's problem
+            with contextlib.suppress(msgspec.MsgspecError):
+                self._seen(logical, _decode_stamp(value).timestamp)
         elif logical == "alerts":
             try:
                 alert = msgspec.json.decode(value, type=Alert)
@@ -62,15 +74,19 @@ class Tally:
                 self.undecodable += 1
                 return
             self.alerts[alert.status] += 1
+            self._seen(logical, alert.event_time)
             if alert.status == "resolved":
                 self.open_incidents.discard(alert.incident_id)
             else:
                 self.open_incidents.add(alert.incident_id)
         elif logical == "predictions":
             try:
-                self.predictions[msgspec.json.decode(value, type=Prediction).kind] += 1
+                pred = msgspec.json.decode(value, type=Prediction)
             except msgspec.MsgspecError:
                 self.undecodable += 1
+                return
+            self.predictions[pred.kind] += 1
+            self._seen(logical, pred.event_time)
         elif logical == "dead-letter":
             try:
                 self.last_dead_letter = msgspec.json.decode(value, type=DeadLetter).reason
@@ -109,6 +125,20 @@ class Tally:
         ]
         return " | lag " + " ".join(parts)
 
+    def event_lag_text(self, wall: float) -> str:
+        """`` | event-time lag telemetry 0.4s alerts 16.0s``: wall clock minus the newest event
+        time per topic (how far behind live each stage's output is).
+
+        >>> Tally(newest={"telemetry": 99.5, "alerts": 84.0}).event_lag_text(100.0)
+        ' | event-time lag telemetry 0.5s alerts 16.0s'
+        """
+        parts = [
+            f"{name} {wall - self.newest[name]:,.1f}s"
+            for name in ("telemetry", "alerts", "predictions")
+            if name in self.newest
+        ]
+        return " | event-time lag " + " ".join(parts) if parts else ""
+
     def line(self, now: float) -> str:
         t = self.per_topic
         rate = self.rate(now)
@@ -119,6 +149,7 @@ class Tally:
             f" | predictions {t['predictions']:,}{self.kinds_text()} | dead letters {t['dead-letter']:,}"
             + (f" (last: {self.last_dead_letter[:60]})" if self.last_dead_letter else "")
             + self.lag_text(rate)
+            + self.event_lag_text(time.time())
         )
 
     def summary(self) -> dict[str, Any]:
@@ -132,7 +163,17 @@ class Tally:
             "last_dead_letter_reason": self.last_dead_letter,
             "undecodable": self.undecodable,
             "lag_records": dict(self.lag),
+            "event_time_lag_s": {
+                k: round(time.time() - v, 1) for k, v in sorted(self.newest.items())
+            },
         }
+
+
+class _Stamp(msgspec.Struct):
+    timestamp: dt.datetime
+
+
+_decode_stamp = msgspec.json.Decoder(_Stamp).decode
 
 
 def read_lag(admin: Admin, settings: Settings, names: list[str]) -> dict[str, int]:

@@ -59,7 +59,7 @@ from stream.deadletters import dead_letter, describe_batch, source_errors
 from stream.errors import CommitError, SettingsError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
 from stream.loop_stats import LoopStats
-from stream.metrics import Health, Metrics
+from stream.metrics import Health, Metrics, MetricsServer
 from stream.records import FieldError
 from stream.settings import Settings
 from stream.shutdown import handle_signals
@@ -342,9 +342,10 @@ class BatchLoop:
             for _msg, errors in bad:
                 m.dead_letter(errors)
         m.produced(produced)
-        if good:
-            ts = good[-1][1].timestamp.timestamp()  # released in event-time order: the newest
-            if m.watermark_s is None or ts > m.watermark_s:
+        if good:  # released in event-time order: the last is the newest
+            when = getattr(good[-1][1], "timestamp", None) or getattr(good[-1][1], "event_time", None)
+            ts = when.timestamp() if isinstance(when, dt.datetime) else None
+            if ts is not None and (m.watermark_s is None or ts > m.watermark_s):
                 m.watermark_s = ts
         m.handle_seconds.observe(handle_s)
         m.batch_seconds.observe(batch_s)
@@ -597,6 +598,8 @@ def run_consumer(
     ``options`` are :class:`BatchLoop` keywords (``max_records``, ``on_close``, ...);
     ``max_batch``/``poll_timeout_ms`` default to ``settings.batch_size``/``poll_timeout_ms``
     and the decoder to ``validate_telemetry`` capped at ``settings.max_record_bytes``.
+    Metrics and health (``metrics``/``health`` options, new ones by default) are served on
+    ``settings.metrics_port`` while the loop runs, when it is set.
     """
     group = group_id or settings.group_id
     if not group:
@@ -605,6 +608,34 @@ def run_consumer(
         )
     options.setdefault("max_batch", settings.batch_size)
     options.setdefault("poll_timeout_ms", settings.poll_timeout_ms)
+    metrics = options.setdefault("metrics", Metrics())
+    health = options.setdefault("health", Health())
+    health.restored = True  # nothing to restore here
+    server = (
+        MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
+        if settings.metrics_port
+        else None
+    )
+    try:
+        return _run(settings, topics, handler, group, from_beginning, decoder, on_assign,
+                    on_revoke, install_signals, options)  # fmt: skip
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _run(
+    settings: Settings,
+    topics: Sequence[str],
+    handler: Handler | None,
+    group: str,
+    from_beginning: bool,
+    decoder: Decoder | None,
+    on_assign: Callable[[list[TopicPartition]], None] | None,
+    on_revoke: Callable[[list[TopicPartition]], None] | None,
+    install_signals: bool,
+    options: dict[str, Any],
+) -> LoopStats:
     producer = make_producer(settings)
     holder: list[BatchLoop] = []
 

@@ -97,6 +97,10 @@ def reason_class(errors: Sequence[FieldError]) -> str:
     return "bad_value"
 
 
+def _or_nan(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
 class Health:
     """Readiness and liveness of one process (updated by the loop, read by the HTTP thread)."""
 
@@ -186,15 +190,13 @@ class Metrics:
             "Event time (Unix seconds) of the newest record handed to the processors",
             registry=r,
         )
-        wm.set_function(lambda: math.nan if self.watermark_s is None else self.watermark_s)
+        wm.set_function(lambda: _or_nan(self.watermark_s))
         etl = Gauge(
             "dwcp_event_time_lag_seconds",
             "Wall clock minus the event-time watermark (grows while the loop falls behind)",
             registry=r,
         )
-        etl.set_function(
-            lambda: math.nan if self.watermark_s is None else time.time() - self.watermark_s
-        )
+        etl.set_function(lambda: _or_nan(self.event_time_lag()))
         self.last_batch = Gauge(
             "dwcp_last_batch_timestamp_seconds", "Wall clock (Unix seconds) of the last batch",
             registry=r,
@@ -249,6 +251,16 @@ class Metrics:
                 child = self._tps[key] = self.lag.labels(topic, str(partition))
             child.set(n)
         self.assigned.set(len(lag))
+
+    def event_time_lag(self) -> float | None:
+        """Seconds from the event-time watermark to the wall clock (``None`` before a record)."""
+        return None if self.watermark_s is None else time.time() - self.watermark_s
+
+    def lag_total(self) -> int | None:
+        """Records not committed yet over the assigned partitions (``None``: not known yet)."""
+        if not self._tps:
+            return None
+        return int(sum(child._value.get() for child in self._tps.values()))
 
     def processor(self, name: str) -> ProcessorMetrics:
         return ProcessorMetrics(self, name)

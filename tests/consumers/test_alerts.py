@@ -68,7 +68,9 @@ def test_decoder_rejects_non_alerts() -> None:
 
 @pytest.mark.integration
 @pytest.mark.timeout(120)
-def test_reads_the_topic_from_the_start(kafka_bootstrap: str) -> None:
+def test_reads_the_topic_from_the_start(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     s = Settings(
         bootstrap_servers=kafka_bootstrap, topic_prefix=f"t-{uuid.uuid4().hex[:12]}.", partitions=1
     )
@@ -90,11 +92,21 @@ def test_reads_the_topic_from_the_start(kafka_bootstrap: str) -> None:
                 "3",
                 "--node",
                 "n-1",
+                "--interval",
+                "1",
             ],
             out=out,
         )
         assert rc == 0
         assert out.getvalue().count("n-1") == 1 and "n-2" not in out.getvalue()
+        # status lines on stderr: rate, read, printed, lag and event-time lag
+        lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("alerts:")]
+        assert lines, "no status line"
+        last = lines[-1]
+        assert "read 3  printed 1  lag 0  event-time lag " in last, last
+        etl = float(last.split("event-time lag ")[1].split(" s")[0].replace(",", ""))
+        age = (dt.datetime.now(dt.UTC) - mk(2).event_time).total_seconds()
+        assert abs(etl - age) < 60, (etl, age)
     finally:
         with make_admin(s) as admin:
             admin.delete_topics([t for t in admin.list_topics() if t.startswith(s.topic_prefix)])
