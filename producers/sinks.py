@@ -7,12 +7,17 @@ reader never sees an incident's records before its label.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import sys
 from pathlib import Path
 from typing import IO, Protocol
 
+import orjson
+
 from producers.encode import encode_label
 from stream.kafka import Producer
+from stream.metrics import Health, Metrics
 from stream.records import IncidentLabel
 
 
@@ -118,3 +123,32 @@ class KafkaSink:
             self.producer.close()
             if self._labels:
                 self._labels.close()
+
+
+class MeteredSink:
+    """A sink that counts what it passes on (``dwcp_records_produced_total`` per topic, the
+    event-time watermark of the newest telemetry) and reports each call as a health beat."""
+
+    def __init__(self, inner: Sink, metrics: Metrics, health: Health, topics: tuple[str, str]) -> None:
+        self.inner, self.metrics, self.health = inner, metrics, health
+        self.telemetry_topic, self.labels_topic = topics
+        health.restored = True
+
+    def labels(self, labels: list[IncidentLabel]) -> None:
+        self.inner.labels(labels)
+        self.metrics.produced({self.labels_topic: len(labels)})
+
+    def telemetry(self, keys: list[bytes], values: list[bytes]) -> None:
+        self.inner.telemetry(keys, values)
+        if values:
+            self.metrics.produced({self.telemetry_topic: len(values)})
+            with contextlib.suppress(Exception):  # a deliberately corrupted record (--bad-rate)
+                when = dt.datetime.fromisoformat(orjson.loads(values[-1])["timestamp"])
+                self.metrics.watermark_s = when.timestamp()
+        self.health.beat(assigned=True)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def close(self) -> None:
+        self.inner.close()

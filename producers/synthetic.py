@@ -25,8 +25,9 @@ from collections.abc import Callable, Sequence
 from producers.config import DEFAULT_START, FleetConfig
 from producers.corrupt import CorruptingSink
 from producers.runner import Limits, run, summary
-from producers.sinks import FileSink, KafkaSink, Sink, default_labels_path
+from producers.sinks import FileSink, KafkaSink, MeteredSink, Sink, default_labels_path
 from stream.errors import DwcpError
+from stream.metrics import Health, Metrics, MetricsServer
 from stream.records import CATEGORIES
 from stream.settings import Settings
 from stream.shutdown import handle_signals
@@ -239,6 +240,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink = _open_sink(args, None if args.output else settings)
         if args.bad_rate > 0:
             sink = CorruptingSink(sink, args.bad_rate, seed=args.seed)
+        server = None
+        if settings.metrics_port:  # /metrics, /healthz and /readyz while it produces
+            metrics, health = Metrics(), Health()
+            sink = MeteredSink(
+                sink, metrics, health, (settings.topic("telemetry"), settings.topic("labels"))
+            )
+            server = MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
         try:
             with handle_signals(stop.set):
                 stats = run(
@@ -251,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         finally:
             sink.close()
+            if server is not None:
+                server.close()
     except (DwcpError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

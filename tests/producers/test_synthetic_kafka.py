@@ -108,3 +108,48 @@ def test_records_arrive_complete_and_in_node_order(
         except Exception as exc:  # best effort: a leftover uuid topic harms nobody
             print(f"warning: could not delete test topics {prefix}*: {exc!r}")
         admin.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_the_producer_serves_its_counts_and_health_while_it_runs(kafka_bootstrap: str) -> None:
+    import socket
+    import threading
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prefix = f"t-{uuid.uuid4().hex[:12]}."
+    argv = [*ARGS[:-2], "--count", "20000", "--rate", "5000", "--bootstrap-servers",
+            kafka_bootstrap, "--topic-prefix", prefix, "--backend", "confluent",
+            "--metrics-port", str(port), "--metrics-host", "127.0.0.1"]  # fmt: skip
+    rc: list[int] = []
+    t = threading.Thread(target=lambda: rc.append(main(argv)), daemon=True)
+    t.start()
+    seen: list[float] = []
+    try:
+        while t.is_alive() and len(seen) < 3:
+            time.sleep(0.7)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+                    text = r.read().decode()
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=3) as r:
+                    assert r.status == 200
+            except OSError:
+                continue  # not serving yet (topics being created) or just stopped
+            for fam in text_string_to_metric_families(text):
+                for smp in fam.samples:
+                    if smp.name == "dwcp_records_produced_total" and smp.labels["topic"] == f"{prefix}telemetry":
+                        seen.append(smp.value)
+    finally:
+        t.join(60)
+        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        try:
+            admin.delete_topics([x for x in admin.list_topics() if x.startswith(prefix)])
+        finally:
+            admin.close()
+    assert rc == [0]
+    assert len(seen) >= 2 and seen == sorted(seen) and seen[-1] > seen[0] > 0, seen
