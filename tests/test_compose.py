@@ -4,6 +4,7 @@ services, commands, environment and the broker version."""
 from __future__ import annotations
 
 import importlib
+import json
 import re
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from stream.settings import Settings
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = {name: svc for name, svc in SERVICES.items() if name != "kafka"}
+#: Services from public images: the broker, and Prometheus and Grafana for the metrics.
+INFRA = {"kafka", "prometheus", "grafana"}
+APP_SERVICES = {name: svc for name, svc in SERVICES.items() if name not in INFRA}
 
 
 def entry_modules() -> set[str]:
@@ -83,3 +86,82 @@ def test_apps_wait_for_topics_and_topics_wait_for_a_healthy_broker():
     for name, svc in APP_SERVICES.items():
         if name != "topics":
             assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully", name
+
+
+# -- metrics: Prometheus scrapes every process that serves them; the dashboard's queries exist --
+DEPLOY = ROOT / "deploy"
+SERVING = {name: svc for name, svc in APP_SERVICES.items() if "healthcheck" in svc}
+
+
+def test_every_long_running_service_is_health_checked_on_its_metrics_port():
+    long_running = {n for n, s in APP_SERVICES.items() if "profiles" not in s and n != "topics"}
+    # the monitor only prints what it reads; everything else serves /metrics and /healthz
+    assert set(SERVING) == long_running - {"monitor"}
+    for name, svc in SERVING.items():
+        port = svc["environment"]["DWCP_METRICS_PORT"]
+        assert Settings.from_env({"DWCP_METRICS_PORT": port}).metrics_port == 9108
+        assert f"127.0.0.1:{port}/healthz" in " ".join(svc["healthcheck"]["test"]), name
+
+
+def test_prometheus_scrapes_exactly_the_services_that_serve_metrics():
+    cfg = yaml.safe_load((DEPLOY / "prometheus/prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
+        for job in cfg["scrape_configs"]
+    }
+    assert targets == {
+        name: [f"{name}:{svc['environment']['DWCP_METRICS_PORT']}"] for name, svc in SERVING.items()
+    }
+    mounts = SERVICES["prometheus"]["volumes"]
+    assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+
+
+def exported_names() -> set[str]:
+    """Every sample name a process of ours can export (families, _total, _bucket, ...)."""
+    from stream.metrics import Metrics
+
+    return set(Metrics().registry._names_to_collectors) | {"up"}
+
+
+def dashboard_exprs() -> list[str]:
+    doc = json.loads((DEPLOY / "grafana/dashboards/dwcp.json").read_text())
+    return [t["expr"] for p in doc["panels"] for t in p["targets"]]
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression (label matchers and by/without lists removed).
+
+    >>> sorted(metric_names('sum by (job) (rate(dwcp_x_total{topic=~"a"}[1m])) / up'))
+    ['dwcp_x_total', 'up']
+    """
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+    functions = {"sum", "max", "min", "avg", "rate", "increase", "histogram_quantile", "count"}
+    return {w for w in words if w not in functions}
+
+
+def test_the_dashboards_queries_name_metrics_that_exist():
+    known = exported_names()
+    exprs = dashboard_exprs()
+    assert len(exprs) >= 10
+    for expr in exprs:
+        missing = metric_names(expr) - known
+        assert not missing, f"{expr!r} names metrics no process exports: {sorted(missing)}"
+    used = set().union(*(metric_names(e) for e in exprs))
+    for needed in ("dwcp_consumer_lag_records", "dwcp_event_time_lag_seconds", "dwcp_alerts_total",
+                   "dwcp_forecast_mean_absolute_error", "dwcp_records_consumed_total"):  # fmt: skip
+        assert needed in used, f"the dashboard shows no {needed}"
+
+
+def test_grafana_is_provisioned_with_the_prometheus_datasource_and_the_dashboard():
+    ds = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
+    [source] = ds["datasources"]
+    assert source["url"] == "http://prometheus:9090" and source["type"] == "prometheus"
+    doc = json.loads((DEPLOY / "grafana/dashboards/dwcp.json").read_text())
+    assert {p["datasource"]["uid"] for p in doc["panels"]} == {source["uid"]}
+    prov = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/dwcp.yml").read_text())
+    path = prov["providers"][0]["options"]["path"]
+    assert f"./deploy/grafana/dashboards:{path}:ro" in SERVICES["grafana"]["volumes"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in SERVICES["grafana"]["volumes"]
