@@ -10,10 +10,33 @@
 #   run/data/              KRaft metadata + topic data (formatted on first start)
 #   run/kafka.pid          PID of the broker this script started
 #   run/logs/server.log    broker log (Log4j 2); run/logs/console.log = JVM stdout/stderr
+#   tls/                   dev CA + broker keystore for the SSL listener (made once by keytool);
+#                          tls/ca.pem is the CA for clients (DWCP_SSL_CAFILE / ssl_cafile)
+#
+# Listeners (all on 127.0.0.1):
+#   PLAINTEXT       KAFKA_PORT        no auth; the principal is User:ANONYMOUS (a super user)
+#   CONTROLLER      KAFKA_CONTROLLER_PORT  KRaft controller, PLAINTEXT, broker-internal
+#   SASL_PLAINTEXT  KAFKA_SASL_PORT   SASL mechanism PLAIN, fixed dev credentials:
+#                     dwcp   / dwcp-secret    super user: may do everything
+#                     reader / reader-secret  authenticates, but has no ACL at all, so every
+#                                             topic/group request fails with an authorization
+#                                             error (for testing those errors)
+#   SSL             KAFKA_SSL_PORT    TLS, server certificate only (no client certificates);
+#                                     principal User:ANONYMOUS. Verify with tls/ca.pem; the
+#                                     certificate is for IP 127.0.0.1 and DNS localhost.
+# Why PLAIN and not SCRAM-SHA-512: in KRaft, SCRAM credentials live in the cluster metadata and
+# must be added with `StorageTool format --add-scram` (or kafka-configs against a running
+# broker); an already formatted data dir has none, so every existing checkout would need a
+# `reset`. PLAIN keeps the users in server.properties (JAAS), rewritten on every start, so the
+# listener works on old and new data dirs alike. These are dev credentials, in clear text here.
+# Authorization: KRaft's StandardAuthorizer with super.users=User:ANONYMOUS;User:dwcp, so
+# PLAINTEXT, SSL, the controller and dwcp are unaffected, and no ACL is needed by anyone else.
 #
 # Environment:
 #   KAFKA_PORT             PLAINTEXT listener on 127.0.0.1   (default 9092)
 #   KAFKA_CONTROLLER_PORT  CONTROLLER listener on 127.0.0.1  (default 9093)
+#   KAFKA_SASL_PORT        SASL_PLAINTEXT listener (PLAIN)   (default 9094)
+#   KAFKA_SSL_PORT         SSL listener                      (default 9095)
 #   KAFKA_HEAP_OPTS        JVM heap                          (default "-Xms512m -Xmx1g")
 #   KAFKA_OPTS             extra JVM options                 (default none)
 #   KAFKA_START_TIMEOUT    seconds to wait for readiness     (default 60)
@@ -36,6 +59,8 @@ KAFKA_VERSION=${KAFKA_VERSION:-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.versio
 [[ -n $KAFKA_VERSION ]] || { echo "kafka-local: ERROR: no <kafka.version> in $POM" >&2; exit 1; }
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_SASL_PORT=${KAFKA_SASL_PORT:-9094}
+KAFKA_SSL_PORT=${KAFKA_SSL_PORT:-9095}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}
 KAFKA_OPTS=${KAFKA_OPTS:-}
 KAFKA_START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
@@ -52,6 +77,16 @@ PROPS=$RUN_DIR/server.properties
 PID_FILE=$RUN_DIR/kafka.pid
 SERVER_LOG=$LOG_DIR/server.log
 CONSOLE_LOG=$LOG_DIR/console.log
+TLS_DIR=$CACHE_DIR/tls
+KEYSTORE=$TLS_DIR/broker.p12
+CA_PEM=$TLS_DIR/ca.pem
+TLS_PASS=dwcp-tls-dev # keystore password of the dev keystore (not a secret)
+
+# The SASL PLAIN dev users (see the header). user_<name>="<password>" in the JAAS config.
+SASL_USER=dwcp
+SASL_PASSWORD=dwcp-secret
+SASL_READER=reader
+SASL_READER_PASSWORD=reader-secret
 
 # Log line the broker writes once every listener is up (KafkaRaftServer, Kafka 4.x).
 READY_LINE="Kafka Server started"
@@ -72,19 +107,28 @@ Run a single-node Apache Kafka $KAFKA_VERSION broker (KRaft, no Docker) on $HOST
 
 Commands:
   start         Resolve jars (first time only), format storage (first time only) and start
-                the broker in the background; wait until it answers on $BOOTSTRAP.
+                the broker in the background; wait until it answers on $BOOTSTRAP
+                and on its SASL and SSL listeners.
                 No-op if our broker is already running. Refuses if the port is taken by
                 a process this script did not start.
   stop          SIGTERM the broker we started (SIGKILL after ${KAFKA_STOP_TIMEOUT}s). No-op if not running.
-  status        Print running/stopped with pid and bootstrap address.
+  status        Print running/stopped with pid, bootstrap address and listeners.
                 Exit 0 if running, 3 if not.
   logs [-f]     Show the last 200 lines of the broker log (-f: follow).
   reset         Stop the broker and delete its data ($RUN_DIR); keeps the jars.
   -h, --help    Show this help.
 
-Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_HEAP_OPTS
-("-Xms512m -Xmx1g"), KAFKA_OPTS, KAFKA_START_TIMEOUT (60), KAFKA_VERSION ($KAFKA_VERSION),
-KAFKA_CACHE_DIR (<repo>/.cache/kafka), JAVA_HOME.
+Listeners on $HOST:
+  PLAINTEXT       :$KAFKA_PORT   no authentication (User:ANONYMOUS, super user)
+  CONTROLLER      :$KAFKA_CONTROLLER_PORT   KRaft controller (broker-internal)
+  SASL_PLAINTEXT  :$KAFKA_SASL_PORT   SASL PLAIN; users $SASL_USER/$SASL_PASSWORD (super user) and
+                         $SASL_READER/$SASL_READER_PASSWORD (no ACLs: authorization errors)
+  SSL             :$KAFKA_SSL_PORT   TLS; CA for clients: $CA_PEM
+The StandardAuthorizer is on with super.users=User:ANONYMOUS;User:$SASL_USER.
+
+Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_SASL_PORT (9094),
+KAFKA_SSL_PORT (9095), KAFKA_HEAP_OPTS ("-Xms512m -Xmx1g"), KAFKA_OPTS, KAFKA_START_TIMEOUT
+(60), KAFKA_VERSION ($KAFKA_VERSION), KAFKA_CACHE_DIR (<repo>/.cache/kafka), JAVA_HOME.
 EOF
 }
 
@@ -178,12 +222,14 @@ who_listens() {
     fi
 }
 
-# Does a Kafka broker answer on $BOOTSTRAP? Sends a real ApiVersions request (v0) with
-# python3's standard library (~50 ms); falls back to Kafka's BrokerApiVersionsCommand
-# (a JVM start, a few seconds) where python3 is missing.
+# Does a Kafka broker answer on $HOST:PORT (default $KAFKA_PORT)? Sends a real ApiVersions
+# request (v0) with python3's standard library (~50 ms); a SASL listener answers it before
+# authentication too. Falls back to Kafka's BrokerApiVersionsCommand (a JVM start, a few
+# seconds) where python3 is missing (PLAINTEXT port only; other ports: a TCP connect).
 kafka_answers() {
+    local port=${1:-$KAFKA_PORT}
     if command -v python3 >/dev/null 2>&1; then
-        python3 - "$HOST" "$KAFKA_PORT" <<'PY'
+        python3 - "$HOST" "$port" <<'PY'
 import socket, struct, sys
 host, port = sys.argv[1], int(sys.argv[2])
 client_id = b"kafka-local"
@@ -204,10 +250,18 @@ except OSError:
 _size, corr, err = struct.unpack(">iih", buf[:10])
 sys.exit(0 if corr == 4242 and err == 0 else 1)
 PY
-    else
+    elif [[ $port == "$KAFKA_PORT" ]]; then
         run_tool org.apache.kafka.tools.BrokerApiVersionsCommand \
             --bootstrap-server "$BOOTSTRAP" >/dev/null 2>&1
+    else
+        port_in_use "$port"
     fi
+}
+
+# Every client listener answers: PLAINTEXT and SASL with ApiVersions, SSL with a TCP connect
+# (a TLS handshake needs more than bash and the standard library guarantee).
+all_listeners_answer() {
+    kafka_answers && kafka_answers "$KAFKA_SASL_PORT" && port_in_use "$KAFKA_SSL_PORT"
 }
 
 # Show the end of the logs after a failed start.
@@ -248,7 +302,7 @@ wait_ready() {
             show_log_tail
             die "the broker (pid $pid) exited during startup"
         fi
-        if grep -q "$READY_LINE" "$SERVER_LOG" 2>/dev/null && kafka_answers; then
+        if grep -q "$READY_LINE" "$SERVER_LOG" 2>/dev/null && all_listeners_answer; then
             return 0
         fi
         if ((SECONDS >= deadline)); then
@@ -269,12 +323,29 @@ write_properties() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,SSL://$HOST:$KAFKA_SSL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$KAFKA_CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$KAFKA_SASL_PORT,SSL://$HOST:$KAFKA_SSL_PORT
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
 log.dirs=$DATA_DIR
+
+# SASL_PLAINTEXT: mechanism PLAIN with fixed dev users (user_<name>="<password>").
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD" user_$SASL_READER="$SASL_READER_PASSWORD";
+
+# SSL: server certificate from the dev CA in $TLS_DIR; clients are not asked for one.
+listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location=$KEYSTORE
+listener.name.ssl.ssl.keystore.password=$TLS_PASS
+listener.name.ssl.ssl.key.password=$TLS_PASS
+listener.name.ssl.ssl.client.auth=none
+
+# Authorization: ACLs in the KRaft metadata; ANONYMOUS (PLAINTEXT, SSL, the controller) and
+# dwcp may do everything, anyone else (reader) nothing, as no ACL is ever created.
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS;User:$SASL_USER
+allow.everyone.if.no.acl.found=false
 
 # One node: every internal topic has replication factor 1 / min ISR 1, and few partitions
 # (the defaults of 50 only slow down the first consumer-group join).
@@ -310,6 +381,46 @@ ensure_formatted() {
     echo "$cluster_id" >"$RUN_DIR/cluster.id"
 }
 
+# Make the SSL listener's dev CA and broker keystore once, with Java's keytool: a CA key pair,
+# a broker key pair whose certificate the CA signs (SAN IP:127.0.0.1, DNS:localhost), both in
+# one PKCS12 keystore; the CA certificate is exported as PEM for clients. A half-made
+# directory (no ca.pem) is redone.
+ensure_tls() {
+    [[ -f $CA_PEM && -f $KEYSTORE ]] && return 0
+    local keytool=keytool
+    [[ -n ${JAVA_HOME:-} ]] && keytool=$JAVA_HOME/bin/keytool
+    command -v "$keytool" >/dev/null 2>&1 || die "keytool not found (it comes with the JDK)"
+    local tmp=$TLS_DIR.tmp.$$ kt_log=$LOG_DIR/keytool.log
+    rm -rf "$tmp" && mkdir -p "$tmp"
+    log "making the dev CA and broker keystore for the SSL listener in $TLS_DIR (first run only)"
+    local ks=$tmp/broker.p12 opts=(-storetype PKCS12 -storepass "$TLS_PASS" -keypass "$TLS_PASS")
+    {
+        "$keytool" -genkeypair -keystore "$tmp/ca.p12" "${opts[@]}" -alias ca -keyalg RSA \
+            -keysize 2048 -validity 3650 -dname "CN=dwcp-stream dev CA" -ext bc:c &&
+            "$keytool" -exportcert -keystore "$tmp/ca.p12" -storepass "$TLS_PASS" -alias ca \
+                -rfc -file "$tmp/ca.pem" &&
+            "$keytool" -genkeypair -keystore "$ks" "${opts[@]}" -alias broker -keyalg RSA \
+                -keysize 2048 -validity 3650 -dname "CN=localhost" &&
+            "$keytool" -certreq -keystore "$ks" -storepass "$TLS_PASS" -alias broker \
+                -file "$tmp/broker.csr" &&
+            "$keytool" -gencert -keystore "$tmp/ca.p12" -storepass "$TLS_PASS" -alias ca \
+                -infile "$tmp/broker.csr" -outfile "$tmp/broker.crt" -rfc -validity 3650 \
+                -ext "SAN=IP:$HOST,DNS:localhost" -ext KU=digitalSignature,keyEncipherment \
+                -ext EKU=serverAuth &&
+            "$keytool" -importcert -noprompt -keystore "$ks" -storepass "$TLS_PASS" -alias ca \
+                -file "$tmp/ca.pem" &&
+            "$keytool" -importcert -noprompt -keystore "$ks" -storepass "$TLS_PASS" \
+                -alias broker -file "$tmp/broker.crt"
+    } >"$kt_log" 2>&1 || {
+        tail -n 20 "$kt_log" >&2
+        rm -rf "$tmp"
+        die "keytool failed (full output: $kt_log)"
+    }
+    rm -f "$tmp/broker.csr" "$tmp/ca.p12" # the CA key is not needed again
+    rm -rf "$TLS_DIR"
+    mv "$tmp" "$TLS_DIR"
+}
+
 # --- commands ------------------------------------------------------------------------
 
 cmd_start() {
@@ -329,17 +440,18 @@ cmd_start() {
 
     # Never clobber a broker (or anything else) we did not start.
     local port
-    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"; do
+    for port in "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT" "$KAFKA_SASL_PORT" "$KAFKA_SSL_PORT"; do
         if port_in_use "$port"; then
             who_listens "$port" >&2
             die "port $port on $HOST is already in use by a process this script did not start" \
                 "(no live pid in $PID_FILE). Refusing to start. Stop that process, or choose" \
-                "other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT."
+                "other ports with KAFKA_PORT / KAFKA_CONTROLLER_PORT / KAFKA_SASL_PORT / KAFKA_SSL_PORT."
         fi
     done
 
     find_java
     ensure_jars
+    ensure_tls
     write_properties
     ensure_formatted
 
@@ -348,7 +460,8 @@ cmd_start() {
     [[ -f $SERVER_LOG ]] && mv -f "$SERVER_LOG" "$SERVER_LOG.1"
     [[ -f $CONSOLE_LOG ]] && mv -f "$CONSOLE_LOG" "$CONSOLE_LOG.1"
 
-    log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $HOST:$KAFKA_CONTROLLER_PORT) ..."
+    log "starting Kafka $KAFKA_VERSION on $BOOTSTRAP (controller $HOST:$KAFKA_CONTROLLER_PORT," \
+        "SASL_PLAINTEXT $HOST:$KAFKA_SASL_PORT, SSL $HOST:$KAFKA_SSL_PORT) ..."
     local t0=$SECONDS
     # shellcheck disable=SC2086  # KAFKA_HEAP_OPTS / KAFKA_OPTS are word lists on purpose
     nohup "$JAVA" $KAFKA_HEAP_OPTS \
@@ -363,7 +476,8 @@ cmd_start() {
     echo "$pid" >"$PID_FILE"
 
     wait_ready "$pid"
-    log "ready: Kafka $KAFKA_VERSION on $BOOTSTRAP (pid $pid, $((SECONDS - t0))s)"
+    log "ready: Kafka $KAFKA_VERSION on $BOOTSTRAP (pid $pid, $((SECONDS - t0))s);" \
+        "SASL_PLAINTEXT $HOST:$KAFKA_SASL_PORT, SSL $HOST:$KAFKA_SSL_PORT (CA $CA_PEM)"
 }
 
 cmd_stop() {
@@ -386,8 +500,10 @@ cmd_stop() {
 cmd_status() {
     local pid
     if pid=$(our_pid); then
-        if kafka_answers; then
-            echo "running (pid $pid), bootstrap $BOOTSTRAP"
+        if all_listeners_answer; then
+            echo "running (pid $pid), bootstrap $BOOTSTRAP, sasl_plaintext $HOST:$KAFKA_SASL_PORT, ssl $HOST:$KAFKA_SSL_PORT"
+        elif kafka_answers; then
+            echo "running (pid $pid), bootstrap $BOOTSTRAP - SASL/SSL listeners not answering"
         else
             echo "running (pid $pid), bootstrap $BOOTSTRAP - not answering yet"
         fi

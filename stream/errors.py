@@ -41,3 +41,19 @@ class CommitError(DwcpError):
     """Consumer offsets could not be committed (e.g. the group rebalanced meanwhile)."""
 
     retriable = True
+
+
+class KafkaAuthError(DwcpError):
+    """The broker refused who we are or what we asked for; retrying the same call cannot help.
+
+    The message names the principal (user and SASL mechanism, or the security protocol),
+    the broker address and what to check; never a password.
+    """
+
+
+class KafkaAuthenticationError(KafkaAuthError):
+    """The broker rejected the credentials (SASL login) or the TLS handshake failed."""
+
+
+class KafkaAuthorizationError(KafkaAuthError):
+    """The principal authenticated but may not use a topic, group or the cluster (ACLs)."""

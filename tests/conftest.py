@@ -25,6 +25,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO_ROOT / "scripts" / "kafka-local.sh"
 KAFKA_HOST = "127.0.0.1"
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
+KAFKA_SASL_PORT = int(os.environ.get("KAFKA_SASL_PORT", "9094"))
+KAFKA_SSL_PORT = int(os.environ.get("KAFKA_SSL_PORT", "9095"))
+KAFKA_CACHE_DIR = Path(os.environ.get("KAFKA_CACHE_DIR", REPO_ROOT / ".cache" / "kafka"))
+#: Dev credentials of the local broker's SASL_PLAINTEXT listener (scripts/kafka-local.sh).
+SASL_USER, SASL_PASSWORD = "dwcp", "dwcp-secret"
+SASL_READER, SASL_READER_PASSWORD = "reader", "reader-secret"
 
 
 def kafka_answers(host: str = KAFKA_HOST, port: int = KAFKA_PORT, timeout: float = 3.0) -> bool:
@@ -92,6 +98,41 @@ def kafka_bootstrap() -> Iterator[str]:
         stopped = _kafka_local("stop", timeout=120)
         if stopped.returncode != 0:
             print(f"warning: scripts/kafka-local.sh stop failed:\n{stopped.stderr}")
+
+
+def _listener_fails(name: str, port: int, variable: str) -> None:
+    pytest.fail(
+        f"the local broker answers on {KAFKA_HOST}:{KAFKA_PORT} but not on its {name} listener "
+        f"{KAFKA_HOST}:{port} ({variable}). scripts/kafka-local.sh always starts one; a broker "
+        "started by an older script (or with other ports) needs a restart: "
+        "bash scripts/kafka-local.sh stop && bash scripts/kafka-local.sh start",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka_sasl_bootstrap(kafka_bootstrap: str) -> str:
+    """``"127.0.0.1:PORT"`` of the local broker's SASL_PLAINTEXT (PLAIN) listener.
+
+    The port comes from ``KAFKA_SASL_PORT`` (default 9094); users ``SASL_USER`` (a super user)
+    and ``SASL_READER`` (no ACLs). Fails, never skips, if the listener does not answer.
+    """
+    if not kafka_answers(port=KAFKA_SASL_PORT):
+        _listener_fails("SASL_PLAINTEXT", KAFKA_SASL_PORT, "KAFKA_SASL_PORT")
+    return f"{KAFKA_HOST}:{KAFKA_SASL_PORT}"
+
+
+@pytest.fixture(scope="session")
+def kafka_ssl(kafka_bootstrap: str) -> tuple[str, str]:
+    """``(bootstrap, ca_file)`` of the local broker's SSL listener (``KAFKA_SSL_PORT``, 9095)."""
+    ca_file = KAFKA_CACHE_DIR / "tls" / "ca.pem"
+    try:
+        socket.create_connection((KAFKA_HOST, KAFKA_SSL_PORT), timeout=3).close()
+    except OSError:
+        _listener_fails("SSL", KAFKA_SSL_PORT, "KAFKA_SSL_PORT")
+    if not ca_file.is_file():
+        pytest.fail(f"no CA file {ca_file} (scripts/kafka-local.sh start makes it)", pytrace=False)
+    return f"{KAFKA_HOST}:{KAFKA_SSL_PORT}", str(ca_file)
 
 
 @pytest.fixture

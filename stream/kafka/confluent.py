@@ -16,7 +16,8 @@ both backends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import Consumer as CKConsumer
@@ -38,6 +39,7 @@ from stream.kafka.base import (
     RebalanceCallback,
     TopicPartition,
 )
+from stream.kafka.confluent_auth import ErrorWatch
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,10 +66,15 @@ _PY_KEYS = {"error_cb", "stats_cb", "throttle_cb", "oauth_cb", "on_delivery", "o
 _NO_OFFSET = -1001  # librdkafka OFFSET_INVALID
 
 
-def connection_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka connection keys (bootstrap, client id, SASL/SSL, logging) from ``settings``."""
+def connection_config(
+    settings: Settings, error_cb: Callable[[KafkaError], None] | None = None
+) -> dict[str, Any]:
+    """librdkafka connection keys (bootstrap, client id, SASL/SSL, logging) from ``settings``.
+
+    ``error_cb`` (default: log the error) is usually the client's :class:`ErrorWatch`.
+    """
     cfg: dict[str, Any] = {
-        "error_cb": _log_error,
+        "error_cb": error_cb or _log_error,
         "logger": _rdkafka_log,
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": settings.client_id,
@@ -110,8 +117,9 @@ class ConfluentProducer(Producer):
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self._servers = settings.bootstrap_servers
         self._failures: list[str] = []
+        self._watch = ErrorWatch(settings)
         cfg = {
-            **connection_config(settings),
+            **connection_config(settings, self._watch),
             **PRODUCER_DEFAULTS,
             "on_delivery": self._on_delivery,
             **_native(overrides),
@@ -122,10 +130,12 @@ class ConfluentProducer(Producer):
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is not None:
             self._failures.append(f"{msg.topic()}[{msg.partition()}]: {err.str()}")
+            self._watch.keep(err, "producing", msg.topic())
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
     ) -> None:
+        self._watch.raise_if_refused()
         while True:
             try:
                 self._producer.produce(
@@ -142,7 +152,15 @@ class ConfluentProducer(Producer):
             self._producer.poll(0)
 
     def flush(self, timeout: float | None = None) -> None:
-        left = self._producer.flush(-1 if timeout is None else timeout)
+        # In slices, so a refused login (error_cb, served by flush) ends it within ~0.5 s.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._watch.raise_if_refused()
+            step = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.monotonic()))
+            left = self._producer.flush(step)
+            if not left or (deadline is not None and time.monotonic() >= deadline):
+                break
+        self._watch.raise_if_refused()
         if left:
             raise KafkaUnavailableError(
                 f"{left} record(s) still in flight after {timeout}s (broker {self._servers})"
@@ -152,7 +170,7 @@ class ConfluentProducer(Producer):
             raise DeliveryError(f"{len(failures)} record(s) failed delivery; first: {failures[0]}")
 
     def close(self) -> None:
-        left = self._producer.flush(30)
+        left = self._producer.flush(0 if self._watch.refused else 30)
         if left:
             log.error(
                 "producer closed with %d record(s) undelivered (broker %s)", left, self._servers
@@ -173,8 +191,9 @@ class ConfluentConsumer(Consumer):
         on_revoke: RebalanceCallback | None = None,
         **overrides: Any,
     ) -> None:
+        self._watch = ErrorWatch(settings, topics, group_id)
         cfg = {
-            **connection_config(settings),
+            **connection_config(settings, self._watch),
             **CONSUMER_DEFAULTS,
             "group.id": group_id,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
@@ -226,10 +245,16 @@ class ConfluentConsumer(Consumer):
 
     def poll_batch(self, max_records: int, timeout_ms: int) -> list[Message]:
         out: list[Message] = []
-        for m in self._consumer.consume(max_records, timeout_ms / 1000):
+        self._watch.raise_if_refused()
+        got = self._consumer.consume(max_records, timeout_ms / 1000)
+        self._watch.raise_if_refused()  # error_cb ran inside consume
+        for m in got:
             err = m.error()
             if err is not None:
-                if err.fatal() or err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                refused = self._watch.refusal(err, "consuming")
+                if refused is not None:
+                    raise refused
+                if err.fatal():
                     raise KafkaUnavailableError(f"consumer error: {err.str()}")
                 log.warning("consumer error: %s", err.str())
                 continue
@@ -249,18 +274,29 @@ class ConfluentConsumer(Consumer):
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         if not offsets:
             return
+        self._watch.raise_if_refused()
         try:
             result = self._consumer.commit(
                 offsets=[CKTP(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
             )
         except KafkaException as exc:
+            self._watch.raise_from(exc, "committing offsets")
             raise CommitError(f"commit of {dict(offsets)} failed: {exc.args[0].str()}") from exc
+        for tp in result or ():
+            if tp.error:
+                self._watch.keep(tp.error, "committing offsets")
+        self._watch.raise_if_refused()
         bad = [f"{tp.topic}[{tp.partition}]: {tp.error.str()}" for tp in result or () if tp.error]
         if bad:
             raise CommitError(f"commit failed for {', '.join(bad)}")
 
     def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        got = self._consumer.committed([CKTP(t, p) for t, p in partitions], timeout=10)
+        self._watch.raise_if_refused()
+        try:
+            got = self._consumer.committed([CKTP(t, p) for t, p in partitions], timeout=10)
+        except KafkaException as exc:
+            self._watch.raise_from(exc, "reading committed offsets")
+            raise
         return {
             (tp.topic, tp.partition): (None if tp.offset == _NO_OFFSET else tp.offset) for tp in got
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from confluent_kafka import (
@@ -15,6 +16,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from stream.errors import KafkaUnavailableError, TopicError
 from stream.kafka.base import Admin
 from stream.kafka.confluent import _build, connection_config
+from stream.kafka.confluent_auth import ErrorWatch
 from stream.settings import Settings
 
 
@@ -24,7 +26,8 @@ class ConfluentAdmin(Admin):
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self._timeout = timeout_s
         self._servers = settings.bootstrap_servers
-        self._admin = _build(AdminClient, connection_config(settings), "admin")
+        self._watch = ErrorWatch(settings)
+        self._admin = _build(AdminClient, connection_config(settings, self._watch), "admin")
         self.list_topics()  # fail fast, like the kafka-python admin's bootstrap
 
     def create_topics(self, topics: Mapping[str, int], replication_factor: int) -> dict[str, bool]:
@@ -51,12 +54,19 @@ class ConfluentAdmin(Admin):
         return created
 
     def list_topics(self) -> dict[str, int]:
-        try:
-            meta = self._admin.list_topics(timeout=self._timeout)
-        except KafkaException as exc:
-            raise KafkaUnavailableError(
-                f"Kafka broker at {self._servers} is unreachable: {exc.args[0].str()}"
-            ) from exc
+        # In 1 s slices, serving error_cb in between, so a refused login ends it at once.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                meta = self._admin.list_topics(timeout=min(1.0, self._timeout))
+                break
+            except KafkaException as exc:
+                self._admin.poll(0)
+                self._watch.raise_from(exc, "listing topics")
+                if time.monotonic() >= deadline:
+                    raise KafkaUnavailableError(
+                        f"Kafka broker at {self._servers} is unreachable: {exc.args[0].str()}"
+                    ) from exc
         return {n: len(t.partitions) for n, t in meta.topics.items() if not n.startswith("__")}
 
     def delete_topics(self, names: Sequence[str]) -> None:

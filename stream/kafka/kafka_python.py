@@ -24,6 +24,7 @@ from kafka.structs import TopicPartition as KafkaTP
 from stream.errors import (
     CommitError,
     DeliveryError,
+    KafkaAuthError,
     KafkaUnavailableError,
     SettingsError,
 )
@@ -35,6 +36,7 @@ from stream.kafka.base import (
     RebalanceCallback,
     TopicPartition,
 )
+from stream.kafka.kafka_python_auth import check_login, refusal
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,15 +99,21 @@ class KafkaPythonProducer(Producer):
             KafkaProducer.DEFAULT_CONFIG,
             "producer",
         )
+        self._settings = settings
         self._servers = settings.bootstrap_servers
         self._failures: list[str] = []
+        self._refused: list[KafkaAuthError] = []
+        check_login(settings, cfg)
         try:
             self._producer = KafkaProducer(**cfg)
         except kerr.KafkaTimeoutError as exc:
             raise _unavailable(settings, exc) from exc
 
     def _on_error(self, topic: str, exc: BaseException) -> None:
-        self._failures.append(f"{topic}: {exc!r}")  # list.append is atomic: runs on the I/O thread
+        refused = refusal(self._settings, exc, "producing", [topic])
+        if refused is not None:
+            self._refused.append(refused)  # atomic, like _failures: runs on the I/O thread
+        self._failures.append(f"{topic}: {exc!r}")
 
     def produce(
         self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
@@ -119,7 +127,8 @@ class KafkaPythonProducer(Producer):
                 f"no metadata for topic {topic!r} from {self._servers}: {exc}"
             ) from exc
         except kerr.KafkaError as exc:  # rejected before sending, e.g. over max_request_size
-            raise DeliveryError(f"{topic}: {exc!r}") from exc
+            refused = refusal(self._settings, exc, "producing", [topic])
+            raise refused or DeliveryError(f"{topic}: {exc!r}") from exc
         future.add_errback(self._on_error, topic)  # runs at once if it already failed
 
     def flush(self, timeout: float | None = None) -> None:
@@ -129,6 +138,10 @@ class KafkaPythonProducer(Producer):
             raise KafkaUnavailableError(
                 f"records still in flight after {timeout}s (broker {self._servers}): {exc}"
             ) from exc
+        if self._refused:
+            self._failures, refused = [], self._refused[0]
+            self._refused.clear()
+            raise refused
         if self._failures:
             failures, self._failures = self._failures, []
             raise DeliveryError(f"{len(failures)} record(s) failed delivery; first: {failures[0]}")
@@ -185,6 +198,8 @@ class KafkaPythonConsumer(Consumer):
             raise SettingsError(
                 "enable_auto_commit must stay False: offsets are committed explicitly"
             )
+        self._settings, self._topics, self._group = settings, list(topics), group_id
+        check_login(settings, cfg)
         try:
             self._consumer = KafkaConsumer(**cfg)
         except kerr.KafkaTimeoutError as exc:
@@ -195,8 +210,17 @@ class KafkaPythonConsumer(Consumer):
         listener = _Listener(on_assign, on_revoke, self._unpinned)
         self._consumer.subscribe(topics=list(topics), listener=listener)
 
+    def _refusal(self, exc: BaseException, action: str) -> KafkaAuthError | None:
+        return refusal(self._settings, exc, action, self._topics, self._group)
+
     def poll_batch(self, max_records: int, timeout_ms: int) -> list[Message]:
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+        except kerr.KafkaError as exc:
+            refused = self._refusal(exc, "consuming")
+            if refused is None:
+                raise
+            raise refused from exc
         if self._unpinned:
             self._pin(batches)
         out: list[Message] = []
@@ -247,10 +271,17 @@ class KafkaPythonConsumer(Consumer):
         try:
             self._consumer.commit(payload)
         except kerr.KafkaError as exc:
-            raise CommitError(f"commit of {dict(offsets)} failed: {exc!r}") from exc
+            refused = self._refusal(exc, "committing offsets")
+            raise refused or CommitError(f"commit of {dict(offsets)} failed: {exc!r}") from exc
 
     def committed(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
-        return {(t, p): self._consumer.committed(KafkaTP(t, p)) for t, p in partitions}
+        try:
+            return {(t, p): self._consumer.committed(KafkaTP(t, p)) for t, p in partitions}
+        except kerr.KafkaError as exc:
+            refused = self._refusal(exc, "reading committed offsets")
+            if refused is None:
+                raise
+            raise refused from exc
 
     def assignment(self) -> set[TopicPartition]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}

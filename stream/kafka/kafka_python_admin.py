@@ -11,6 +11,7 @@ from kafka.admin import OffsetSpec
 from stream.errors import TopicError
 from stream.kafka.base import Admin
 from stream.kafka.kafka_python import _unavailable, connection_config
+from stream.kafka.kafka_python_auth import check_login
 from stream.settings import Settings
 
 
@@ -19,10 +20,10 @@ class KafkaPythonAdmin(Admin):
 
     def __init__(self, settings: Settings, timeout_s: float = 10.0) -> None:
         self._timeout_ms = int(timeout_s * 1000)
+        cfg = connection_config(settings)
+        check_login(settings, cfg, timeout_ms=self._timeout_ms)
         try:
-            self._admin = KafkaAdminClient(
-                **connection_config(settings), bootstrap_timeout_ms=self._timeout_ms
-            )
+            self._admin = KafkaAdminClient(**cfg, bootstrap_timeout_ms=self._timeout_ms)
         except (kerr.KafkaTimeoutError, kerr.KafkaConnectionError) as exc:
             raise _unavailable(settings, exc) from exc
 
