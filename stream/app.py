@@ -337,6 +337,7 @@ class App:
             start_positions=self.start_positions(),
             metrics=self.metrics,
             health=self.health,
+            key_field="node_id",
         )
         try:
             if install_signals:

@@ -58,7 +58,7 @@ def dead_letter(
         DeadLetter(
             reason=dead_letter_reason(errors),
             errors=errors,
-            original=msg.value,
+            original=None if msg.null else msg.value,
             source_topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,

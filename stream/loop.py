@@ -124,6 +124,11 @@ class BatchLoop:
         polled records are queued per partition, released merged by event time, and their
         offsets committed as they are processed; full queues pause their partition. ``None``:
         each polled batch is processed as it comes. Call :meth:`forget` from ``on_revoke``.
+    key_field
+        The record attribute a message's Kafka key must equal (UTF-8), e.g. ``"node_id"``:
+        records are partitioned by key, so a record keyed by another node would sit on that
+        node's partition, out of its own node's order; it is dead-lettered, naming both. A
+        message without a key is not checked. ``None``: no check.
     metrics, health
         Where to count records, dead letters, batch and commit times, consumer lag and the
         event-time watermark (:class:`stream.metrics.Metrics`), and where to report each
@@ -154,6 +159,7 @@ class BatchLoop:
         start_positions: Mapping[TopicPartition, tuple[int, Sequence[int]]] | None = None,
         metrics: Metrics | None = None,
         health: Health | None = None,
+        key_field: str | None = None,
     ) -> None:
         self.consumer, self.producer, self.handler = consumer, producer, handler
         self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
@@ -176,6 +182,7 @@ class BatchLoop:
         self._poll_clock_ms = 0.0  # time spent waiting in polls
         self._next: dict[TopicPartition, int] = {}  # offset after the last one queued
         self.metrics, self.health = metrics, health
+        self.key_field = key_field
         self._committed: dict[TopicPartition, int] = {}  # last committed offsets (for lag)
         self._lag_due = 0.0
         self._late_counted = 0
@@ -261,11 +268,14 @@ class BatchLoop:
     def _decode(self, batch: Sequence[Message]) -> list[Decoded]:
         """``(message, record or None, reasons)`` per message, in order."""
         out: list[Decoded] = []
-        decoder = self.decoder
+        decoder, key_field = self.decoder, self.key_field
         for m in batch:
             rejected = source_errors(m) if m.headers else None
             if rejected:
                 out.append((m, None, rejected))
+                continue
+            if m.null:
+                out.append((m, None, [FieldError(field="", reason=_TOMBSTONE)]))
                 continue
             try:
                 rec, errors = decoder(m.value)
@@ -274,6 +284,10 @@ class BatchLoop:
                     None,
                     [FieldError(field="", reason=f"decoder raised {type(exc).__name__}: {exc}")],
                 )
+            if key_field and not errors and m.key is not None:
+                own = getattr(rec, key_field)
+                if m.key != own.encode():
+                    errors = [_wrong_key(key_field, m.key, own)]
             out.append((m, None if errors else rec, errors))
         return out
 
@@ -572,6 +586,18 @@ class BatchLoop:
                 client.close()
             except Exception:
                 log.exception("closing the %s failed", name)
+
+
+_TOMBSTONE = "null value (a tombstone): a record cannot be deleted from this stream"
+
+
+def _wrong_key(field: str, key: bytes, own: str) -> FieldError:
+    return FieldError(
+        field=field,
+        reason=f"the Kafka key {key.decode(errors='replace')!r} is not the record's {field} "
+        f"{own!r}: records are partitioned by key, so it would sit outside {own!r}'s order",
+        value=own,
+    )
 
 
 def _reject(item: Decoded, why: str) -> Decoded:

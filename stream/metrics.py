@@ -67,8 +67,9 @@ _FIT_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 #: ``reason_class`` values: a small fixed set, so the label never explodes.
 REASON_CLASSES = (
-    "too_large", "not_json", "not_object", "bad_row", "missing_field", "bad_value",
-    "timestamp_ahead", "decoder_error", "other",
+    "too_large", "empty_value", "null_value", "not_json", "not_object", "bad_row",
+    "missing_field", "duplicate_field", "wrong_key", "bad_value", "timestamp_ahead",
+    "decoder_error", "other",
 )
 
 
@@ -84,6 +85,8 @@ def reason_class(errors: Sequence[FieldError]) -> str:
     if not e.field:
         for prefix, cls in (
             ("record is", "too_large"),
+            ("empty value", "empty_value"),
+            ("null value", "null_value"),
             ("not valid JSON", "not_json"),
             ("expected a JSON object", "not_object"),
             ("row has", "bad_row"),
@@ -94,6 +97,10 @@ def reason_class(errors: Sequence[FieldError]) -> str:
         return "other"
     if "missing" in r:
         return "missing_field"
+    if r.startswith("given ") and "which one is meant" in r:
+        return "duplicate_field"
+    if r.startswith("the Kafka key"):
+        return "wrong_key"
     return "bad_value"
 
 

@@ -107,13 +107,14 @@ class FieldError(msgspec.Struct, kw_only=True, omit_defaults=True):
 class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A record a consumer could not process, with its original bytes and origin.
 
-    ``original`` is the exact value bytes (base64 in JSON); the Kafka key is kept as the
-    dead letter's key.
+    ``original`` is the exact value bytes (base64 in JSON), ``None`` (JSON ``null``) for a
+    tombstone (a null value) and ``b""`` for an empty value; the Kafka key is kept as the dead
+    letter's key.
     """
 
     reason: str
     errors: list[FieldError]
-    original: bytes
+    original: bytes | None
     source_topic: str
     partition: int
     offset: int

@@ -38,11 +38,54 @@ def validate_telemetry(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple
     """Return ``(record, [])`` for a valid record, ``(None, reasons)`` otherwise."""
     if len(data) > max_bytes:
         return None, [FieldError(field="", reason=f"record is {len(data)} bytes, over the limit of {max_bytes}")]
+    if not data:
+        return None, [FieldError(field="", reason="empty value (zero bytes)")]
+    if data.count(b'"node_id"') > 1 or data.count(b'"timestamp"') > 1:  # a C scan: cheap
+        twice = duplicated_identity(data)
+        if twice:
+            return None, twice
     try:
         return decode_telemetry(data), []
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         errors = explain(data)
         return None, errors or [FieldError(field="", reason=str(exc))]
+
+
+#: Fields that decide a record's partition, order and state: given twice, which one is meant
+#: cannot be known, so the record is refused. Any other field given twice: the last one wins,
+#: as in most JSON parsers (RFC 8259 leaves it open).
+IDENTITY = ("node_id", "timestamp")
+
+
+def duplicated_identity(data: bytes) -> list[FieldError]:
+    """Errors for an identity field given more than once (``[]`` if none is).
+
+    >>> duplicated_identity(b'{"node_id": "a", "timestamp": "t", "node_id": "b"}')
+    [FieldError(field='node_id', reason="given 2 times ('a', 'b'): which one is meant is unknown", value=None)]
+    >>> duplicated_identity(b'{"note": "node_id \\"node_id\\""}')
+    []
+    """
+    seen: dict[str, list[Any]] = {}
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        for k, v in items:
+            if k in IDENTITY:
+                seen.setdefault(k, []).append(v)
+        return dict(items)
+
+    try:
+        json.loads(data, object_pairs_hook=pairs)
+    except (UnicodeDecodeError, ValueError):
+        return []  # not JSON: the usual path says so
+    return [
+        FieldError(
+            field=k,
+            reason=f"given {len(vs)} times ({', '.join(repr(v) for v in vs)}): "
+            "which one is meant is unknown",
+        )
+        for k, vs in seen.items()
+        if len(vs) > 1
+    ]
 
 
 def explain(data: bytes) -> list[FieldError]:

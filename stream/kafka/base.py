@@ -44,7 +44,8 @@ RebalanceCallback = Callable[[list[TopicPartition]], None]
 
 
 class Message(msgspec.Struct, frozen=True, gc=False):
-    """One consumed record; ``value`` is ``b""`` for a tombstone."""
+    """One consumed record; ``value`` is ``b""`` for a tombstone (a null value), which also
+    sets ``null``, so that it can be told apart from an empty value."""
 
     topic: str
     partition: int
@@ -53,6 +54,7 @@ class Message(msgspec.Struct, frozen=True, gc=False):
     value: bytes
     timestamp_ms: int
     headers: tuple[tuple[str, bytes], ...] = ()
+    null: bool = False
 
     @property
     def topic_partition(self) -> TopicPartition:

@@ -258,15 +258,17 @@ class ConfluentConsumer(Consumer):
                     raise KafkaUnavailableError(f"consumer error: {err.str()}")
                 log.warning("consumer error: %s", err.str())
                 continue
+            value = m.value()
             out.append(
                 Message(
                     m.topic(),
                     m.partition(),
                     m.offset(),
                     m.key(),
-                    m.value() or b"",
+                    value or b"",
                     m.timestamp()[1],
                     tuple(m.headers() or ()),
+                    value is None,
                 )
             )
         return out

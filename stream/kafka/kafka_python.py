@@ -234,6 +234,7 @@ class KafkaPythonConsumer(Consumer):
                     r.value if r.value is not None else b"",
                     r.timestamp,
                     tuple(r.headers) if r.headers else (),
+                    r.value is None,
                 )
                 for r in records
             )

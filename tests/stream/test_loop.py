@@ -286,3 +286,43 @@ def test_sigterm_stops_ingest_gracefully_after_committing(
         )
     finally:
         consumer.close()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_null_empty_wrongly_keyed_and_twice_named_records_are_told_apart(
+    pipeline, group_id, make_telemetry, produce_records, read_topic
+):
+    twice = b'{"timestamp": "2026-01-05T10:00:00Z", "node_id": "n-3", "node_id": "n-4"}'
+    last_wins = b'{"timestamp": "2026-01-05T10:00:00Z", "node_id": "n-5", "rtt_ms": 1, "rtt_ms": 2}'
+    records = [
+        (b"n-1", None),  # a tombstone
+        (b"n-2", b""),  # an empty value
+        (b"n-001", make_telemetry("n-dup", 1)),  # keyed by another node than its own
+        (b"n-3", twice),
+        (b"n-5", last_wins),
+        (None, make_telemetry("n-6", 2)),  # no key: nothing to check
+    ]
+    produce_records(pipeline, pipeline.topic("telemetry"), records)
+    seen: list = []
+
+    def keep(recs):
+        seen.extend(rec for _m, rec in recs)
+        return []
+
+    stats = run_consumer(
+        pipeline, [pipeline.topic("telemetry")], keep, group_id=group_id, from_beginning=True,
+        max_records=len(records), install_signals=False, key_field="node_id",
+    )  # fmt: skip
+    assert (stats.records_in, stats.dead_letters) == (6, 4)
+    assert sorted((r.node_id, r.rtt_ms) for r in seen) == [("n-5", 2.0), ("n-6", 14.5)]
+    letters = {
+        m.key: decode(m.value, DeadLetter)
+        for m in read_topic(pipeline, pipeline.topic("dead-letter"), 4)
+    }
+    assert set(letters) == {b"n-1", b"n-2", b"n-001", b"n-3"}
+    assert letters[b"n-1"].original is None and "null value (a tombstone)" in letters[b"n-1"].reason
+    assert letters[b"n-2"].original == b"" and letters[b"n-2"].reason == "empty value (zero bytes)"
+    wrong = letters[b"n-001"]
+    assert wrong.errors[0].field == "node_id" and "Kafka key 'n-001' is not the record's node_id 'n-dup'" in wrong.reason
+    assert letters[b"n-3"].reason.startswith("node_id: given 2 times ('n-3', 'n-4')")

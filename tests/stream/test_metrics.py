@@ -78,6 +78,12 @@ class Slow(Processor):
         ([FieldError(field="rtt_ms", reason="-4 is below the minimum 0 ms")], "bad_value"),
         ([FieldError(field="timestamp", reason="event time 3600 s ahead of its partition")],
          "timestamp_ahead"),
+        ([FieldError(field="", reason="empty value (zero bytes)")], "empty_value"),
+        ([FieldError(field="", reason="null value (a tombstone): ...")], "null_value"),
+        ([FieldError(field="node_id", reason="given 2 times ('a', 'b'): which one is meant is unknown")],
+         "duplicate_field"),
+        ([FieldError(field="node_id", reason="the Kafka key 'n-1' is not the record's node_id 'n-2'")],
+         "wrong_key"),
         ([], "other"),
     ],
 )
