@@ -181,6 +181,7 @@ def test_six_partitions_from_a_backlog_give_the_file_s_alerts(
     assert sorted(from_kafka) == sorted(offline_alerts(path, six_partitions, tmp_path))
 
 
+@pytest.mark.fault
 def test_a_kill_9_and_restart_mid_stream_change_no_alert(
     recording, six_partitions: Settings, tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@ import gzip
 import json
 from pathlib import Path
 
+import pytest
+
 from consumers import reliability
 from stream.records import DeadLetter, decode
 
@@ -62,6 +64,7 @@ def test_a_csv_maps_its_columns_and_dead_letters_bad_cells(tmp_path: Path):
     assert letters[0].original == b"2026-01-05T00:00:05Z,fast,0.2"
 
 
+@pytest.mark.fault
 def test_one_record_stamped_minutes_ahead_changes_no_alert_and_is_dead_lettered(tmp_path: Path):
     from producers.encode import RecordEncoder
     from producers.fleet import Fleet, FleetConfig

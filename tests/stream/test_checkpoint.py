@@ -106,6 +106,7 @@ CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str, str]] = {
 
 
 @pytest.mark.parametrize("kind", list(CORRUPTIONS))
+@pytest.mark.fault
 def test_a_corrupted_newest_version_falls_back_to_the_previous_one(tmp_path, caplog, kind):
     corrupt, culprit, reason = CORRUPTIONS[kind]
     store = CheckpointStore(tmp_path, "m", expect=dict)

@@ -35,6 +35,7 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not Path("/proc").exists(), reason="reads the process table from /proc")
+@pytest.mark.fault
 def test_a_worker_exits_within_seconds_of_a_kill_9_of_its_parent() -> None:
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT], cwd=ROOT, stdout=subprocess.PIPE, text=True,
