@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 
 from producers.replay_run import ReplayOptions, ReplayStats, replay, summary
-from producers.replay_sinks import open_sink
+from producers.replay_sinks import open_sink, serve_metrics
 from stream.csvmap import add_csv_arguments, column_map_from_args
 from stream.errors import DwcpError
 from stream.recordings import Recording, labels_path_for, read_labels
@@ -146,6 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             Recording(f, args.format, cmap, settings.max_record_bytes) for f in args.files
         ]
         sink = open_sink(args, settings)
+        server = serve_metrics(sink, settings) if settings.metrics_port and not args.output else None
         options = ReplayOptions(
             speed=args.speed,
             window_s=args.reorder_window,
@@ -180,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     total.add(stats)
         finally:
             sink.close()
+            if server is not None:
+                server.close()
     except (DwcpError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from typing import IO
 
-from producers.sinks import FileSink, KafkaSink, Sink, default_labels_path
+from producers.sinks import FileSink, KafkaSink, MeteredSink, Sink, default_labels_path
 from stream.kafka import Producer
+from stream.metrics import Health, Metrics, MetricsServer
 from stream.records import IncidentLabel
 from stream.settings import Settings
 
@@ -30,6 +31,7 @@ class ReplaySink:
         self.producer = producer
         self.dead_letter_topic = dead_letter_topic
         self._dl: IO[bytes] | None = open(dead_letter_file, "ab") if dead_letter_file else None  # noqa: SIM115
+        self.metrics: Metrics | None = None  # set by serve_metrics
 
     def labels(self, labels: list[IncidentLabel]) -> None:
         self.inner.labels(labels)
@@ -41,6 +43,8 @@ class ReplaySink:
         """Send one encoded :class:`stream.records.DeadLetter`."""
         if self.producer is not None and self.dead_letter_topic:
             self.producer.produce(self.dead_letter_topic, letter, key)
+            if self.metrics is not None:
+                self.metrics.produced({self.dead_letter_topic: 1})
         if self._dl is not None:
             self._dl.write(letter + b"\n")
 
@@ -55,6 +59,16 @@ class ReplaySink:
         finally:
             if self._dl is not None:
                 self._dl.close()
+
+
+def serve_metrics(sink: ReplaySink, settings: Settings) -> MetricsServer:
+    """Count what the replay produces and serve it (with health) on ``settings.metrics_port``."""
+    metrics, health = Metrics(), Health()
+    sink.metrics = metrics
+    sink.inner = MeteredSink(
+        sink.inner, metrics, health, (settings.topic("telemetry"), settings.topic("labels"))
+    )
+    return MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
 
 
 def open_sink(args: argparse.Namespace, settings: Settings) -> ReplaySink:

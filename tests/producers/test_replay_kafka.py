@@ -171,3 +171,43 @@ def test_csv_with_bad_rows_reaches_the_topics(settings: Settings, tmp_path: Path
     assert letters[0].original == b"1767607201,h1,fast,1,bad latency"
     assert letters[0].errors[0].field == "rtt_ms"
     assert letters[1].errors[0].field == "node_id"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_replay_serves_its_counts_while_it_runs(settings: Settings, tmp_path: Path):
+    import socket
+    import threading
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    rec = tmp_path / "rec.jsonl"
+    lines = write_recording(rec, ticks=16, step_s=0.25)  # 4 s of event time at speed 1
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc: list[int] = []
+    argv = args(settings, str(rec), "--speed", "1", "--metrics-port", str(port),
+                "--metrics-host", "127.0.0.1", backend="confluent")  # fmt: skip
+    t = threading.Thread(target=lambda: rc.append(main(argv)), daemon=True)
+    t.start()
+    seen: list[float] = []
+    while t.is_alive():
+        time.sleep(0.5)
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3) as r:
+                text = r.read().decode()
+        except OSError:
+            continue  # not serving yet, or just stopped
+        seen += [
+            smp.value
+            for fam in text_string_to_metric_families(text)
+            for smp in fam.samples
+            if smp.name == "dwcp_records_produced_total"
+            and smp.labels["topic"] == settings.topic("telemetry")
+        ]
+    t.join()
+    assert rc == [0]
+    assert seen and seen == sorted(seen) and 0 < seen[-1] <= len(lines), seen
+    assert len(set(seen)) >= 2, f"the counter did not move while the replay ran: {seen}"
