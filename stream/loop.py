@@ -184,6 +184,7 @@ class BatchLoop:
         self.metrics, self.health = metrics, health
         self.key_field = key_field
         self._committed: dict[TopicPartition, int] = {}  # last committed offsets (for lag)
+        self._asked: set[TopicPartition] = set()  # committed offsets asked for since assigned
         self._lag_due = 0.0
         self._late_counted = 0
 
@@ -382,8 +383,9 @@ class BatchLoop:
         if at_end:
             return
         assigned = self.consumer.assignment()
-        unknown = [tp for tp in assigned if tp not in self._committed]
+        unknown = [tp for tp in assigned if tp not in self._committed and tp not in self._asked]
         if unknown:  # one round trip per newly assigned partition
+            self._asked.update(unknown)
             for tp, off in self.consumer.committed(sorted(unknown)).items():
                 if off is not None:
                     self._committed[tp] = off
@@ -507,6 +509,7 @@ class BatchLoop:
         self._revoked.update(partitions)
         for tp in partitions:  # its next owner commits; asked again if it comes back
             self._committed.pop(tp, None)
+            self._asked.discard(tp)
 
     def _settle_revoked(self, assigned: set[TopicPartition]) -> None:
         if not self._revoked or self.aligner is None:
@@ -636,10 +639,11 @@ def run_consumer(
     options.setdefault("poll_timeout_ms", settings.poll_timeout_ms)
     metrics = options.setdefault("metrics", Metrics())
     health = options.setdefault("health", Health())
-    health.restored = True  # nothing to restore here
+    if health is not None:
+        health.restored = True  # nothing to restore here
     server = (
         MetricsServer(metrics, health, settings.metrics_host, settings.metrics_port)
-        if settings.metrics_port
+        if settings.metrics_port and metrics is not None and health is not None
         else None
     )
     try:
