@@ -231,6 +231,7 @@ class Metrics:
             ["processor", "target", "horizon", "model"], registry=r,
         )
         self._tps: dict[str, Any] = {}
+        self._lag_now: dict[tuple[str, int], int] = {}
 
     # -- the loop's ----------------------------------------------------------------------------
     def consumed(self, topic: str, n: int) -> None:
@@ -258,6 +259,7 @@ class Metrics:
                 child = self._tps[key] = self.lag.labels(topic, str(partition))
             child.set(n)
         self.assigned.set(len(lag))
+        self._lag_now = dict(lag)
 
     def event_time_lag(self) -> float | None:
         """Seconds from the event-time watermark to the wall clock (``None`` before a record)."""
@@ -265,9 +267,7 @@ class Metrics:
 
     def lag_total(self) -> int | None:
         """Records not committed yet over the assigned partitions (``None``: not known yet)."""
-        if not self._tps:
-            return None
-        return int(sum(child._value.get() for child in self._tps.values()))
+        return sum(self._lag_now.values()) if self._lag_now else None
 
     def processor(self, name: str) -> ProcessorMetrics:
         return ProcessorMetrics(self, name)
