@@ -290,10 +290,23 @@ class ConsensusDetector(RetrainsInBackground):
         return hist.windows(rows, steps, self.window)
 
     def _maybe_warm_up(self, events: list[str]) -> None:
+        """The first fit, once ``warmup_windows`` windows exist. With ``background`` it runs
+        beside the stream like a retrain: samples keep flowing in, unscored, until it is
+        swapped in (version 1) at a later :meth:`process`; never a stall of the loop."""
+        if self.trainer_.busy or self.trainer_.pending:
+            return  # the warm-up fit is running or done: swapped in by _swap
         avail = np.maximum(np.minimum(self.history_.count, self.capacity) - self.window, 0).sum()
         if avail < self.warmup_windows:
             return
         x = self.training_windows(max(self.warmup_windows, self.retrain_windows))
+        if self.background:
+            if self.trainer_.submit(x, None, epochs=self.warmup_epochs, reason="warm-up"):
+                self.since_retrain_ = 0
+                events.append(
+                    f"warm-up fit started on {len(x)} windows in the background "
+                    "(samples pass unscored until it is done)"
+                )
+            return
         self.trainer_.model.fit(x, epochs=self.warmup_epochs)
         self.model_.copy_from(self.trainer_.model)
         self.version_ = 1
@@ -316,15 +329,18 @@ class ConsensusDetector(RetrainsInBackground):
         if result is None:
             return
         if result.error:
-            events.append(f"retrain failed: {result.error}")
+            events.append(f"{result.reason} fit failed: {result.error}")
             return
+        if self.version_ == 0:  # the background warm-up fit: its scaler comes too
+            self.model_.copy_from(self.trainer_.model)
         self.model_.set_weights(result.weights)
         self.version_ += 1
         self.retrains_.append(
             {
                 "version": self.version_,
+                "reason": result.reason,
                 "seconds": round(result.seconds, 3),
                 "windows": result.n_windows,
             }
         )
-        events.append(f"retrain done in {result.seconds:.2f}s -> {self.model_version}")
+        events.append(f"{result.reason} fit done in {result.seconds:.2f}s -> {self.model_version}")

@@ -117,7 +117,9 @@ def test_alerts_and_restart_from_checkpoint(topics: Settings, tmp_path: Path) ->
     store = CheckpointStore(tmp_path, "consensus-cons-test")
     assert store.versions()
     _sampler, det1, _tracker = store.load()[0]["state"]
-    assert det1.version_ >= 2
+    # the warm-up fit ran beside the stream and was swapped in by the final checkpoint at the
+    # latest (a short backlog is read before it is done): the checkpoint holds a fitted model
+    assert det1.version_ >= 1 and det1.retrains_[0]["reason"] == "warm-up"
 
     produce(topics, records[cut:])
     assert run(topics, tmp_path) == 0

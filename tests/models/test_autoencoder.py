@@ -94,3 +94,28 @@ def test_detector_flags_a_degradation_not_normal_nodes() -> None:
     assert flagged.get("n3", 0) >= 30  # most of the 70 degraded samples
     assert sum(v for k, v in flagged.items() if k != "n3") <= 0.05 * 7 * 200
     assert min(out.score) >= 0.0 and max(out.score) < 1.0
+
+
+def test_a_background_warm_up_fit_never_stalls_process_and_is_swapped_in_later() -> None:
+    import time
+
+    d = ConsensusDetector(window=10, units=8, latent=3, warmup_windows=1500, warmup_epochs=4,
+                          retrain_every=10**9, background=True, batch_size=32, seed=0)  # fmt: skip
+    samples = list(_samples(8, 600, seed=0, bad=None))
+    started = None
+    for i in range(0, len(samples), 80):
+        out = d.process(samples[i : i + 80])
+        if any("warm-up fit started" in e for e in out.events):
+            started = i
+            break
+    assert started is not None, "the warm-up fit never started"
+    assert not d.ready and len(out.index) == 0  # nothing scored: the fit runs beside
+    assert d.trainer_.busy or d.trainer_.pending
+    t0 = time.perf_counter()
+    d.process(samples[started + 80 : started + 160])  # the stream goes on meanwhile
+    assert time.perf_counter() - t0 < 1.0 or d.ready
+    d.trainer_.join(120)
+    out = d.process(samples[started + 160 : started + 240])
+    assert d.ready and d.version_ == 1 and len(out.index) > 0
+    assert any(e.startswith("warm-up fit done") for e in out.events)
+    assert d.retrains_[0]["reason"] == "warm-up"
