@@ -289,8 +289,6 @@ class OnlineForecaster(RetrainsInBackground):
         fc[:, EWMA] = self.ewma_.update(rows, vals)[:, None]
         fc[:, HARMONIC] = self.harmonic_.update(rows, vals)[:, None]
         full = steps >= self.window - 1
-        if not self.ready:
-            self._maybe_warm_up(events)
         version = self.version_
         if self.ready and full.any():
             logf = self.model_.predict(hist.windows(rows[full], steps[full], self.window))
@@ -321,7 +319,9 @@ class OnlineForecaster(RetrainsInBackground):
             ).clip(0.0)
         # score after forecasting: a record can resolve a forecast made earlier in this batch
         self._score(rows, steps, vals, events)
-        if self.ready and self.since_retrain_ >= self.retrain_every:
+        if not self.ready:  # after this chunk's forecasts: its windows' targets train the fit
+            self._maybe_warm_up(events)
+        elif self.since_retrain_ >= self.retrain_every:
             self._retrain("scheduled", events)
         out = np.flatnonzero(full) if have else np.zeros(0, np.int64)
         pub = self.pub_[rows[out], pos[out]]  # (n, H, 3)
