@@ -50,7 +50,7 @@ class BandwidthProcessor(LSTMProcessor):
     description = (
         "Forecast each link's throughput with an online ensemble (LSTM retrained in micro-batches, "
         "persistence, EWMA, harmonic mean); publish "
-        "forecasts with intervals and running accuracy against persistence/EWMA."
+        "forecasts with intervals and running accuracy beside the LSTM alone and every baseline."
     )
 
     def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
