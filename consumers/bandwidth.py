@@ -1,11 +1,13 @@
-"""``python -m consumers.bandwidth``: LSTM throughput forecasts per link, retrained on the stream.
+"""``python -m consumers.bandwidth``: ensemble throughput forecasts per link (an LSTM retrained
+on the stream, persistence, EWMA, harmonic mean), combined online from recent error.
 
 Reads telemetry, keeps a sliding window per link (node_id, peer_id), and once the warm-up
 windows exist forecasts ``throughput_mbps`` 1, 5 and 15 intervals ahead with a prediction
 interval (:mod:`models.forecast`). Each forecast goes to the predictions topic as a
 :class:`stream.records.Prediction` (``kind="bandwidth_forecast"``, horizon, value, lower,
-upper, model version, event time of the last observation). As actual values arrive each
-forecast is scored against persistence and EWMA; the running figures are logged and published
+upper, LSTM version, event time of the last observation, ``extra`` = the leading member and
+the ensemble weights that made it). As actual values arrive each
+forecast is scored beside the LSTM alone and every baseline; the running figures are logged and published
 (``kind="bandwidth_accuracy"``, node_id ``"fleet"``, value = MAE) every ``--accuracy-every``
 records. The model is retrained in micro-batches in a background thread while inference goes
 on (every ``--retrain-every`` records, or earlier when ADWIN sees the error rise), then swapped
@@ -46,8 +48,9 @@ class BandwidthProcessor(LSTMProcessor):
     name = "bandwidth"
     outputs = ("predictions",)
     description = (
-        "Forecast each link's throughput with an LSTM retrained in micro-batches; publish "
-        "forecasts with intervals and running accuracy against persistence/EWMA."
+        "Forecast each link's throughput with an online ensemble (LSTM retrained in micro-batches, "
+        "persistence, EWMA, harmonic mean); publish "
+        "forecasts with intervals and running accuracy beside the LSTM alone and every baseline."
     )
 
     def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
@@ -73,6 +76,9 @@ class BandwidthProcessor(LSTMProcessor):
             retrain_epochs=a.retrain_epochs,
             coverage=a.coverage,
             ewma_alpha=a.ewma_alpha,
+            rule=a.ensemble_rule,
+            memory=a.ensemble_memory,
+            eta=a.ensemble_eta,
             background=not a.sync_retrain,
             batch_size=a.fit_batch,
             retrain_pause_s=a.retrain_pause,
@@ -90,6 +96,16 @@ class BandwidthProcessor(LSTMProcessor):
         m.add_argument("--retrain-epochs", type=int, default=1)
         m.add_argument("--coverage", type=float, default=0.9, help="nominal interval coverage")
         m.add_argument("--ewma-alpha", type=float, default=0.3, help="EWMA baseline smoothing")
+        m.add_argument(
+            "--ensemble-rule",
+            choices=("ewa", "ftl"),
+            default="ewa",
+            help="combine the members by exponentially weighted averaging or follow-the-leader",
+        )
+        m.add_argument(
+            "--ensemble-memory", type=float, default=50.0, help="recent errors per link weighed"
+        )
+        m.add_argument("--ensemble-eta", type=float, default=20.0, help="EWA temperature")
         m.add_argument(
             "--publish-every", type=int, default=1, help="publish every Nth interval per link"
         )
@@ -130,12 +146,16 @@ class BandwidthProcessor(LSTMProcessor):
             horizons = f.horizons
             value, lower, upper = out.value.tolist(), out.lower.tolist(), out.upper.tolist()
             versions = out.versions.tolist()
+            weights = out.weights.round(3).tolist()
+            names = out.members
             for i, k in enumerate(out.index.tolist()):
                 r = keep[k]
                 version = f"bandwidth-lstm-v{versions[i]}"
                 if every > 1 and int(r.timestamp.timestamp() / (f.interval_ or 1.0)) % every:
                     continue
                 for j, h in enumerate(horizons):
+                    w = weights[i][j]
+                    lead = max(range(len(names)), key=w.__getitem__)
                     preds.append(
                         Prediction(
                             kind="bandwidth_forecast",
@@ -148,6 +168,10 @@ class BandwidthProcessor(LSTMProcessor):
                             value=round(value[i][j], 3),
                             lower=round(lower[i][j], 3),
                             upper=round(upper[i][j], 3),
+                            extra={
+                                "member": names[lead],
+                                "weights": {n: x for n, x in zip(names, w, strict=True) if x},
+                            },
                         )
                     )
         if f.records_ - self.last_accuracy >= self.args.accuracy_every:
@@ -165,13 +189,16 @@ class BandwidthProcessor(LSTMProcessor):
             if not s["n"]:
                 continue
             log.info(
-                "accuracy h=%d n=%d MAE %.2f (persistence %.2f, EWMA %.2f, skill %.1f%%) "
-                "MAPE %.1f%% coverage %.1f%% (nominal %.0f%%)",
+                "accuracy h=%d n=%d MAE %.2f (LSTM %.2f, persistence %.2f, EWMA %.2f, "
+                "harmonic %.2f; skill vs %s %.1f%%) MAPE %.1f%% coverage %.1f%% (nominal %.0f%%)",
                 h,
                 s["n"],
                 s["mae"],
+                s["mae_lstm"],
                 s["mae_persistence"],
                 s["mae_ewma"],
+                s["mae_harmonic"],
+                s["best_baseline"],
                 100 * s["skill"],
                 100 * s["mape"],
                 100 * s["coverage"],
@@ -217,7 +244,7 @@ class BandwidthProcessor(LSTMProcessor):
 
     def observe(self, metrics: ProcessorMetrics) -> None:
         """Model version, retrain durations and the running MAE per horizon (the published
-        forecast beside persistence and EWMA)."""
+        forecast beside every ensemble member: the LSTM and the baselines)."""
         f = self.forecaster
         metrics.model_version(self.model_version)
         fits = f.retrains_
@@ -229,8 +256,7 @@ class BandwidthProcessor(LSTMProcessor):
                     h,
                     {
                         "published": s["mae"],
-                        "persistence": s["mae_persistence"],
-                        "ewma": s["mae_ewma"],
+                        **{m: s[f"mae_{m}"] for m in f.members},
                     },
                 )
 

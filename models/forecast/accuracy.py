@@ -1,8 +1,9 @@
 """Online accuracy of forecasts against baselines: MAE, MAPE and interval coverage per horizon.
 
-Each scored prediction is a triple of forecasts for the same target (the model and the two
-baselines), so the figures compare like with like. Totals are cumulative since the tracker
-started; :meth:`AccuracyTracker.reset` starts a new measuring period.
+Each scored prediction is a set of forecasts for the same target (the published forecast as
+``model``, and every other source: the ensemble's members, the baselines), so the figures
+compare like with like. Totals are cumulative since the tracker started;
+:meth:`AccuracyTracker.reset` starts a new measuring period.
 
 Examples
 --------
@@ -14,6 +15,8 @@ Examples
 >>> s = acc.summary()[5]
 >>> s["mae"], s["mae_persistence"], s["mae_ewma"], s["coverage"], s["skill"]
 (1.0, 4.0, 2.0, 1.0, 0.5)
+>>> s["best_baseline"]
+'ewma'
 """
 
 from __future__ import annotations
@@ -36,17 +39,35 @@ class AccuracyTracker:
     mape_floor
         Denominator floor of the absolute percentage error (same unit as the target), so
         near-zero actuals (a link down) do not dominate MAPE.
+    sources
+        Names of the forecasts scored together; ``"model"`` (the published forecast) first.
+    baselines
+        The sources ``skill`` is measured against (default: every source but ``model``);
+        each other source ``s`` gets its own ``skill_s`` against the same best baseline.
     """
 
-    def __init__(self, horizons: Sequence[int], mape_floor: float = 1.0) -> None:
+    def __init__(
+        self,
+        horizons: Sequence[int],
+        mape_floor: float = 1.0,
+        sources: Sequence[str] = _SOURCES,
+        baselines: Sequence[str] | None = None,
+    ) -> None:
         self.horizons, self.mape_floor = tuple(horizons), mape_floor
+        self.sources = tuple(sources)
+        if not self.sources or self.sources[0] != "model":
+            raise ValueError(f"sources must start with 'model', got {self.sources}")
+        self.baselines = tuple(self.sources[1:] if baselines is None else baselines)
+        unknown = set(self.baselines) - set(self.sources[1:])
+        if unknown:
+            raise ValueError(f"baselines not among the sources: {sorted(unknown)}")
         self.reset()
 
     def reset(self) -> None:
         """Start a new measuring period."""
         self.n_ = dict.fromkeys(self.horizons, 0)
-        self.abs_ = {h: dict.fromkeys(_SOURCES, 0.0) for h in self.horizons}
-        self.ape_ = {h: dict.fromkeys(_SOURCES, 0.0) for h in self.horizons}
+        self.abs_ = {h: dict.fromkeys(self.sources, 0.0) for h in self.horizons}
+        self.ape_ = {h: dict.fromkeys(self.sources, 0.0) for h in self.horizons}
         self.covered_ = dict.fromkeys(self.horizons, 0)
         self.width_ = dict.fromkeys(self.horizons, 0.0)
 
@@ -55,18 +76,19 @@ class AccuracyTracker:
         horizon: int,
         actual: np.ndarray,
         *,
-        model: np.ndarray,
-        persistence: np.ndarray,
-        ewma: np.ndarray,
         lower: np.ndarray,
         upper: np.ndarray,
+        **forecasts: np.ndarray,
     ) -> None:
-        """Score a batch of forecasts made ``horizon`` steps before ``actual``."""
+        """Score a batch of forecasts made ``horizon`` steps before ``actual`` (one keyword
+        argument per source)."""
         if not len(actual):
             return
+        if set(forecasts) != set(self.sources):
+            raise ValueError(f"expected forecasts {self.sources}, got {sorted(forecasts)}")
         denom = np.maximum(np.abs(actual), self.mape_floor)
-        for name, f in zip(_SOURCES, (model, persistence, ewma), strict=True):
-            err = np.abs(f - actual)
+        for name in self.sources:
+            err = np.abs(forecasts[name] - actual)
             self.abs_[horizon][name] += float(err.sum())
             self.ape_[horizon][name] += float((err / denom).sum())
         self.covered_[horizon] += int(np.count_nonzero((actual >= lower) & (actual <= upper)))
@@ -76,20 +98,27 @@ class AccuracyTracker:
     def summary(self) -> dict[int, dict[str, Any]]:
         """Per horizon: ``n``, ``mae``/``mape`` of each source, ``coverage``, ``skill``.
 
-        ``skill`` is ``1 - mae / min(mae_persistence, mae_ewma)``: the share of the better
-        baseline's error the model removes (0.25 = 25% lower MAE).
+        ``mae``/``mape`` are the model's; ``mae_<source>`` the others'. ``skill`` is
+        ``1 - mae / min(baseline MAEs)``: the share of the best baseline's error the model
+        removes (0.25 = 25% lower MAE); ``best_baseline`` names that baseline.
         """
         out: dict[int, dict[str, Any]] = {}
         for h in self.horizons:
             n = self.n_[h]
             row: dict[str, Any] = {"n": n}
-            for name in _SOURCES:
+            for name in self.sources:
                 suffix = "" if name == "model" else f"_{name}"
                 row[f"mae{suffix}"] = self.abs_[h][name] / n if n else float("nan")
                 row[f"mape{suffix}"] = self.ape_[h][name] / n if n else float("nan")
             row["coverage"] = self.covered_[h] / n if n else float("nan")
             row["mean_width"] = self.width_[h] / n if n else float("nan")
-            best = min(row["mae_persistence"], row["mae_ewma"])
-            row["skill"] = 1.0 - row["mae"] / best if n and best > 0 else float("nan")
+            best_name = min(self.baselines, key=lambda b: self.abs_[h][b])
+            best = row[f"mae_{best_name}"]
+            ok = n and best > 0
+            row["best_baseline"] = best_name
+            row["skill"] = 1.0 - row["mae"] / best if ok else float("nan")
+            for name in self.sources[1:]:
+                if name not in self.baselines:
+                    row[f"skill_{name}"] = 1.0 - row[f"mae_{name}"] / best if ok else float("nan")
             out[h] = row
         return out

@@ -62,3 +62,43 @@ def persistence(values: np.ndarray) -> np.ndarray:
     [3.0, 4.0]
     """
     return np.asarray(values, dtype=float).copy()
+
+
+class HarmonicBaseline:
+    """Per-row harmonic mean of the latest ``k`` observations (what RobustMPC-style video
+    players forecast throughput with); fewer than ``k`` seen: of those seen.
+
+    Parameters
+    ----------
+    k
+        Observations averaged.
+    floor
+        Values are floored here before the reciprocal (a link at 0 would make it 0 forever).
+
+    >>> hb = HarmonicBaseline(k=2)
+    >>> hb.update(np.array([0, 0, 1, 0]), np.array([1.0, 3.0, 5.0, 3.0])).tolist()
+    [1.0, 1.5, 5.0, 3.0]
+    """
+
+    def __init__(self, k: int = 5, floor: float = 1e-3) -> None:
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k, self.floor = k, floor
+        self.inv_ = np.zeros((0, k))  # reciprocals of the latest k values per row
+        self.n_ = np.zeros(0, dtype=np.int64)
+
+    def update(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Feed observations; return the harmonic mean after each one (the forecast then)."""
+        if len(rows) and rows.max() >= len(self.n_):
+            grow = int(rows.max()) + 1 - len(self.n_) + 16
+            self.inv_ = np.concatenate([self.inv_, np.zeros((grow, self.k))])
+            self.n_ = np.concatenate([self.n_, np.zeros(grow, dtype=np.int64)])
+        out = np.empty(len(rows))
+        inv, n, k = self.inv_, self.n_, self.k
+        recip = 1.0 / np.maximum(np.asarray(values, dtype=float), self.floor)
+        for i, (r, v) in enumerate(zip(rows.tolist(), recip.tolist(), strict=True)):
+            inv[r, n[r] % k] = v
+            n[r] += 1
+            m = min(int(n[r]), k)
+            out[i] = m / inv[r, :m].sum() if m < k else k / inv[r].sum()
+        return out

@@ -1,34 +1,44 @@
-"""The online bandwidth forecaster: windows per link, LSTM forecasts with intervals, online
-scoring against persistence and EWMA, drift-triggered and scheduled micro-batch retrains.
+"""The online bandwidth forecaster: a per-link, per-horizon ensemble of an LSTM (retrained in
+micro-batches) and simple baselines, combined online from recent error, with conformal
+intervals on the published forecast.
 
 One call of :meth:`OnlineForecaster.process` handles a batch of link records in arrival order:
 
 1. swap in a finished background retrain (new weights, ``version + 1``); the batch is then
    cut into consecutive chunks with at most ``capacity - window - max(horizons)`` records of
    any link (:func:`~models.forecast.windows.key_chunks`), and each chunk goes through 2-5;
-   a Kafka batch can hold thousands of one partition's records of a few links, and without
-   the cut a link's later records would overwrite its ring-buffer steps before the earlier
-   records' windows are read;
 2. append each record to its link's ring buffer (duplicates by event time are skipped);
-3. forecast every horizon for every record whose link has a full window;
-4. score the forecasts made ``h`` steps earlier that these records resolve (MAE, MAPE and
-   interval coverage, beside persistence and EWMA forecasts made at the same time), feed the
-   residuals to the interval quantiles and the error to the drift detector;
-5. once enough windows exist, fit the model on them (warm-up, synchronous); afterwards start
-   a background retrain every ``retrain_every`` records or when drift is detected.
+3. every member forecasts every horizon: persistence, EWMA and the harmonic mean of the last
+   ``harmonic_k`` values from the first sample, the LSTM once fitted and the link has a full
+   window;
+4. record by record (per link in order; links side by side), the forecasts made ``h`` steps
+   earlier that the record resolves update the members' discounted errors, then the
+   :class:`~models.forecast.ensemble.OnlineCombiner` weighs the members for the record's own
+   forecast from those errors only: a forecast made at ``t`` never sees a value after ``t``;
+5. score the resolved forecasts (the published one, every member; MAE, MAPE and the coverage
+   of the interval published with them), feed the published forecast's log residuals to the
+   interval quantiles and the LSTM's error to the drift detector; once enough windows exist,
+   fit the LSTM (warm-up, synchronous), afterwards retrain it in the background every
+   ``retrain_every`` records or when drift is detected.
 
-Pure code: no Kafka, no files, no clock other than timing a retrain.
+A forecast is returned for a record once its link has a full window and every horizon has
+interval residuals at the start of its chunk. Pure code: no Kafka, no files, no clock other than timing a retrain.
 
 Examples
 --------
-The untrained forecaster still tracks its baselines (the LSTM starts after warm-up):
+Before the LSTM's warm-up the ensemble of baselines is published:
 
 >>> import numpy as np
->>> f = OnlineForecaster(window=4, horizons=(1,), warmup_windows=10**9)
+>>> f = OnlineForecaster(window=4, horizons=(1,), warmup_windows=10**9, min_residuals=5)
 >>> ts = np.arange(20.0)
->>> out = f.process(["a"] * 20, ts, 100 + ts, np.ones(20), np.ones(20), np.zeros(20))
->>> len(out.index), f.version_, f.records_
-(0, 0, 20)
+>>> run = lambda t: f.process(["a"] * len(t), t, 100 + t, 1 + 0 * t, 1 + 0 * t, 0 * t)
+>>> len(run(ts[:10]).index)            # intervals need min_residuals residuals first
+0
+>>> out = run(ts[10:])
+>>> len(out.index), f.version_, f.records_, out.members
+(10, 0, 20, ('lstm', 'persistence', 'ewma', 'harmonic'))
+>>> [f.members[int(m)] for m in out.weights[-1].argmax(axis=1)]   # a ramp: the last value
+['persistence']
 """
 
 from __future__ import annotations
@@ -41,8 +51,9 @@ from typing import Any
 import numpy as np
 
 from models.forecast.accuracy import AccuracyTracker
-from models.forecast.baselines import EWMABaseline
+from models.forecast.baselines import EWMABaseline, HarmonicBaseline
 from models.forecast.drift import DriftTrigger
+from models.forecast.ensemble import OnlineCombiner
 from models.forecast.intervals import ResidualQuantiles
 from models.forecast.lstm import LSTMForecaster
 from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
@@ -50,15 +61,20 @@ from models.forecast.windows import FEATURES, LinkHistory, key_chunks, step_feat
 
 log = logging.getLogger(__name__)
 
+#: Ensemble members, in column order; every one but the LSTM is a baseline.
+MEMBERS = ("lstm", "persistence", "ewma", "harmonic")
+LSTM, PERSISTENCE, EWMA, HARMONIC = range(4)
+
 
 @dataclass
 class ForecastBatch:
     """Forecasts of one :meth:`OnlineForecaster.process` call.
 
     ``index`` are positions in the input records; ``value``/``lower``/``upper`` are
-    ``(len(index), len(horizons))`` in the target's unit; ``versions`` is the model version of
+    ``(len(index), len(horizons))`` in the target's unit; ``versions`` is the LSTM version of
     each row (a warm-up or a synchronous retrain can fall inside a long batch) and ``version``
-    the latest of them.
+    the latest of them; ``weights`` ``(len(index), len(horizons), len(members))`` are the
+    ensemble weights that made each published value.
     """
 
     index: np.ndarray
@@ -69,6 +85,8 @@ class ForecastBatch:
     version: int
     events: list[str] = field(default_factory=list)
     versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    members: tuple[str, ...] = MEMBERS
 
 
 class OnlineForecaster(RetrainsInBackground):
@@ -84,17 +102,23 @@ class OnlineForecaster(RetrainsInBackground):
         Windows needed before the first fit, and its epochs.
     retrain_every, retrain_windows, retrain_epochs
         Records between scheduled retrains, windows sampled per retrain, epochs per retrain.
-    coverage, residual_size
-        Nominal interval coverage and the rolling residual buffer per horizon.
-    ewma_alpha
-        Smoothing of the EWMA baseline.
+    coverage, residual_size, min_residuals
+        Nominal interval coverage, the rolling residual buffer per horizon, and the residuals
+        a horizon needs before forecasts are returned.
+    ewma_alpha, harmonic_k
+        Smoothing of the EWMA member, values in the harmonic-mean member.
+    rule, memory, eta, prior_strength
+        The combination (see :class:`~models.forecast.ensemble.OnlineCombiner`).
+    step_tolerance
+        A forecast ``h`` steps ahead is scored (and its error used) only if its target came
+        ``h`` intervals later within this fraction of an interval; ``None``: irregularly
+        sampled links, the target is the ``h``-th next sample whenever it came.
     drift_delta, drift_chunk
         ADWIN confidence and errors averaged per ADWIN update.
     background
         Retrain in a background thread (``False``: synchronously, for reproducible runs).
     retrain_pause_s
-        Sleep after each training minibatch of a background retrain: a retrain takes longer
-        but leaves the CPU to inference (ingestion) on a 2-core machine.
+        Sleep after each training minibatch of a background retrain.
     learning_rate, batch_size
         Adam step size and minibatch size of every fit.
     """
@@ -112,7 +136,14 @@ class OnlineForecaster(RetrainsInBackground):
         retrain_epochs: int = 1,
         coverage: float = 0.9,
         residual_size: int = 5000,
+        min_residuals: int = 50,
         ewma_alpha: float = 0.3,
+        harmonic_k: int = 5,
+        rule: str = "ewa",
+        memory: float = 50.0,
+        eta: float = 20.0,
+        prior_strength: float = 10.0,
+        step_tolerance: float | None = 0.5,
         drift_delta: float = 0.002,
         drift_chunk: int = 200,
         background: bool = True,
@@ -122,27 +153,30 @@ class OnlineForecaster(RetrainsInBackground):
         seed: int = 0,
     ) -> None:
         self.window, self.horizons, self.units = window, tuple(horizons), units
-        self.batch_size = batch_size
-        self.capacity, self.warmup_windows, self.warmup_epochs = (
-            capacity,
-            warmup_windows,
-            warmup_epochs,
-        )
+        self.batch_size, self.capacity = batch_size, capacity
+        self.warmup_windows, self.warmup_epochs = warmup_windows, warmup_epochs
         self.retrain_every, self.retrain_windows = retrain_every, retrain_windows
-        self.retrain_epochs, self.coverage, self.residual_size = (
-            retrain_epochs,
-            coverage,
-            residual_size,
-        )
-        self.ewma_alpha, self.drift_delta, self.drift_chunk = ewma_alpha, drift_delta, drift_chunk
+        self.retrain_epochs, self.coverage = retrain_epochs, coverage
+        self.residual_size, self.min_residuals = residual_size, min_residuals
+        self.ewma_alpha, self.harmonic_k = ewma_alpha, harmonic_k
+        self.rule, self.memory, self.eta = rule, memory, eta
+        self.prior_strength, self.step_tolerance = prior_strength, step_tolerance
+        self.drift_delta, self.drift_chunk = drift_delta, drift_chunk
         self.retrain_pause_s = retrain_pause_s
         self.background, self.learning_rate, self.seed = background, learning_rate, seed
         if capacity < window + max(self.horizons) + 64:
             raise ValueError(f"capacity {capacity} too small for window {window} + horizons")
-        H = len(self.horizons)
+        self.members = MEMBERS
         self.history_ = LinkHistory(len(FEATURES), capacity)
         self.ewma_ = EWMABaseline(ewma_alpha)
-        self.accuracy_ = AccuracyTracker(self.horizons)
+        self.harmonic_ = HarmonicBaseline(harmonic_k)
+        self.combiner_ = OnlineCombiner(
+            MEMBERS, self.horizons, rule=rule, memory=memory, eta=eta,
+            prior_strength=prior_strength, default="persistence",
+        )  # fmt: skip
+        self.accuracy_ = AccuracyTracker(
+            self.horizons, sources=("model", *MEMBERS), baselines=MEMBERS[1:]
+        )
         self.quantiles_ = ResidualQuantiles(self.horizons, coverage, residual_size)
         self.drift_ = DriftTrigger(delta=drift_delta, chunk=drift_chunk)
         self.model_ = self._new_model()
@@ -155,9 +189,9 @@ class OnlineForecaster(RetrainsInBackground):
         self.retrains_: list[dict[str, Any]] = []
         self.interval_: float | None = None
         self._rng = np.random.default_rng(seed)
-        shape = (0, capacity, H)
-        self.pred_ = np.full(shape, np.nan)  # log-scale forecast made at (row, step)
-        self.base_ = np.zeros((0, capacity, 2))  # persistence, ewma at (row, step)
+        H, M = len(self.horizons), len(MEMBERS)
+        self.fc_ = np.full((0, capacity, M, H), np.nan)  # member forecasts made at (row, step)
+        self.pub_ = np.full((0, capacity, H, 3), np.nan)  # published value, lower, upper
 
     def _new_model(self) -> LSTMForecaster:
         return LSTMForecaster(
@@ -177,7 +211,7 @@ class OnlineForecaster(RetrainsInBackground):
 
     @property
     def model_version(self) -> str:
-        """Version label written into predictions."""
+        """Version label written into predictions (the LSTM member's version)."""
         return f"bandwidth-lstm-v{self.version_}"
 
     # -- the batch step ----------------------------------------------------------------------
@@ -192,10 +226,8 @@ class OnlineForecaster(RetrainsInBackground):
     ) -> ForecastBatch:
         """Handle a batch of link records (arrays aligned with ``keys``, ``ts`` in epoch s).
 
-        The batch may hold any number of records per link (a Kafka batch can be thousands of
-        one partition's records): it is handled in consecutive chunks that each fit the ring
-        buffers (:func:`~models.forecast.windows.key_chunks`), so the forecasts do not depend
-        on how the links' records were interleaved or cut into batches.
+        The batch may hold any number of records per link: it is handled in consecutive
+        chunks that each fit the ring buffers (:func:`~models.forecast.windows.key_chunks`).
         """
         events: list[str] = []
         self._swap(events)
@@ -203,32 +235,30 @@ class OnlineForecaster(RetrainsInBackground):
             np.asarray(x, dtype=float) for x in (ts, throughput, rtt, jitter, loss)
         )
         limit = self.capacity - self.window - max(self.horizons)
-        index, value, lower, upper, versions = [], [], [], [], []
-        out_keys: list[Hashable] = []
+        parts: list[tuple[Any, ...]] = []
         for a, b in key_chunks(keys, limit):
-            i, k, v, lo, hi, ver = self._process_chunk(
+            i, *rest = self._process_chunk(
                 keys[a:b], ts[a:b], tp[a:b], rtt[a:b], jitter[a:b], loss[a:b], events
             )
-            index.append(i + a)
-            out_keys += k
-            value.append(v)
-            lower.append(lo)
-            upper.append(hi)
-            versions.append(np.full(len(i), ver, np.int64))
-        if not out_keys:
-            empty = np.zeros((0, len(self.horizons)))
-            none = np.zeros(0, np.int64)
-            return ForecastBatch(none, [], empty, empty, empty, self.version_, events)
-        vers = np.concatenate(versions)
+            parts.append((i + a, *rest))
+        H, M = len(self.horizons), len(MEMBERS)
+        if not parts or not sum(len(p[0]) for p in parts):
+            empty = np.zeros((0, H))
+            return ForecastBatch(
+                np.zeros(0, np.int64), [], empty, empty, empty, self.version_, events,
+                np.zeros(0, np.int64), np.zeros((0, H, M)),
+            )  # fmt: skip
+        cat = [np.concatenate([p[k] for p in parts]) for k in (0, 2, 3, 4, 5, 6)]
         return ForecastBatch(
-            index=np.concatenate(index),
-            keys=out_keys,
-            value=np.concatenate(value),
-            lower=np.concatenate(lower),
-            upper=np.concatenate(upper),
-            version=int(vers[-1]),
+            index=cat[0],
+            keys=[k for p in parts for k in p[1]],
+            value=cat[1],
+            lower=cat[2],
+            upper=cat[3],
+            version=int(cat[5][-1]),
             events=events,
-            versions=vers,
+            versions=cat[5],
+            weights=cat[4],
         )
 
     def _process_chunk(
@@ -240,57 +270,78 @@ class OnlineForecaster(RetrainsInBackground):
         jitter: np.ndarray,
         loss: np.ndarray,
         events: list[str],
-    ) -> tuple[np.ndarray, list[Hashable], np.ndarray, np.ndarray, np.ndarray, int]:
+    ) -> tuple[
+        np.ndarray, list[Hashable], np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+    ]:
         """Steps 2-5 of the module docstring for records that fit the ring buffers."""
-        ts = np.asarray(ts, dtype=float)
         throughput = np.maximum(np.nan_to_num(np.asarray(throughput, dtype=float)), 0.0)
         feats = step_features(ts, throughput, rtt, jitter, loss)
-        hist = self.history_
+        hist, cap = self.history_, self.capacity
         rows, steps, ok = hist.append(keys, ts, feats, throughput)
         self._grow(len(hist.count))
         self.records_ += len(rows)
         self.since_retrain_ += len(rows)
         if self.interval_ is None:
             self._estimate_interval(rows, steps)
-        pos = steps % self.capacity
         vals = throughput[ok]
-        self.base_[rows, pos, 0] = vals
-        self.base_[rows, pos, 1] = self.ewma_.update(rows, vals)
-        self.pred_[rows, pos] = np.nan
-
+        fc = np.full((len(rows), len(MEMBERS), len(self.horizons)), np.nan)
+        fc[:, PERSISTENCE] = vals[:, None]
+        fc[:, EWMA] = self.ewma_.update(rows, vals)[:, None]
+        fc[:, HARMONIC] = self.harmonic_.update(rows, vals)[:, None]
         full = steps >= self.window - 1
-        index = np.flatnonzero(ok)[full]
-        value = lower = upper = np.zeros((0, len(self.horizons)))
         version = self.version_
-        if not self.ready:
-            self._maybe_warm_up(events)
         if self.ready and full.any():
-            r, s = rows[full], steps[full]
-            logf = self.model_.predict(hist.windows(r, s, self.window))
-            version = self.version_
-            self.pred_[r, s % self.capacity] = logf
-            q = np.array([self.quantiles_.bounds(h) for h in self.horizons])  # (H, 2)
-            value = np.maximum(np.expm1(logf), 0.0)
-            lower = np.maximum(np.expm1(logf + q[:, 0]), 0.0)
-            upper = np.maximum(np.expm1(logf + q[:, 1]), 0.0)
-        else:
-            index = index[:0]
+            logf = self.model_.predict(hist.windows(rows[full], steps[full], self.window))
+            fc[full, LSTM] = np.maximum(np.expm1(logf), 0.0)
+        pos = steps % cap
+        self.fc_[rows, pos] = fc
+        self.pub_[rows, pos] = np.nan
+        weights = np.zeros((len(rows), len(self.horizons), len(MEMBERS)))
+        q = np.array([self.quantiles_.bounds(h) for h in self.horizons])  # (H, 2), chunk start
+        have = min(self.quantiles_.n_[h] for h in self.horizons) >= self.min_residuals
+        # record by record per link (the k-th record of every link at once): resolve, combine
+        first = hist.count[rows] - np.bincount(rows, minlength=len(hist.count))[rows]
+        rank = steps - first
+        for k in range(int(rank.max()) + 1 if len(rank) else 0):
+            sel = np.flatnonzero(rank == k)
+            self._resolve(rows[sel], steps[sel], vals[sel])
+            sel = sel[full[sel]]
+            if not len(sel):
+                continue
+            w = self.combiner_.weights(
+                rows[sel], np.isfinite(fc[sel]).transpose(0, 2, 1), fc[sel, EWMA, 0]
+            )
+            value = (w * np.nan_to_num(fc[sel]).transpose(0, 2, 1)).sum(axis=2)
+            weights[sel] = w
+            lv = np.log1p(value)
+            self.pub_[rows[sel], pos[sel]] = np.stack(
+                [value, np.expm1(lv + q[:, 0]), np.expm1(lv + q[:, 1])], axis=2
+            ).clip(0.0)
         # score after forecasting: a record can resolve a forecast made earlier in this batch
         self._score(rows, steps, vals, events)
-        if self.ready and self.since_retrain_ >= self.retrain_every:
+        if not self.ready:  # after this chunk's forecasts: its windows' targets train the fit
+            self._maybe_warm_up(events)
+        elif self.since_retrain_ >= self.retrain_every:
             self._retrain("scheduled", events)
-        keys_out = [hist.keys[r] for r in rows[full]] if len(index) else []
-        return index, keys_out, value, lower, upper, version
+        out = np.flatnonzero(full) if have else np.zeros(0, np.int64)
+        pub = self.pub_[rows[out], pos[out]]  # (n, H, 3)
+        return (
+            np.flatnonzero(ok)[out],
+            [hist.keys[r] for r in rows[out]],
+            pub[..., 0],
+            pub[..., 1],
+            pub[..., 2],
+            weights[out],
+            np.full(len(out), version, np.int64),
+        )
 
     # -- internals ---------------------------------------------------------------------------
     def _grow(self, n_rows: int) -> None:
-        have = len(self.pred_)
+        have = len(self.fc_)
         if n_rows > have:
-            extra = n_rows - have
-            self.pred_ = np.concatenate(
-                [self.pred_, np.full((extra, self.capacity, len(self.horizons)), np.nan)]
-            )
-            self.base_ = np.concatenate([self.base_, np.zeros((extra, self.capacity, 2))])
+            extra = max(n_rows - have, 16)
+            self.fc_ = np.concatenate([self.fc_, np.full((extra, *self.fc_.shape[1:]), np.nan)])
+            self.pub_ = np.concatenate([self.pub_, np.full((extra, *self.pub_.shape[1:]), np.nan)])
 
     def _estimate_interval(self, rows: np.ndarray, steps: np.ndarray) -> None:
         hist = self.history_
@@ -302,39 +353,60 @@ class OnlineForecaster(RetrainsInBackground):
         if len(gaps):
             self.interval_ = float(np.median(gaps))
 
+    def _resolved(
+        self, rows: np.ndarray, steps: np.ndarray, h: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mask of the records that resolve a forecast made ``h`` steps earlier, and its step."""
+        src = steps - h
+        m = src >= 0
+        if self.step_tolerance is not None:
+            if self.interval_ is None:
+                return np.zeros(len(rows), bool), src
+            hist, dt = self.history_, self.interval_
+            gap = hist.times_at(rows, steps) - hist.times_at(rows, np.maximum(src, 0))
+            m &= np.abs(gap - h * dt) <= self.step_tolerance * dt
+        return m, src
+
+    def _resolve(self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray) -> None:
+        """Members' errors on the forecasts these records resolve -> the combiner (causal)."""
+        cap = self.capacity
+        for j, h in enumerate(self.horizons):
+            m, src = self._resolved(rows, steps, h)
+            if not m.any():
+                continue
+            r, s = rows[m], src[m] % cap
+            f = self.fc_[r, s, :, j]  # (n, M)
+            self.combiner_.update(r, j, np.abs(f - vals[m, None]), f[:, EWMA])
+
     def _score(
         self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray, events: list[str]
     ) -> None:
-        if not self.ready or self.interval_ is None:
-            return
-        hist, cap, dt = self.history_, self.capacity, self.interval_
-        t_now = hist.times_at(rows, steps)
+        """Accuracy of resolved published forecasts (where every member had one), interval
+        residuals of all of them, LSTM error to the drift detector."""
+        cap = self.capacity
         for j, h in enumerate(self.horizons):
-            src = steps - h
-            m = src >= 0
-            r, s, y = rows[m], src[m], vals[m]
-            p = self.pred_[r, s % cap, j]
-            gap = t_now[m] - hist.times_at(r, s)
-            m2 = np.isfinite(p) & (np.abs(gap - h * dt) <= 0.5 * dt)
-            if not m2.any():
+            m, src = self._resolved(rows, steps, h)
+            r, s, y = rows[m], src[m] % cap, vals[m]
+            pub = self.pub_[r, s, j]  # (n, 3)
+            have = np.isfinite(pub[:, 0])
+            if not have.any():
                 continue
-            r, s, y, p = r[m2], s[m2], y[m2], p[m2]
-            resid = np.log1p(y) - p
-            q_lo, q_hi = self.quantiles_.bounds(h)
-            base = self.base_[r, s % cap]
-            self.accuracy_.update(
-                h,
-                y,
-                model=np.maximum(np.expm1(p), 0.0),
-                persistence=base[:, 0],
-                ewma=base[:, 1],
-                lower=np.maximum(np.expm1(p + q_lo), 0.0),
-                upper=np.maximum(np.expm1(p + q_hi), 0.0),
-            )
-            self.quantiles_.add(h, resid)
-            if j == 0 and self.drift_.update(np.abs(resid)):
-                events.append(f"drift detected after {self.records_} records")
-                self._retrain("drift", events)
+            r, s, y, pub = r[have], s[have], y[have], pub[have]
+            self.quantiles_.add(h, np.log1p(y) - np.log1p(pub[:, 0]))
+            f = self.fc_[r, s, :, j]
+            every = np.isfinite(f).all(axis=1)
+            if every.any():
+                fe = f[every]
+                self.accuracy_.update(
+                    h, y[every], model=pub[every, 0], lower=pub[every, 1], upper=pub[every, 2],
+                    **{name: fe[:, i] for i, name in enumerate(MEMBERS)},
+                )  # fmt: skip
+            lstm = np.isfinite(f[:, LSTM])
+            if j == 0 and lstm.any():
+                err = np.abs(np.log1p(y[lstm]) - np.log1p(f[lstm, LSTM]))
+                if self.drift_.update(err):
+                    events.append(f"drift detected after {self.records_} records")
+                    self._retrain("drift", events)
 
     def training_set(self, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Windows and log targets available in the buffers (a random sample of ``limit``)."""
@@ -354,20 +426,12 @@ class OnlineForecaster(RetrainsInBackground):
         if avail < self.warmup_windows:
             return
         x, y = self.training_set(max(self.warmup_windows, self.retrain_windows))
-        cut = int(0.85 * len(x))  # the windows come shuffled; the last 15% calibrate intervals
         trainer = self.trainer_
-        trainer.model.fit(x[:cut], y[:cut], epochs=self.warmup_epochs)
+        trainer.model.fit(x, y, epochs=self.warmup_epochs)
         self.model_.copy_from(trainer.model)
-        self._seed_quantiles(x[cut:], y[cut:])
         self.version_ = 1
         self.since_retrain_ = 0
         events.append(f"warm-up fit on {len(x)} windows -> {self.model_version}")
-
-    def _seed_quantiles(self, x: np.ndarray, y: np.ndarray) -> None:
-        n = min(len(x), self.residual_size)
-        resid = y[:n] - self.model_.predict(x[:n])
-        for j, h in enumerate(self.horizons):
-            self.quantiles_.add(h, resid[:, j])
 
     def _retrain(self, reason: str, events: list[str]) -> None:
         if self.trainer_.busy:
