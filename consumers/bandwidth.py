@@ -47,6 +47,7 @@ class BandwidthProcessor(LSTMProcessor):
 
     name = "bandwidth"
     outputs = ("predictions",)
+    state_format = 2  # 2: the ensemble forecaster (older checkpoints start fresh, with a warning)
     description = (
         "Forecast each link's throughput with an online ensemble (LSTM retrained in micro-batches, "
         "persistence, EWMA, harmonic mean); publish "
