@@ -18,7 +18,8 @@ One call of :meth:`OnlineForecaster.process` handles a batch of link records in 
 5. score the resolved forecasts (the published one, every member; MAE, MAPE and the coverage
    of the interval published with them), feed the published forecast's log residuals to the
    interval quantiles and the LSTM's error to the drift detector; once enough windows exist,
-   fit the LSTM (warm-up, synchronous), afterwards retrain it in the background every
+   fit the LSTM (warm-up; in the background like a retrain, inline with ``background=False``),
+   afterwards retrain it in the background every
    ``retrain_every`` records or when drift is detected.
 
 A forecast is returned for a record once its link has a full window and every horizon has
@@ -421,12 +422,25 @@ class OnlineForecaster(RetrainsInBackground):
         return x, y.astype(np.float64)
 
     def _maybe_warm_up(self, events: list[str]) -> None:
+        """The LSTM's first fit, once ``warmup_windows`` windows exist. With ``background`` it
+        runs beside the stream like a retrain (the baselines' ensemble is published until it
+        is swapped in, version 1, at a later call): the loop never stalls in it."""
+        trainer = self.trainer_
+        if trainer.busy or trainer.pending:
+            return  # running or done: swapped in by _swap
         hist, H = self.history_, max(self.horizons)
         avail = np.maximum(np.minimum(hist.count, self.capacity) - self.window - H, 0).sum()
         if avail < self.warmup_windows:
             return
         x, y = self.training_set(max(self.warmup_windows, self.retrain_windows))
-        trainer = self.trainer_
+        if self.background:
+            if trainer.submit(x, y, epochs=self.warmup_epochs, reason="warm-up"):
+                self.since_retrain_ = 0
+                events.append(
+                    f"warm-up fit started on {len(x)} windows in the background "
+                    "(the baselines are published until it is done)"
+                )
+            return
         trainer.model.fit(x, y, epochs=self.warmup_epochs)
         self.model_.copy_from(trainer.model)
         self.version_ = 1
@@ -451,6 +465,8 @@ class OnlineForecaster(RetrainsInBackground):
         if result.error:
             events.append(f"{result.reason} retrain failed: {result.error}")
             return
+        if self.version_ == 0:  # the background warm-up fit: its scaler comes too
+            self.model_.copy_from(self.trainer_.model)
         self.model_.set_weights(result.weights)
         self.version_ += 1
         info = {

@@ -212,3 +212,28 @@ def test_drift_in_the_error_triggers_an_early_retrain() -> None:
         f.process(keys, np.full(links, float(t)), tput, ones, ones, np.zeros(links))
     assert f.drift_.detections >= 1
     assert any(r["reason"] == "drift" for r in f.retrains_)
+
+
+def test_a_background_warm_up_fit_leaves_the_baselines_publishing_until_it_is_done() -> None:
+    f = OnlineForecaster(window=12, horizons=(1, 5), units=8, capacity=128, warmup_windows=600,
+                         warmup_epochs=4, retrain_every=10**9, background=True, batch_size=32,
+                         residual_size=1000, seed=0)  # fmt: skip
+    ones = np.ones(8)
+    started = published = 0
+    stream = list(_link_stream(8, 400))
+    i = 0
+    while i < len(stream) and not started:
+        keys, ts, tput = stream[i]
+        out = f.process(keys, ts, tput, ones, ones, np.zeros(8))
+        started = any("warm-up fit started" in e for e in out.events)
+        i += 1
+    assert started and not f.ready  # the call that started it did not wait for it
+    for keys, ts, tput in stream[i : i + 5]:  # the stream goes on, the baselines published
+        out = f.process(keys, ts, tput, ones, ones, np.zeros(8))
+        published += len(out.index)
+    assert published > 0
+    f.trainer_.join(120)
+    keys, ts, tput = stream[i + 5]
+    out = f.process(keys, ts, tput, ones, ones, np.zeros(8))
+    assert f.ready and f.version_ == 1 and f.retrains_[0]["reason"] == "warm-up"
+    assert any(e.startswith("warm-up retrain done") for e in out.events)
