@@ -183,6 +183,7 @@ def build_selector(args: argparse.Namespace, state: Any | None, out: TextIO) -> 
         min_improvement=args.min_improvement,
         train_every=args.train_every,
         train=not args.no_train,
+        background=not args.sync_train,
     )
     index = {name: i for i, name in enumerate(policy.names)}
     selector.current = {k: index[v] for k, v in links.items() if v in index}
@@ -214,6 +215,13 @@ class CompressionProcessor(app.Processor):
         )
         p.add_argument("--train-every", type=int, default=4096, help="records per micro-batch update")
         p.add_argument("--no-train", action="store_true", help="decide only; never update the policy")
+        p.add_argument(
+            "--sync-train",
+            action="store_true",
+            help="run each micro-batch update inline (reproducible: the same records give the "
+            "same recommendations); by default it runs beside the stream, which keeps deciding "
+            "with the current policy meanwhile",
+        )
         g = parser.add_argument_group("compression, first start (no checkpoint): the starting policy")
         g.add_argument(
             "--starting-policy",
@@ -237,6 +245,11 @@ class CompressionProcessor(app.Processor):
         return self.consumer.handle(batch)
 
     def state(self, final: bool = False) -> Any:
+        """``(policy JSON, {link: choice})``: the exported policy is replaced in one assignment,
+        so a checkpoint taken while an update runs holds the policy before it (on shutdown,
+        ``final``, the update finishes first)."""
+        if final:
+            self.selector.finish(60)
         names = self.selector.policy.names
         links = {k: names[v] for k, v in self.selector.current.items()}
         return self.selector.policy.to_portable().to_json(), links
@@ -251,6 +264,9 @@ class CompressionProcessor(app.Processor):
             f"compression: links {len(sel.current):,d}  published {c.published:,d}  "
             f"agreement {sel.agreement:.2%}  updates {c.policy.updates_}  model {c.policy.version}"
         )
+
+    def close(self) -> None:
+        self.selector.finish(60)  # a running update: the process exits once it is done
 
     def summary(self) -> dict[str, Any]:
         sel, c = self.selector, self.consumer

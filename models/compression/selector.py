@@ -32,6 +32,7 @@ link always counts as a switch):
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,6 +72,12 @@ class LinkSelector:
         Size of the reservoir of past states mixed into each update.
     seed
         Seeds the reservoir.
+    background
+        Run each micro-batch update in a background thread: decisions go on with the current
+        policy (its exported weights are swapped in one assignment when the update is done),
+        so the first update, which also imports TensorFlow, never stalls the stream. States
+        that become due while an update runs wait for the next one. ``False``: inline, so the
+        same states always give the same decisions.
     """
 
     def __init__(
@@ -82,6 +89,7 @@ class LinkSelector:
         replay: int = 16384,
         train: bool = True,
         seed: int = 0,
+        background: bool = False,
     ) -> None:
         self.policy = policy
         self.min_improvement = min_improvement
@@ -95,6 +103,10 @@ class LinkSelector:
         self._pending: list[np.ndarray] = []
         self._reservoir = np.empty((0, len(STATE_FIELDS)))
         self._seen = 0
+        self.background = background
+        self._worker: threading.Thread | None = None
+        self.update_errors = 0
+        self.last_error = ""
 
     @property
     def transfer(self) -> TransferModel:
@@ -134,12 +146,38 @@ class LinkSelector:
         self._pending.append(s)
         if sum(len(p) for p in self._pending) < self.train_every:
             return
+        if self._worker is not None and self._worker.is_alive():
+            return  # the running update first; these states go into the next one
         new = np.concatenate(self._pending)
         self._pending = []
         k = min(len(self._reservoir), len(new))
         old = self._reservoir[self._rng.choice(len(self._reservoir), k, replace=False)]
-        self.policy.partial_fit(np.concatenate([new, old]))
+        batch = np.concatenate([new, old])
         self._remember(new)
+        if not self.background:
+            self.policy.partial_fit(batch)
+            return
+        self._worker = threading.Thread(
+            target=self._update, args=(batch,), name="compression-update", daemon=True
+        )
+        self._worker.start()
+
+    def _update(self, batch: np.ndarray) -> None:
+        try:
+            self.policy.partial_fit(batch)
+        except Exception as exc:  # a failed update keeps the current policy deciding
+            self.update_errors += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+
+    def finish(self, timeout: float | None = None) -> None:
+        """Wait for a running background update (shutdown, tests)."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_worker"] = None  # a thread does not pickle; a running update is not kept
+        return state
 
     def _remember(self, new: np.ndarray) -> None:
         """Reservoir sampling: every state seen has the same chance to be in the replay set."""

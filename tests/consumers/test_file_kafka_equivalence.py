@@ -38,7 +38,7 @@ PROCESSORS = {
                   "--fit-batch", "64"],
     "consensus": ["--window", "10", "--units", "8", "--warmup-windows", "1500",
                   "--retrain-every", "3000", "--sync-retrain", "--fit-batch", "32"],
-    "compression": ["--train-every", "500"],
+    "compression": ["--train-every", "500", "--sync-train"],
     "ingest": [],
 }  # fmt: skip
 OUTPUT = {"reliability": "alerts", "consensus": "alerts", "bandwidth": "predictions",
@@ -151,7 +151,7 @@ def test_several_processors_share_one_decode_and_dead_letter_once(
     produce(one_partition, records)
     names = ["reliability", "compression", "ingest"]
     flags = [*common(one_partition, tmp_path), "--from-beginning", "--idle-timeout", "4"]
-    flags += ["--reliability.param", "background=false", "--compression.train-every", "500"]
+    flags += ["--reliability.param", "background=false", "--compression.train-every", "500", "--compression.sync-train"]
     assert run_cli.main(["run", *names, *flags]) == 0
     letters = [decode(v, DeadLetter) for v in read_values(one_partition, "dead-letter")]
     assert sorted(d.original for d in letters) == sorted(BAD)  # once, not once per processor

@@ -298,3 +298,37 @@ def test_selector_learns_in_micro_batches_with_a_bounded_replay(
     assert policy.updates == 3  # after 300, 600 and 900 states
     assert policy.fitted == [300, 600, 600]  # new states + as many replayed (up to the reservoir)
     assert len(sel._reservoir) == 300 and sel._seen == 900
+
+
+class SlowPolicy(ScriptedPolicy):
+    """A scripted policy whose update takes a while (as the first one, importing TensorFlow)."""
+
+    def __init__(self, transfer: TransferModel, picks: list[list[int]], seconds: float) -> None:
+        super().__init__(transfer, picks)
+        self.seconds = seconds
+
+    def partial_fit(self, s: np.ndarray) -> None:
+        import time
+
+        time.sleep(self.seconds)
+        super().partial_fit(s)
+
+
+def test_a_background_update_never_stalls_decisions_and_states_wait_for_the_next(
+    model: TransferModel, states: np.ndarray
+):
+    import time
+
+    n = 100
+    batches = [states[i : i + n] for i in range(0, 6 * n, n)]
+    policy = SlowPolicy(model, [[0] * n for _ in batches], seconds=1.0)
+    sel = LinkSelector(policy, train_every=250, replay=300, seed=1, background=True)
+    t0 = time.perf_counter()
+    for b in batches:
+        sel.decide([f"l{i}" for i in range(n)], b)
+    assert time.perf_counter() - t0 < 0.5  # the 1 s update ran beside the decisions
+    sel.finish(10)
+    # one update ran (after 300 states); the 300 that became due meanwhile wait for the next
+    assert policy.updates == 1 and policy.fitted == [300]
+    assert sum(len(p) for p in sel._pending) == 300
+    assert sel.update_errors == 0
