@@ -88,7 +88,9 @@ def generic_values(
             yield _PREFIX + key + (RATE_SUFFIX if counter else ""), float(v), counter
 
 
-def counter_rate(prev: tuple[float, float] | None, t: float, v: float, counter: str) -> float | None:
+def counter_rate(
+    prev: tuple[float, float] | None, t: float, v: float, counter: str
+) -> float | None:
     """Per-second rate of a counter sample ``v`` at ``t`` given the series' ``(t, v)`` before.
 
     ``None`` when there is no earlier sample or ``t`` is not later than it.

@@ -18,8 +18,15 @@ def test_a_server_metrics_csv_is_ingested_with_one_pattern(tmp_path: Path):
     for i in range(1200):
         node = f"omi-{i % 2 + 1}"
         t = 1_767_225_600 + 300 * (i // 2)  # epoch seconds, 5-minute steps
-        m = [rng.random(), 0.0, -2.5 + rng.random() if i % 3 else 1e300, 7.0]  # noise, zero, edge, flat
-        lines.append(f"{t},{node},{'train' if i < 600 else 'test'},0," + ",".join(repr(x) for x in m))
+        m = [
+            rng.random(),
+            0.0,
+            -2.5 + rng.random() if i % 3 else 1e300,
+            7.0,
+        ]  # noise, zero, edge, flat
+        lines.append(
+            f"{t},{node},{'train' if i < 600 else 'test'},0," + ",".join(repr(x) for x in m)
+        )
     path = tmp_path / "omi.csv.gz"
     path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     out = tmp_path / "out"

@@ -40,7 +40,11 @@ def extra_stream(n: int = 900, nodes: int = 3, seed: int = 0) -> list[Any]:
     for i in range(n // nodes):
         for k in range(nodes):
             totals[k] = 0.0 if (k == 1 and i == 150) else totals[k] + rng.randint(50, 150)
-            extra = {"load": 0.5 + 0.05 * rng.gauss(0, 1), f"own{k}": rng.random(), "req_total": totals[k]}
+            extra = {
+                "load": 0.5 + 0.05 * rng.gauss(0, 1),
+                f"own{k}": rng.random(),
+                "req_total": totals[k],
+            }
             if i > 200 and k == 2:
                 extra["late.metric"] = -3.0 + rng.random()  # a metric that appears later
             out.append(decode_telemetry(orjson.dumps(rec(i, node=f"n-{k}", extra=extra))))
@@ -84,7 +88,13 @@ def test_counter_series_are_per_link_and_duplicates_give_no_rate():
     a2 = ctx.learn_one(rec(1, peer_id="a", extra={"x_total": 30.0}))
     dup = ctx.learn_one(rec(1, peer_id="a", extra={"x_total": 40.0}))
     b2 = ctx.learn_one(rec(1, peer_id="b", extra={"x_total": 520.0}))
-    assert [r.values.get("extra.x_total_per_s") for r in (a, b, a2, dup, b2)] == [None, None, 2.0, None, 2.0]
+    assert [r.values.get("extra.x_total_per_s") for r in (a, b, a2, dup, b2)] == [
+        None,
+        None,
+        2.0,
+        None,
+        2.0,
+    ]
 
 
 # -- no crash on valid records -------------------------------------------------------------------
@@ -107,10 +117,14 @@ def test_edge_case_valid_records_never_crash_and_scores_stay_finite(generic: boo
     records = []
     for i in range(600):
         fields = dict(rng.choice(EDGE)) if i % 3 else {"extra": {"const": 7.0}, "rtt_ms": 5.0}
-        records.append(decode_telemetry(orjson.dumps(rec(i, node=f"n-{i % 4}", **fields), default=str)))
+        records.append(
+            decode_telemetry(orjson.dumps(rec(i, node=f"n-{i % 4}", **fields), default=str))
+        )
     scored, alerts = det.process(records)
     alerts += det.flush()
-    assert len(scored) == 600 and all(math.isfinite(s.score) and 0.0 <= s.score <= 1.0 for s in scored)
+    assert len(scored) == 600 and all(
+        math.isfinite(s.score) and 0.0 <= s.score <= 1.0 for s in scored
+    )
     for a in alerts:  # what an alert says stays finite too
         assert all(math.isfinite(m.value) and math.isfinite(m.baseline) for m in a.top_metrics)
 
@@ -121,7 +135,9 @@ def test_a_constant_extra_series_is_scored_without_error():
     assert all(math.isfinite(s.score) for s in scored)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 2 (robust scoring): tied scores take the top rank")
+@pytest.mark.xfail(
+    strict=True, reason="issue 12 item 2 (robust scoring): tied scores take the top rank"
+)
 def test_a_constant_extra_series_is_normal():
     det = small_detector()
     scored, _ = det.process([rec(i, extra={"flat": 3.0}) for i in range(400)])
@@ -155,10 +171,18 @@ def test_the_feature_set_grows_in_stream_order_and_the_forest_widens():
     det.process(records)
     added = det.feature_names_[len(core) :]
     assert det.feature_names_[: len(core)] == core  # the tuned columns keep their place
-    assert added[:5] == ("extra.load", "extra.own0", "extra.req_total_per_s", "extra.own1", "extra.own2")
+    assert added[:5] == (
+        "extra.load",
+        "extra.own0",
+        "extra.req_total_per_s",
+        "extra.own1",
+        "extra.own2",
+    )
     assert added[5:] == ("extra.late.metric",)
     assert det.forest_.n_features == len(det.feature_names_)
-    assert det.forest_.forest_ is not None and det.forest_.forest_.n_features_in_ == len(det.feature_names_)
+    assert det.forest_.forest_ is not None and det.forest_.forest_.n_features_in_ == len(
+        det.feature_names_
+    )
     assert det.hst_.features == det.feature_names_
 
 

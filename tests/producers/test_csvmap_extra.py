@@ -26,7 +26,9 @@ def write_asd_like(path: Path, rows: list[str]) -> Path:
 
 
 def test_asd_header_maps_with_one_pattern_and_split_label_stay_out(tmp_path: Path):
-    path = write_asd_like(tmp_path / "omi.csv.gz", [ASD_ROW, ASD_ROW.replace("00:00:00", "00:05:00")])
+    path = write_asd_like(
+        tmp_path / "omi.csv.gz", [ASD_ROW, ASD_ROW.replace("00:00:00", "00:05:00")]
+    )
     rec_map = ColumnMap.parse(extra=["m*"])
     recording = Recording(path, column_map=rec_map)
     rows = list(recording.rows())
@@ -69,7 +71,9 @@ def test_a_pattern_never_takes_a_column_that_feeds_a_schema_field():
 
 
 def test_bad_extra_maps_are_all_named_up_front():
-    cmap = ColumnMap.parse(["extra.CPU=cpu", "extra.rtt_ms=cpu", "extra.ok=nope"], extra=["x*", "C*"])
+    cmap = ColumnMap.parse(
+        ["extra.CPU=cpu", "extra.rtt_ms=cpu", "extra.ok=nope"], extra=["x*", "C*"]
+    )
     with pytest.raises(ColumnMapError) as exc:
         cmap.bind(["timestamp", "node_id", "cpu", "Cache Hits"])
     msg = str(exc.value)

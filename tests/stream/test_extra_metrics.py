@@ -59,11 +59,23 @@ def test_an_empty_extra_map_is_valid():
     [
         ({"CPU": 1}, [("extra.CPU", "name 'CPU' does not match ^[a-z][a-z0-9_.]{0,63}$")]),
         ({"1m": 1}, [("extra.1m", "name '1m' does not match ^[a-z][a-z0-9_.]{0,63}$")]),
-        ({"a" * 65: 1}, [("extra." + "a" * 65, f"name '{'a' * 65}' does not match ^[a-z][a-z0-9_.]{{0,63}}$")]),
+        (
+            {"a" * 65: 1},
+            [("extra." + "a" * 65, f"name '{'a' * 65}' does not match ^[a-z][a-z0-9_.]{{0,63}}$")],
+        ),
         ({"": 1}, [("extra.", "name '' does not match ^[a-z][a-z0-9_.]{0,63}$")]),
-        ({"rtt_ms": 1}, [("extra.rtt_ms", "name 'rtt_ms' is a schema field: send it as a top-level field")]),
-        ({"node_id": 1}, [("extra.node_id", "name 'node_id' is a schema field: send it as a top-level field")]),
-        ({"extra": 1}, [("extra.extra", "name 'extra' is a schema field: send it as a top-level field")]),
+        (
+            {"rtt_ms": 1},
+            [("extra.rtt_ms", "name 'rtt_ms' is a schema field: send it as a top-level field")],
+        ),
+        (
+            {"node_id": 1},
+            [("extra.node_id", "name 'node_id' is a schema field: send it as a top-level field")],
+        ),
+        (
+            {"extra": 1},
+            [("extra.extra", "name 'extra' is a schema field: send it as a top-level field")],
+        ),
         ({"m": True}, [("extra.m", "expected a number, got bool true")]),
         ({"m": "1.5"}, [("extra.m", "expected a number, got str '1.5'")]),
         ({"m": None}, [("extra.m", "expected a number, got NoneType null")]),
