@@ -6,7 +6,9 @@ exported from one host often has no node column). Columns named like a schema fi
 by themselves unless ``auto=False``. :meth:`ColumnMap.bind` checks the map against the CSV
 header once, up front, and fails fast naming every bad column; the :class:`RowMapper` it
 returns turns each row into a telemetry record plus the reasons it is bad, if any. Missing
-optional fields are simply absent; only ``timestamp`` and ``node_id`` are required.
+optional fields are simply absent; only ``timestamp`` and ``node_id`` are required. Any other
+column can feed the record's ``extra`` metrics: ``extra.NAME=COLUMN`` maps one, ``--extra GLOB``
+every column it matches under its own name (:mod:`stream.csvextra`).
 
 Examples
 --------
@@ -27,6 +29,12 @@ Examples
 Traceback (most recent call last):
 ...
 stream.csvmap.ColumnMapError: bad column map: 'rtt' is not a schema field (did you mean rtt_ms?); required field timestamp has no column (map one with --column timestamp=COLUMN or --timestamp-column); required field node_id has no column (map one with --column node_id=COLUMN or set it with --set node_id=VALUE)
+>>> mapper = ColumnMap.parse(["extra.load=Load*0.01"], extra=["m*"]).bind(
+...     ["timestamp", "node_id", "label", "m01", "m02", "Load"])
+>>> mapper.convert(["2026-01-05T10:00:00Z", "n-1", "0", "0.5", "", "42"])
+({'timestamp': '2026-01-05T10:00:00Z', 'node_id': 'n-1', 'extra': {'load': 0.42, 'm01': 0.5}}, [])
+>>> mapper.ignored
+['label']
 """
 
 from __future__ import annotations
@@ -40,9 +48,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream.csvextra import count_problem, expand_extra, extra_name, is_extra, target_problem
 from stream.errors import SchemaError
 from stream.records import FieldError
-from stream.schema import FIELD_BY_NAME, REQUIRED_FIELDS
+from stream.schema import EXTRA_FIELD, FIELD_BY_NAME, REQUIRED_FIELDS
 
 TIME_FORMATS = ("auto", "iso", "epoch_s", "epoch_ms")
 
@@ -69,6 +78,7 @@ class ColumnMap:
     auto: bool = True
     time_format: str = "auto"
     assume_utc: bool = False
+    extra: tuple[str, ...] = ()  # --extra patterns (columns -> extra metrics, own names)
 
     @classmethod
     def parse(
@@ -77,16 +87,23 @@ class ColumnMap:
         *,
         constants: Iterable[str] = (),
         mapping: Mapping[str, Any] | None = None,
+        extra: Iterable[str] = (),
         **options: Any,
     ) -> ColumnMap:
         """From ``FIELD=COLUMN[*SCALE]`` specs, ``FIELD=VALUE`` constants and a JSON mapping.
 
-        ``mapping`` is ``{"FIELD": "COLUMN"}`` or ``{"FIELD": {"column": C, "scale": S}}``;
-        command-line specs override it field by field.
+        ``mapping`` is ``{"FIELD": "COLUMN"}`` or ``{"FIELD": {"column": C, "scale": S}}``
+        (``FIELD`` may be ``extra.NAME``), plus ``"extra": ["GLOB", ...]``; command-line specs
+        override it field by field and ``extra`` patterns add to its own.
         """
         cols: dict[str, Column] = {}
+        globs: list[str] = []
         for name, spec in (mapping or {}).items():
-            if isinstance(spec, str):
+            if name == EXTRA_FIELD:
+                if not isinstance(spec, list) or not all(isinstance(g, str) for g in spec):
+                    raise ColumnMapError(f"bad mapping entry 'extra': {spec!r} (want a list of patterns)")
+                globs += spec
+            elif isinstance(spec, str):
                 cols[name] = Column(name, spec)
             elif isinstance(spec, Mapping) and isinstance(spec.get("column"), str):
                 cols[name] = Column(name, spec["column"], float(spec.get("scale", 1.0)))
@@ -107,7 +124,10 @@ class ColumnMap:
             raise ColumnMapError(
                 f"time format {options['time_format']!r} is not one of {TIME_FORMATS}"
             )
-        return cls(tuple(cols.values()), consts, **options)
+        globs += [g.strip() for g in extra]
+        if any(not g for g in globs):
+            raise ColumnMapError("bad --extra pattern: empty (want a pattern such as 'm*')")
+        return cls(tuple(cols.values()), consts, extra=tuple(globs), **options)
 
     def bind(self, header: Sequence[str]) -> RowMapper:
         """Check the map against ``header``; raises :class:`ColumnMapError` listing every problem."""
@@ -118,22 +138,39 @@ class ColumnMap:
         if self.auto:
             chosen = {h: Column(h, h) for h in header if h in FIELD_BY_NAME}
         for c in self.columns:
-            if c.field not in FIELD_BY_NAME:
+            bad_extra = target_problem(c.field) if is_extra(c.field) else None
+            if bad_extra:
+                problems.append(bad_extra)
+            elif not is_extra(c.field) and c.field not in FIELD_BY_NAME:
                 problems.append(f"{c.field!r} is not a schema field{_hint(c.field, FIELD_BY_NAME)}")
             elif c.column not in index:
                 problems.append(
                     f"column {c.column!r} (for {c.field}) is not in the header{_hint(c.column, index)}"
                 )
-            elif FIELD_BY_NAME[c.field].numeric is False and c.scale != 1.0:
+            elif not is_extra(c.field) and not FIELD_BY_NAME[c.field].numeric and c.scale != 1.0:
                 problems.append(f"{c.field} is not numeric and cannot be scaled")
             else:
                 chosen[c.field] = c
         for name in self.constants:
-            if name not in FIELD_BY_NAME:
+            if is_extra(name):
+                bad_extra = target_problem(name, " (--set)")
+                if bad_extra:
+                    problems.append(bad_extra)
+            elif name not in FIELD_BY_NAME:
                 problems.append(
                     f"{name!r} (--set) is not a schema field{_hint(name, FIELD_BY_NAME)}"
                 )
             chosen.pop(name, None)  # a constant wins over a column of the same field
+        if self.extra:
+            taken = {c.column for c in chosen.values()}
+            globbed, more = expand_extra(self.extra, header, taken)
+            problems += more
+            for c in globbed:
+                if c.field not in self.constants:
+                    chosen.setdefault(c.field, c)
+        too_many = count_problem([*chosen, *self.constants])
+        if too_many:
+            problems.append(too_many)
         for name in REQUIRED_FIELDS:
             if name not in chosen and name not in self.constants:
                 how = (
@@ -188,20 +225,28 @@ class RowMapper:
                 where = "" if name == "timestamp" else f"column {col!r}: "
                 errors.append(FieldError(field=name, reason=where + reason, value=raw[:80]))
             else:
-                rec[name] = value
+                _put(rec, name, value)
         for name, raw in self.constants.items():
-            rec[name], reason = convert_cell(name, raw, 1.0, self.time_format, self.assume_utc)
+            value, reason = convert_cell(name, raw, 1.0, self.time_format, self.assume_utc)
             if reason:
                 errors.append(FieldError(field=name, reason=f"--set {name}: {reason}", value=raw))
-                del rec[name]
+            else:
+                _put(rec, name, value)
         return rec, errors
+
+
+def _put(rec: dict[str, Any], name: str, value: Any) -> None:
+    if is_extra(name):
+        rec.setdefault(EXTRA_FIELD, {})[extra_name(name)] = value
+    else:
+        rec[name] = value
 
 
 def convert_cell(
     name: str, raw: str, scale: float, time_format: str = "auto", assume_utc: bool = False
 ) -> tuple[Any, str | None]:
     """A cell's value for field ``name`` and ``None``, or ``(None, reason)``."""
-    kind = FIELD_BY_NAME[name].kind
+    kind = "float" if is_extra(name) else FIELD_BY_NAME[name].kind
     if kind == "time":
         return parse_time(raw, time_format, assume_utc)
     if kind in ("str", "enum"):
@@ -287,7 +332,16 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FIELD=COLUMN[*SCALE]",
-        help="map a CSV column to a schema field, optionally scaled (repeatable)",
+        help="map a CSV column to a schema field or to an extra metric (FIELD = extra.NAME), "
+        "optionally scaled (repeatable)",
+    )
+    g.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="every column matching this shell pattern (e.g. 'm*') becomes an extra metric under "
+        "its own name, unless it already feeds a schema field (repeatable)",
     )
     g.add_argument(
         "--timestamp-column", metavar="COLUMN", help="shorthand for --column timestamp=COLUMN"
@@ -303,7 +357,8 @@ def add_csv_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--mapping",
         metavar="FILE.json",
-        help='JSON column map: {"FIELD": "COLUMN" or {"column": C, "scale": S}}',
+        help='JSON column map: {"FIELD": "COLUMN" or {"column": C, "scale": S}}; FIELD may be '
+        'extra.NAME, and "extra": ["GLOB", ...] adds --extra patterns',
     )
     g.add_argument(
         "--no-auto-map",
@@ -338,6 +393,7 @@ def column_map_from_args(args: argparse.Namespace) -> ColumnMap:
         specs,
         constants=args.constants,
         mapping=mapping,
+        extra=getattr(args, "extra", ()),
         auto=not args.no_auto_map,
         time_format=args.time_format,
         assume_utc=args.assume_utc,

@@ -22,7 +22,7 @@ import msgspec
 import orjson
 
 from stream.records import Alert, DeadLetter, IncidentLabel, Prediction
-from stream.schema import SCHEMA_VERSION, Telemetry
+from stream.schema import EXTRA_FIELD, EXTRA_RESERVED, SCHEMA_VERSION, Telemetry
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 TYPES: dict[str, Any] = {
@@ -50,7 +50,21 @@ def build_schemas() -> dict[str, dict[str, Any]]:
         if components:
             doc["$defs"] = components
         out[name] = normalise_descriptions(doc)
+    reserve_extra_names(out["telemetry"])
     return out
+
+
+def reserve_extra_names(doc: dict[str, Any]) -> None:
+    """Forbid the fixed fields' names in ``extra`` (msgspec cannot say it; the validator does).
+
+    >>> doc = {"properties": {"extra": {"anyOf": [{"propertyNames": {"pattern": "^a"}}]}}}
+    >>> reserve_extra_names(doc)
+    >>> doc["properties"]["extra"]["anyOf"][0]["propertyNames"]["not"]["enum"][:2]
+    ['amst_streams', 'amst_transfer_rate']
+    """
+    for option in doc["properties"][EXTRA_FIELD]["anyOf"]:
+        if "propertyNames" in option:
+            option["propertyNames"]["not"] = {"enum": sorted(EXTRA_RESERVED)}
 
 
 def normalise_descriptions(node: Any) -> Any:

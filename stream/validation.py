@@ -16,6 +16,13 @@ True
 link_type: 'lan' is not one of dc, metro, wan, edge
 rtt_ms: -4 is below the minimum 0 ms
 packet_loss: NaN is not a finite number
+>>> _, errs = validate_telemetry(b'{"timestamp": "2026-01-05T10:00:00Z", "node_id": "n1", '
+...                              b'"extra": {"m01": -0.5, "CPU": 1, "rtt_ms": 2, "m02": "x"}}')
+>>> for e in errs:
+...     print(f"{e.field}: {e.reason}")
+extra.CPU: name 'CPU' does not match ^[a-z][a-z0-9_.]{0,63}$
+extra.rtt_ms: name 'rtt_ms' is a schema field: send it as a top-level field
+extra.m02: expected a number, got str 'x'
 """
 
 from __future__ import annotations
@@ -23,12 +30,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import sys
 from typing import Any
 
 import msgspec
 
 from stream.records import FieldError
-from stream.schema import FIELDS, MAX_TIME, MIN_TIME, FieldSpec, decode_telemetry
+from stream.schema import (
+    EXTRA_FIELD,
+    EXTRA_MAX,
+    FIELDS,
+    MAX_TIME,
+    MIN_TIME,
+    FieldSpec,
+    decode_telemetry,
+    extra_name_reason,
+)
 
 #: Records larger than this are rejected before decoding (override per consumer).
 DEFAULT_MAX_BYTES = 64 * 1024
@@ -64,19 +81,23 @@ def duplicated_identity(data: bytes) -> list[FieldError]:
     [FieldError(field='node_id', reason="given 2 times ('a', 'b'): which one is meant is unknown", value=None)]
     >>> duplicated_identity(b'{"note": "node_id \\"node_id\\""}')
     []
+    >>> duplicated_identity(b'{"node_id": "a", "extra": {"node_id": 1}}')
+    []
     """
-    seen: dict[str, list[Any]] = {}
+    last: list[list[tuple[str, Any]]] = [[]]
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        for k, v in items:
-            if k in IDENTITY:
-                seen.setdefault(k, []).append(v)
+        last[0] = items  # the top-level object is the last one closed
         return dict(items)
 
     try:
         json.loads(data, object_pairs_hook=pairs)
     except (UnicodeDecodeError, ValueError):
         return []  # not JSON: the usual path says so
+    seen: dict[str, list[Any]] = {}
+    for k, v in last[0]:  # only the record's own keys: ``extra`` may hold any name
+        if k in IDENTITY:
+            seen.setdefault(k, []).append(v)
     return [
         FieldError(
             field=k,
@@ -106,7 +127,53 @@ def explain(data: bytes) -> list[FieldError]:
         reason = check_field(spec, value)
         if reason:
             errors.append(FieldError(field=spec.name, reason=reason, value=_short(value)))
+    extra = obj.get(EXTRA_FIELD)
+    if extra is not None:
+        errors += check_extra(extra)
     return errors
+
+
+def check_extra(extra: Any) -> list[FieldError]:
+    """Every reason the ``extra`` map is invalid (``[]`` if it is valid).
+
+    A bad name or value is reported as ``extra.NAME``; the map itself as ``extra``.
+
+    >>> [(e.field, e.reason) for e in check_extra({"m01": True, "m02": 1e999})]
+    [('extra.m01', 'expected a number, got bool true'), ('extra.m02', 'Infinity is not a finite number')]
+    >>> check_extra([1, 2])[0].reason
+    'expected an object of name -> number, got list'
+    """
+    if not isinstance(extra, dict):
+        return [
+            FieldError(
+                field=EXTRA_FIELD,
+                reason=f"expected an object of name -> number, got {type(extra).__name__}",
+                value=_short(extra),
+            )
+        ]
+    errors: list[FieldError] = []
+    if len(extra) > EXTRA_MAX:
+        errors.append(
+            FieldError(field=EXTRA_FIELD, reason=f"{len(extra)} metrics, more than {EXTRA_MAX}")
+        )
+    for name, value in extra.items():
+        where = f"{EXTRA_FIELD}.{name[:80]}"
+        reason = extra_name_reason(name)
+        if reason is None:
+            reason = _number_reason(value)
+        if reason:
+            errors.append(FieldError(field=where, reason=reason, value=_short(value)))
+    return errors
+
+
+def _number_reason(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"expected a number, got {type(value).__name__} {_short(value)}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{_short(value)} is not a finite number"
+    if isinstance(value, int) and abs(value) > sys.float_info.max:
+        return f"{_short(value)} is out of the range of a double"
+    return None
 
 
 def check_field(spec: FieldSpec, value: Any) -> str | None:

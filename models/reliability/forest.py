@@ -134,6 +134,18 @@ class ForestDetector:
         self.last_error_ = ""
         self._future: Future[tuple[IsolationForest, float]] | None = None
 
+    def resize(self, n_features: int) -> None:
+        """Widen the vectors to ``n_features`` (new columns are 0 in the window).
+
+        A forest fit on fewer columns scores the first ones it knows until the next refit.
+        """
+        if n_features < self.n_features:
+            raise ValueError(f"cannot narrow {self.n_features} features to {n_features}")
+        extra = n_features - self.n_features
+        if extra:
+            self.buf_ = np.hstack([self.buf_, np.zeros((self.window, extra))])
+            self.n_features = n_features
+
     def set_executor(self, executor: Executor | None) -> None:
         """Run later background refits in ``executor`` (``None``: a worker thread)."""
         self.executor = executor
@@ -248,6 +260,9 @@ class ForestDetector:
         forest = self.forest_
         if forest is None or len(xs) == 0:
             return np.zeros(len(xs))
+        known = forest.n_features_in_
+        if known < xs.shape[1]:  # features added since the fit: not in these trees yet
+            xs = xs[:, :known]
         return -forest.score_samples(xs)  # sklearn: lower = more abnormal; flip it here only
 
     def score_one(self, x: np.ndarray) -> float:
