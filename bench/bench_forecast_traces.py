@@ -42,6 +42,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from consumers.bandwidth import forecaster_inputs, link_records  # noqa: E402
 from models.forecast import tfrt  # noqa: E402
 from models.forecast.online import OnlineForecaster  # noqa: E402
 
@@ -200,17 +201,8 @@ def run_recording(args: argparse.Namespace, rule: str) -> dict[str, Any]:
 
     f = forecaster(args, rule, irregular=False)
     t0 = time.perf_counter()
-    nan = float("nan")
     for recs in decoded_batches(args.recording, args.batch):
-        keep = [r for r in recs if r.peer_id is not None and r.throughput_mbps is not None]
-        f.process(
-            [(r.node_id, r.peer_id) for r in keep],
-            np.array([r.timestamp.timestamp() for r in keep]),
-            np.array([r.throughput_mbps for r in keep]),
-            np.array([nan if r.rtt_ms is None else r.rtt_ms for r in keep]),
-            np.array([nan if r.jitter_ms is None else r.jitter_ms for r in keep]),
-            np.array([nan if r.packet_loss is None else r.packet_loss for r in keep]),
-        )
+        f.process(*forecaster_inputs(link_records(recs)))
     return {
         "data": str(args.recording),
         "protocol": "online from the first sample, scored from the LSTM warm-up on",

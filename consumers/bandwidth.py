@@ -123,22 +123,14 @@ class BandwidthProcessor(LSTMProcessor):
     # -- handling ----------------------------------------------------------------------------
     def predictions(self, recs: Sequence[Any]) -> list[Prediction]:
         """Feed decoded telemetry to the forecaster; return the predictions to publish."""
-        keep = [r for r in recs if r.peer_id is not None and r.throughput_mbps is not None]
+        keep = link_records(recs)
         if not keep:
             return []
         f = self.forecaster
         reset_at = self.args.reset_accuracy_at
         if reset_at and f.records_ < reset_at <= f.records_ + len(keep):
             f.accuracy_.reset()
-        nan = float("nan")
-        out = f.process(
-            [(r.node_id, r.peer_id) for r in keep],
-            np.array([r.timestamp.timestamp() for r in keep]),
-            np.array([r.throughput_mbps for r in keep]),
-            np.array([nan if r.rtt_ms is None else r.rtt_ms for r in keep]),
-            np.array([nan if r.jitter_ms is None else r.jitter_ms for r in keep]),
-            np.array([nan if r.packet_loss is None else r.packet_loss for r in keep]),
-        )
+        out = f.process(*forecaster_inputs(keep))
         for e in out.events:
             log.info("%s", e)
         preds: list[Prediction] = []
@@ -281,6 +273,24 @@ class BandwidthProcessor(LSTMProcessor):
 
     def close(self) -> None:
         self.forecaster.finish()
+
+
+def link_records(recs: Sequence[Any]) -> list[Any]:
+    """The records a link forecast can use: a peer and a throughput."""
+    return [r for r in recs if r.peer_id is not None and r.throughput_mbps is not None]
+
+
+def forecaster_inputs(keep: Sequence[Any]) -> tuple[Any, ...]:
+    """``OnlineForecaster.process`` arguments from link records (a missing value is NaN)."""
+    nan = float("nan")
+    return (
+        [(r.node_id, r.peer_id) for r in keep],
+        np.array([r.timestamp.timestamp() for r in keep]),
+        np.array([r.throughput_mbps for r in keep]),
+        np.array([nan if r.rtt_ms is None else r.rtt_ms for r in keep]),
+        np.array([nan if r.jitter_ms is None else r.jitter_ms for r in keep]),
+        np.array([nan if r.packet_loss is None else r.packet_loss for r in keep]),
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
