@@ -185,7 +185,8 @@ def test_a_running_consumer_serves_records_lag_and_health(
             code, text = get(base + "/metrics")
             ready.append(get(base + "/readyz")[0])
             health = get(base + "/healthz")[0]
-        except OSError:  # the server closes when the run ends
+        except OSError:  # the server closes as the run ends, a moment before the thread does
+            t.join(timeout=15)
             if t.is_alive():
                 raise
             break
