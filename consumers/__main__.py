@@ -56,6 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     while rest and not rest[0].startswith("-"):
         names.append(rest.pop(0))
     unknown = [n for n in names if n not in known]
+    if not names and rest[:1] in (["-h"], ["--help"]):
+        print(USAGE.format(names=", ".join(known)))
+        return 0
     if unknown or not names:
         what = f"unknown processor(s): {', '.join(unknown)}" if unknown else "no processor named"
         print(f"error: {what} (known: {', '.join(known)})", file=sys.stderr)

@@ -7,11 +7,16 @@
 # so it never mixes with another run or the demo; the topics are deleted at the end unless
 # EVAL_KEEP_TOPICS=1. Environment: EVAL_OUT (reports/pipeline), EVAL_IDLE (consumers stop after
 # this many seconds without new records, 20), EVAL_MAX_SECONDS (hard limit per consumer, 1500),
-# EVAL_ARGS extra flags of the one-process run (default "--bandwidth.warmup-windows 1400"),
-# EVAL_SEPARATE=1 one process per consumer with EVAL_<NAME>_ARGS (EVAL_BANDWIDTH_ARGS defaults to
-# "--warmup-windows 1400": the library's 20 links x 2000 samples never reach the default 20000
-# windows, and the backlog arrives partition by partition, at most 467 windows per link before
-# the first fit, so a larger warm-up leaves the links read before it without forecasts), DWCP_BACKEND (confluent). Logs: .cache/evaluate/<run>/*.log
+# EVAL_ARGS extra flags of the one-process run (default: every fit inline, see below, and
+# "--bandwidth.warmup-windows 1400"), EVAL_SEPARATE=1 one process per consumer with
+# EVAL_<NAME>_ARGS (the same defaults per consumer). The library's 20 links x 2000 samples never
+# reach bandwidth's default 20000 warm-up windows, and the backlog arrives partition by
+# partition, at most 467 windows per link before the first fit, so a larger warm-up leaves the
+# links read before it without forecasts. Fits run inline here (--sync-retrain, --sync-train,
+# --param background=false): live, the first fits run beside the loop and the records read
+# while they run are passed through unscored, which on a backlog read at full speed is most of
+# it; the evaluation measures the models, and gives the same figures every run.
+# DWCP_BACKEND (confluent). Logs: .cache/evaluate/<run>/*.log
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -26,7 +31,12 @@ export DWCP_BACKEND=${DWCP_BACKEND:-confluent}
 export DWCP_TOPIC_PREFIX="$run."
 # No DWCP_GROUP_ID: every consumer keeps its own group (dwcp-<name>); the topics are this run's.
 export DWCP_STATE_DIR="$logs/state"
-EVAL_BANDWIDTH_ARGS=${EVAL_BANDWIDTH_ARGS:---warmup-windows 1400}
+EVAL_RELIABILITY_ARGS=${EVAL_RELIABILITY_ARGS:---param background=false}
+EVAL_CONSENSUS_ARGS=${EVAL_CONSENSUS_ARGS:---sync-retrain}
+EVAL_BANDWIDTH_ARGS=${EVAL_BANDWIDTH_ARGS:---warmup-windows 1400 --sync-retrain}
+EVAL_COMPRESSION_ARGS=${EVAL_COMPRESSION_ARGS:---sync-train}
+default_args="--reliability.param background=false --consensus.sync-retrain"
+default_args+=" --bandwidth.warmup-windows 1400 --bandwidth.sync-retrain --compression.sync-train"
 
 bash scripts/setup.sh
 py="$root/.venv/bin/python"
@@ -70,7 +80,7 @@ if [ "${EVAL_SEPARATE:-0}" = 1 ]; then
 else
   # shellcheck disable=SC2086
   "$py" -m consumers run "${consumers[@]}" --from-beginning --idle-timeout "$idle" \
-    --max-seconds "$max_seconds" ${EVAL_ARGS:---bandwidth.warmup-windows 1400} \
+    --max-seconds "$max_seconds" ${EVAL_ARGS:-$default_args} \
     >"$logs/pipeline.log" 2>&1 &
   pids+=("$!")
   consumers=(pipeline)

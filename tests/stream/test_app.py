@@ -114,3 +114,11 @@ def test_run_cli_errors_name_the_cause(tmp_path: Path, capsys) -> None:
 def test_run_cli_usage(argv: list[str], capsys) -> None:
     assert run_cli.main(argv) == (0 if argv else 2)
     assert "reliability" in capsys.readouterr().err
+
+
+def test_run_help_without_names_lists_the_processors(capsys) -> None:
+    assert run_cli.main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Processors: ingest, reliability, consensus, bandwidth, compression" in out
+    assert run_cli.main(["run"]) == 2
+    assert "no processor named" in capsys.readouterr().err
