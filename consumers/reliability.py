@@ -153,6 +153,14 @@ class ReliabilityProcessor(app.Processor):
                 self.alerts_seen += alerts
         return [Output(self.topic, a.node_id.encode(), encode(a)) for a in alerts]
 
+    def learn(self, batch: list[tuple[Message, Any]]) -> None:
+        """History (``--learn-from``): learned, not scored into the evaluation or the scores
+        file, and its alerts dropped."""
+        self.detector.process([rec for _, rec in batch])
+
+    def end_learning(self) -> None:
+        self.detector.end_history()
+
     def state(self, final: bool = False) -> Any:
         """``{"detector": ..., "evaluation": (flags, alerts) or None}``."""
         return {

@@ -270,19 +270,9 @@ class App:
         """Kafka clients, or the file source and sink for ``--from-file``."""
         a, s = self.args, self.settings
         if a.from_file:
-            from stream.csvmap import column_map_from_args
-            from stream.kafka.files import FileConsumer, FileProducer
+            from stream.kafka.files import FileProducer
 
-            try:
-                cmap = column_map_from_args(a)
-                source = FileConsumer(
-                    a.from_file, column_map=cmap, max_bytes=s.max_record_bytes, fmt=a.format
-                )
-            except OSError as exc:
-                raise DwcpError(f"cannot read {a.from_file}: {exc}") from exc
-            except ValueError as exc:  # a bad column map or format names the cause
-                raise DwcpError(f"{a.from_file}: {exc}") from exc
-            return source, FileProducer(a.output_dir)
+            return self._file_source(a.from_file), FileProducer(a.output_dir)
         producer = make_producer(s)
         try:
             consumer = make_consumer(
@@ -297,26 +287,96 @@ class App:
             raise
         return consumer, producer
 
+    def _file_source(self, path: str) -> Consumer:
+        """A recording or CSV as a source, read with the command line's column mapping."""
+        from stream.csvmap import column_map_from_args
+        from stream.kafka.files import FileConsumer
+
+        a = self.args
+        try:
+            cmap = column_map_from_args(a)
+            return FileConsumer(
+                path, column_map=cmap, max_bytes=self.settings.max_record_bytes, fmt=a.format
+            )
+        except OSError as exc:
+            raise DwcpError(f"cannot read {path}: {exc}") from exc
+        except ValueError as exc:  # a bad column map or format names the cause
+            raise DwcpError(f"{path}: {exc}") from exc
+
+    def _aligner(self) -> Aligner | None:
+        a = self.args
+        if not a.align:
+            return None
+        return Aligner(
+            idle_ms=a.align_idle_ms,
+            allowed_lateness_s=a.allowed_lateness,
+            max_jump_s=a.max_jump,
+            max_future_s=a.max_future,
+            max_queued=4 * self.settings.batch_size,
+        )
+
+    def learn_history(self) -> None:
+        """``--learn-from``: each file through the same validation and event-time order as a
+        ``--from-file`` run, into :meth:`Processor.learn`; outputs and dead letters are counted
+        and dropped. Skipped when a checkpoint was restored (its state has learned it)."""
+        from functools import partial
+
+        from stream.kafka.files import NullProducer
+        from stream.validation import validate_telemetry
+
+        paths = list(self.args.learn_from or ())
+        if not paths:
+            return
+        if self._positions:
+            self._say(f"learn-from: a checkpoint was restored, so {', '.join(paths)} is skipped "
+                      "(the state has learned it already)")
+            return
+        s = self.settings
+
+        def progress(path: str) -> Callable[[LoopStats], None]:
+            return lambda st: self._say(f"learn-from {path}: {st.records_in:,d} records")
+
+        for path in paths:
+            sink = NullProducer()
+            t0 = time.monotonic()
+            loop = BatchLoop(
+                self._file_source(path),
+                sink,
+                self._learn,
+                dead_letter_topic=s.topic("dead-letter"),
+                group_id=self.group,
+                decoder=partial(validate_telemetry, max_bytes=s.max_record_bytes),
+                max_batch=s.batch_size,
+                aligner=self._aligner(),
+                on_progress=progress(path),
+                progress_interval=self.args.interval,
+                key_field="node_id",
+            )
+            stats = loop.run()
+            self._say(
+                f"learn-from {path}: learned {stats.records_in - stats.dead_letters:,d} records "
+                f"in {time.monotonic() - t0:.1f}s ({stats.dead_letters:,d} invalid, dropped)"
+            )
+        for proc in self.processors:
+            proc.end_learning()
+
+    def _learn(self, batch: list[tuple[Message, Any]]) -> list[Output]:
+        for proc in self.processors:
+            proc.learn(batch)
+        return []
+
     def run(self, install_signals: bool = True) -> LoopStats:
-        """Run until the file ends, a limit is reached or a signal arrives; then checkpoint
-        (after the final commit) and close the processors."""
+        """Learn from ``--learn-from`` history, then run until the file ends, a limit is
+        reached or a signal arrives; then checkpoint (after the final commit) and close the
+        processors."""
         from functools import partial
 
         from stream.validation import validate_telemetry
 
         a, s = self.args, self.settings
+        self.learn_history()
         consumer, producer = self.clients()
-        aligner = (
-            Aligner(
-                idle_ms=a.align_idle_ms,
-                allowed_lateness_s=a.allowed_lateness,
-                max_jump_s=a.max_jump,
-                max_future_s=a.max_future,
-                max_queued=4 * s.batch_size,
-            )
-            if a.align
-            else None
-        )
+        aligner = self._aligner()
         self.loop = loop = BatchLoop(
             consumer,
             producer,

@@ -103,6 +103,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "file run starts fresh and saves nothing, so the same file always gives the same answer)",
     )
     s.add_argument(
+        "--learn-from",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="before the first record, learn from this history (a recording or CSV read with "
+        "the same column mapping, e.g. a training split; repeatable, in order): every model "
+        "learns from it as from the stream, its outputs are discarded, and incident and "
+        "heartbeat state is reset before the live records. Only on a fresh start: a restored "
+        "checkpoint already holds what was learned, so the file is then skipped (logged)",
+    )
+    s.add_argument(
         "--checkpoint-interval",
         type=float,
         default=60.0,

@@ -60,6 +60,15 @@ class Processor(ABC):
         """A picklable snapshot that matches the records handled so far (called after a
         commit; ``final`` on shutdown: finish background work first if it should be kept)."""
 
+    def learn(self, batch: list[tuple[Message, Any]]) -> None:
+        """Learn from a batch of history (``--learn-from``): by default :meth:`handle`, its
+        outputs discarded."""
+        self.handle(batch)
+
+    def end_learning(self) -> None:  # noqa: B027 - an optional hook
+        """The history is learned; live records follow. Reset what must not carry over from it
+        (open incidents, heartbeats, event-time watermarks), keep what was learned."""
+
     def status(self) -> str:
         """A fragment of the progress line."""
         return ""

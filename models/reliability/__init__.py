@@ -1,5 +1,5 @@
 """The reliability detector: per-node context features, river Half-Space Trees and a
-background-refit IsolationForest, calibrated and combined into one score, with category
+background-refit IsolationForest, per-link PCA residuals, calibrated and combined into one score, with category
 signatures, missed-heartbeat tracking and the shared alert lifecycle.
 
 Pure code: no Kafka, no file or network I/O, no environment reads. See
@@ -14,6 +14,7 @@ from models.reliability.features import METRICS, FeatureRow, MetricSpec, NodeCon
 from models.reliability.forest import ForestDetector, fit_forest
 from models.reliability.heartbeat import HeartbeatTracker, Missing
 from models.reliability.hst import HSTDetector
+from models.reliability.residual import LinkResidual
 from models.reliability.signatures import SIGNATURES, match_category
 from models.reliability.trend import TrendTracker
 
@@ -24,6 +25,7 @@ __all__ = [
     "ForestDetector",
     "HSTDetector",
     "HeartbeatTracker",
+    "LinkResidual",
     "MetricSpec",
     "Missing",
     "NodeContext",

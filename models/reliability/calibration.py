@@ -65,7 +65,12 @@ class TailQuantile:
         their ranks, not the top): for scores with a mass point, e.g. a CUSUM that is 0 most
         of the time, where the top rank would call every typical record a 1-in-n one.
     min_scale
-        Smallest scale of the exponential tail (a tail of equal values has none).
+        Smallest scale of the exponential tail, in the raw score's units. ``None`` (the
+        default): a tail of equal values (a flat input, or a detector that reports one value
+        until it is fitted) has no scale, and a score above it gets **no opinion** (0.5, as
+        before ``min_count``) instead of 1.0; the window is then rebuilt at every learned
+        score until its tail has a spread. Without this, one new value above a flat window
+        scores 1.0, is never learned, and the scale never recovers.
     """
 
     def __init__(
@@ -74,8 +79,8 @@ class TailQuantile:
         refresh: int = 500,
         tail: float = 0.01,
         min_count: int = 200,
-        mid_rank: bool = False,
-        min_scale: float = 1e-9,
+        mid_rank: bool = True,
+        min_scale: float | None = None,
     ) -> None:
         self.window = window
         self.refresh = refresh
@@ -89,6 +94,7 @@ class TailQuantile:
         self._sorted = np.zeros(0)
         self._edge = math.inf
         self._scale = 1.0
+        self._flat = False  # the tail has no spread (and no min_scale): no opinion above it
 
     def learn_one(self, x: float) -> None:
         """Add one normal score."""
@@ -97,7 +103,11 @@ class TailQuantile:
         self.buf_[self.n_ % self.window] = x
         self.n_ += 1
         self._since += 1
-        if self._since >= self.refresh or (self.n_ == self.min_count and self._sorted.size == 0):
+        if (
+            self._since >= self.refresh
+            or (self.n_ == self.min_count and self._sorted.size == 0)
+            or (self._flat and x != self._edge)
+        ):
             self._rebuild()
 
     def learn_many(self, xs: np.ndarray) -> None:
@@ -114,8 +124,9 @@ class TailQuantile:
         self._sorted = s
         k = max(1, int(round(n * self.tail)))
         self._edge = float(s[n - k - 1]) if n > k else float(s[0])
-        excess = s[n - k :] - self._edge
-        self._scale = max(float(excess.mean()), self.min_scale)
+        excess = float((s[n - k :] - self._edge).mean())
+        self._flat = excess <= 0.0 and self.min_scale is None
+        self._scale = max(excess, self.min_scale or 1e-9)
 
     def score_one(self, x: float) -> float:
         """Quantile of ``x`` among the recent normal scores, in [0, 1]."""
@@ -129,6 +140,8 @@ class TailQuantile:
             if self.mid_rank:
                 return 0.5 * (hi + float(np.searchsorted(s, x, side="left"))) / s.size
             return hi / s.size
+        if self._flat:
+            return 0.5
         return 1.0 - self.tail * math.exp(-(x - self._edge) / self._scale)
 
     def score_many(self, xs: np.ndarray) -> np.ndarray:
@@ -141,6 +154,8 @@ class TailQuantile:
         if self.mid_rank:
             low = 0.5 * (low + np.searchsorted(s, xs, side="left") / s.size)
         high = 1.0 - self.tail * np.exp(-np.maximum(xs - self._edge, 0.0) / self._scale)
+        if self._flat:
+            high = np.full(xs.shape, 0.5)
         out = np.where(xs <= self._edge, low, high)
         return np.nan_to_num(out, nan=1.0)
 
@@ -149,7 +164,8 @@ class TailQuantile:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("mid_rank", False)
-        state.setdefault("min_scale", 1e-9)
+        state.setdefault("min_scale", 1e-9)  # from before: a flat tail kept a tiny scale
+        state.setdefault("_flat", False)
         self.__dict__.update(state)
 
 
@@ -164,7 +180,10 @@ class ScoreCombiner:
     max_weight
         Weight of the single most surprised detector (one detector may see what the
         others cannot).
-    window, refresh
+    mean_only
+        Detectors that count in the weighted mean but never as the most surprised one (a
+        detector with a heavier tail than the others would otherwise decide alone too often).
+    window, refresh, mid_rank
         Of the final :class:`TailQuantile`.
 
     Examples
@@ -180,12 +199,15 @@ class ScoreCombiner:
         max_weight: float = 1.0,
         window: int = 5000,
         refresh: int = 250,
+        mid_rank: bool = True,
+        mean_only: tuple[str, ...] = (),
     ) -> None:
         self.weights = dict(weights)
+        self.mean_only = tuple(mean_only)
         self.max_weight = max_weight
         self.window = window
         self.refresh = refresh
-        self.final_ = TailQuantile(window=window, refresh=refresh)
+        self.final_ = TailQuantile(window=window, refresh=refresh, mid_rank=mid_rank)
 
     def raw(self, calibrated: dict[str, float]) -> float:
         """The combined surprise of calibrated scores (missing detectors count 0)."""
@@ -194,7 +216,8 @@ class ScoreCombiner:
             s = surprise(calibrated.get(name, 0.5))
             total += w * s
             wsum += w
-            top = max(top, s)
+            if name not in self.mean_only:
+                top = max(top, s)
         return total / max(wsum, 1e-12) + self.max_weight * top
 
     def score_one(self, calibrated: dict[str, float]) -> float:
@@ -204,3 +227,7 @@ class ScoreCombiner:
     def learn_one(self, calibrated: dict[str, float]) -> None:
         """Learn a normal record's calibrated scores."""
         self.final_.learn_one(self.raw(calibrated))
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        state.setdefault("mean_only", ())
+        self.__dict__.update(state)

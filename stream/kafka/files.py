@@ -103,6 +103,29 @@ class FileConsumer(Consumer):
             close()
 
 
+class NullProducer(Producer):
+    """Counts what is produced per topic (``counts``) and keeps nothing: the sink of a run
+    whose outputs are not wanted (learning from history)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+    ) -> None:
+        self.counts[topic] += 1
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
 class FileProducer(Producer):
     """Appends each produced value as one line to ``<directory>/<topic>.jsonl`` at ``flush``.
 

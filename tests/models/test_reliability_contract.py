@@ -16,6 +16,7 @@ import pytest
 from models.reliability import (
     ForestDetector,
     HSTDetector,
+    LinkResidual,
     NodeContext,
     ReliabilityDetector,
     TailQuantile,
@@ -57,7 +58,25 @@ def _forest() -> ForestDetector:
 
 
 def _det() -> ReliabilityDetector:
-    return ReliabilityDetector(seed=7, warmup=500, forest_refit_every=1000, forest_trees=20)
+    # a small residual window, so the PCA component is fitted inside these short streams
+    return ReliabilityDetector(
+        seed=7,
+        warmup=500,
+        forest_refit_every=1000,
+        forest_trees=20,
+        residual_window=256,
+        residual_min_rows=64,
+    )
+
+
+def _residual_learn(m: LinkResidual, x: dict[str, float]) -> None:
+    m.learn_many(["k"], np.array([[x["a"], x["b"], x["a"] + 0.5 * x["b"]]]))
+    m.refit()
+
+
+def _residual_score(m: LinkResidual, x: dict[str, float]) -> float:
+    got = m.score_many(["k"], np.array([[x["a"], x["b"], x["a"] + 0.5 * x["b"]]]))[0]
+    return float(np.nan_to_num(got, nan=-1.0))  # nan: no fit yet (no opinion)
 
 
 MODELS: dict[
@@ -88,6 +107,12 @@ MODELS: dict[
         lambda m, x: m.learn_one(x["node_id"], x),
         lambda m, x: m.score_one(x["node_id"], x),
         RECORDS[:1500],
+    ),
+    "residual": (
+        lambda: LinkResidual(window=256, min_rows=64, refit_every=64),
+        _residual_learn,
+        _residual_score,
+        z_stream(),
     ),
     "detector": (_det, lambda m, x: m.learn_one(x), lambda m, x: m.score_one(x), RECORDS[:1500]),
 }
@@ -183,7 +208,14 @@ def test_scores_and_alerts_do_not_depend_on_how_the_stream_is_cut_into_batches()
     records = fleet_records(ticks=600, seed=4, rate=3.0)
 
     def run(size: int) -> tuple[list[float], list[bytes]]:
-        det = ReliabilityDetector(seed=7, warmup=500, forest_refit_every=1500, forest_trees=10)
+        det = ReliabilityDetector(
+            seed=7,
+            warmup=500,
+            forest_refit_every=1500,
+            forest_trees=10,
+            residual_window=512,
+            residual_min_rows=128,
+        )
         scores: list[float] = []
         alerts: list[Any] = []
         for i in range(0, len(records), size):

@@ -122,3 +122,59 @@ def test_run_help_without_names_lists_the_processors(capsys) -> None:
     assert "Processors: ingest, reliability, consensus, bandwidth, compression" in out
     assert run_cli.main(["run"]) == 2
     assert "no processor named" in capsys.readouterr().err
+
+
+class Learner(Count):
+    """Records what it learned from history apart from what it handled live."""
+
+    name = "learner"
+
+    def __init__(self, settings: Any, args: argparse.Namespace, state: Any | None) -> None:
+        super().__init__(settings, args, state)
+        self.learned: list[str] = []
+        self.ended = 0
+
+    def learn(self, batch: list[Any]) -> None:
+        self.learned += [rec.node_id for _m, rec in batch]
+
+    def end_learning(self) -> None:
+        self.ended += 1
+
+    def handle(self, batch: list[Any]) -> list[Any]:
+        super().handle(batch)
+        from stream.loop import Output
+
+        return [Output("dwcp.predictions", b"k", b"{}") for _ in batch]
+
+
+def test_learn_from_history_before_the_live_records(tmp_path: Path) -> None:
+    live = recording(tmp_path, n=12)
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(LINE % (i, 7) for i in range(5)) + "{oops\n")
+    out = tmp_path / "out"
+    a = run([Learner], "--from-file", str(live), "--learn-from", str(history),
+            "--learn-from", str(history), "--output-dir", str(out))  # fmt: skip
+    p = a.processors[0]
+    assert p.learned == ["n-7"] * 10 and p.ended == 1  # both files, in order; the bad line dropped
+    assert p.n == 12  # live records only
+    lines = (out / "dwcp.predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 12  # history's outputs are not written
+    assert not (out / "dwcp.dead-letter.jsonl").exists()  # nor its dead letters
+
+
+def test_learn_from_is_skipped_when_a_checkpoint_was_restored(tmp_path: Path, capsys) -> None:
+    (tmp_path / "h").mkdir()
+    live, history = recording(tmp_path, n=6), recording(tmp_path / "h", n=4)
+    flags = ["--from-file", str(live), "--with-state", "--state-dir", str(tmp_path / "s"),
+             "--learn-from", str(history)]  # fmt: skip
+    assert run([Learner], *flags).processors[0].learned == ["n-0", "n-1", "n-2", "n-0"]
+    capsys.readouterr()
+    again = run([Learner], *flags).processors[0]
+    assert again.learned == [] and again.ended == 0
+    assert "a checkpoint was restored" in capsys.readouterr().err
+
+
+def test_learn_from_a_missing_file_names_it(tmp_path: Path) -> None:
+    live = recording(tmp_path)
+    with pytest.raises(app.DwcpError, match="missing.csv"):
+        run([Learner], "--from-file", str(live), "--learn-from", str(tmp_path / "missing.csv"))

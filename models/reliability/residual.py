@@ -1,0 +1,163 @@
+"""Per-link linear structure of the metrics: how badly a record fits its link's principal
+components (PCA reconstruction error), a detector component beside the trees and the forest.
+
+Metrics of one server move together (CPU with requests, network with throughput): a record
+can keep every metric inside its usual range and still break how they move together, which a
+per-metric z-score or a tree on z-scores hardly sees. For each key (a node's link, or a node),
+:class:`LinkResidual` keeps its recent normal rows of transformed metric values, standardises
+them by that window's mean and spread, fits a PCA keeping ``variance`` of it, and scores a row
+by its squared residual outside those components **divided by the window's mean residual**: 1
+is a typical fit on every key, so one fleet-wide calibrator can rank all of them.
+
+Learning happens only through :meth:`LinkResidual.learn_many` and refits only in
+:meth:`LinkResidual.refit` (the detector calls both at its fixed step boundaries), so scores
+do not depend on how the stream is cut into batches. A key scores ``nan`` (no opinion) until
+it has ``min_rows`` normal rows.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> t = rng.normal(size=(600, 1))
+>>> rows = np.hstack([t, 2 * t, -t]) + 0.05 * rng.normal(size=(600, 3))  # one factor
+>>> res = LinkResidual(min_rows=200, refit_every=200)
+>>> res.learn_many(["a"] * 600, rows)
+>>> res.refit()
+1
+>>> typical, broken = res.score_many(["a", "a"], np.array([[1.0, 2.0, -1.0], [1.0, -2.0, -1.0]]))
+>>> bool(typical < 3.0), bool(broken > 100.0)
+(True, True)
+>>> bool(np.isnan(res.score_many(["b"], np.array([[0.0, 0.0, 0.0]]))[0]))
+True
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["LinkResidual"]
+
+
+@dataclass
+class _Fit:
+    mean: np.ndarray
+    scale: np.ndarray
+    basis: np.ndarray  # d x k, orthonormal columns
+    typical: float  # mean residual energy of the window it was fitted on
+
+
+@dataclass
+class _Key:
+    rows: deque[np.ndarray]
+    new: int = 0  # rows learned since the last fit
+    fit: _Fit | None = None
+    fits: int = 0
+
+
+@dataclass
+class LinkResidual:
+    """PCA reconstruction error per key, relative to the key's typical error.
+
+    Parameters
+    ----------
+    window
+        Normal rows kept per key (the fit's window).
+    refit_every
+        A key is refitted once this many new rows arrived since its last fit.
+    min_rows
+        Rows a key needs before its first fit.
+    variance
+        Share of the standardised variance the components keep.
+    min_scale
+        Smallest spread of a metric, absolute in transformed units, so a metric that was
+        constant over the window does not turn noise into a huge residual.
+    """
+
+    window: int = 2048
+    refit_every: int = 256
+    min_rows: int = 256
+    variance: float = 0.95
+    min_scale: float = 0.01
+    keys_: dict[Hashable, _Key] = field(default_factory=dict)
+
+    def learn_many(self, keys: Sequence[Hashable], rows: np.ndarray) -> None:
+        """Add normal rows (``nan`` = metric absent); nothing is refitted here."""
+        for key, row in zip(keys, np.asarray(rows, dtype=float), strict=True):
+            k = self.keys_.get(key)
+            if k is None:
+                k = self.keys_[key] = _Key(deque(maxlen=self.window))
+            k.rows.append(row)
+            k.new += 1
+
+    def refit(self) -> int:
+        """Refit every key that is due; returns how many were refitted."""
+        n = 0
+        for k in self.keys_.values():
+            due = k.fit is None and len(k.rows) >= self.min_rows
+            if due or (k.fit is not None and k.new >= self.refit_every):
+                k.fit = self._fit(k.rows)
+                k.new = 0
+                k.fits += 1
+                n += 1
+        return n
+
+    def _fit(self, rows: deque[np.ndarray]) -> _Fit | None:
+        d = max(r.size for r in rows)
+        m = np.full((len(rows), d), np.nan)
+        for i, r in enumerate(rows):  # the feature set may have grown meanwhile: pad
+            m[i, : r.size] = r
+        present = ~np.all(np.isnan(m), axis=0)
+        if present.sum() < 2:
+            return None  # one metric has no structure to break
+        with np.errstate(invalid="ignore"):
+            mean = np.where(present, np.nanmean(np.where(present, m, 0.0), axis=0), 0.0)
+        m = np.where(np.isnan(m), mean, m)
+        scale = np.maximum(m.std(axis=0), self.min_scale)
+        z = (m - mean) / scale
+        _u, s, vt = np.linalg.svd(z, full_matrices=False)
+        energy = s**2
+        total = float(energy.sum())
+        if total <= 0.0:
+            k = 0
+        else:
+            k = int(np.searchsorted(np.cumsum(energy) / total, self.variance)) + 1
+        k = min(k, int(present.sum()) - 1)
+        basis = vt[:k].T
+        resid = z - (z @ basis) @ basis.T
+        typical = float(np.mean(np.sum(resid**2, axis=1)))
+        # a window that fits its components exactly still has a scale: one unit of spread
+        # outside them per metric is 'typical' then
+        return _Fit(mean, scale, basis, max(typical, 1e-3 * d))
+
+    def score_many(self, keys: Sequence[Hashable], rows: np.ndarray) -> np.ndarray:
+        """Residual energy of each row relative to its key's typical one (``nan``: no fit)."""
+        rows = np.asarray(rows, dtype=float)
+        out = np.full(len(keys), np.nan)
+        groups: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():
+            k = self.keys_.get(key)
+            fit = k.fit if k is not None else None
+            if fit is None:
+                continue
+            d = fit.mean.size
+            x = (
+                rows[idx, :d]
+                if rows.shape[1] >= d
+                else np.pad(rows[idx], ((0, 0), (0, d - rows.shape[1])), constant_values=np.nan)
+            )
+            x = np.where(np.isnan(x), fit.mean, x)
+            z = (x - fit.mean) / fit.scale
+            resid = z - (z @ fit.basis) @ fit.basis.T
+            out[idx] = np.sum(resid**2, axis=1) / fit.typical
+        return out
+
+    @property
+    def fits_(self) -> int:
+        """Fits made so far, over all keys."""
+        return sum(k.fits for k in self.keys_.values())

@@ -1,0 +1,91 @@
+"""The residual component (per-link PCA reconstruction error): it sees a record that breaks
+how a link's metrics move together although each metric stays in its usual range, it is
+scale-free across links, it raises the combined score, and it is off with
+``residual_weight=0``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import pickle
+import random
+from typing import Any
+
+import numpy as np
+
+from models.reliability import LinkResidual, ReliabilityDetector
+
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+
+
+def coupled(i: int, node: str, rng: random.Random, broken: bool = False) -> dict[str, Any]:
+    """Three metrics driven by one load factor; ``broken``: ``c`` moves with the load instead
+    of against it, inside its usual range (the two agree only at the mean load)."""
+    load = 0.5 + 0.2 * rng.gauss(0, 1)
+    a, b = 10 + 4 * load + 0.05 * rng.gauss(0, 1), 3 + 2 * load + 0.05 * rng.gauss(0, 1)
+    c = 7 - 3 * load + 0.05 * rng.gauss(0, 1)
+    if broken:
+        c = 4 + 3 * load + 0.05 * rng.gauss(0, 1)
+    ts = T0 + dt.timedelta(seconds=10 * i)
+    return {"timestamp": ts, "node_id": node, "extra": {"a": a, "b": b, "c": c}}
+
+
+def test_a_correlation_break_inside_every_metric_s_range_scores_high() -> None:
+    rng = random.Random(0)
+    res = LinkResidual(min_rows=300, refit_every=300)
+    base = np.array(
+        [[10 + 4 * t, 3 + 2 * t, 7 - 3 * t] for t in (rng.gauss(0.5, 0.2) for _ in range(600))]
+    )
+    res.learn_many(["x"] * 600, base + np.random.default_rng(0).normal(0, 0.05, base.shape))
+    assert res.refit() == 1
+    typical = res.score_many(["x"], np.array([[10 + 4 * 0.7, 3 + 2 * 0.7, 7 - 3 * 0.7]]))[0]
+    # c = 6.4 is inside c's usual range (7 - 3 * load: about 4.6 to 8.2), against the load
+    broken = res.score_many(["x"], np.array([[10 + 4 * 0.7, 3 + 2 * 0.7, 6.4]]))[0]
+    assert typical < 5 and broken > 100 * typical
+
+
+def test_scores_are_relative_to_each_key_s_own_fit() -> None:
+    rng = np.random.default_rng(1)
+    res = LinkResidual(min_rows=200, refit_every=200)
+    t = rng.normal(size=(400, 1))
+    small = np.hstack([t, t, t]) + 0.3 * rng.normal(size=(400, 3))
+    large = 1000 * (np.hstack([t, t, t]) + 0.3 * rng.normal(size=(400, 3)))
+    res.learn_many(["small"] * 400 + ["large"] * 400, np.vstack([small, large]))
+    res.refit()
+    a = np.median(res.score_many(["small"] * 400, small))
+    b = np.median(res.score_many(["large"] * 400, large))
+    assert 0.5 < a / b < 2  # typical records of both keys score alike, whatever their units
+
+
+def test_the_break_raises_the_detector_s_score_and_nothing_without_the_component() -> None:
+    def run(**kw: Any) -> list[Any]:
+        rng = random.Random(3)
+        det = ReliabilityDetector(seed=1, warmup=300, step=100, residual_min_rows=400, **kw)
+        det.process([coupled(i, "n-1", rng) for i in range(1500)])
+        scored, _ = det.process([coupled(1500 + i, "n-1", rng, broken=i >= 20) for i in range(40)])
+        return scored
+
+    on = run()
+    assert np.median([s.residual for s in on[20:]]) > 0.99  # the component sees it
+    assert np.median([s.deviation for s in on[20:]]) < 0.99  # no single metric is extreme
+    assert max(s.residual for s in on[:20]) < 0.99
+    off = run(residual_weight=0.0)
+    assert {s.residual for s in off} == {0.5}  # no opinion: the component is not there
+    # it votes in the mean only (never alone as the most surprised detector): the combined
+    # score of every broken record rises, and of the most broken ones by a lot
+    rise = [a.score - b.score for a, b in zip(on[20:], off[20:], strict=True)]
+    assert min(rise) > 0.0 and np.mean(rise) > 0.05, rise
+    assert max(s.score for s in on[20:]) > max(s.score for s in off[20:]) + 0.3
+
+
+def test_a_checkpoint_from_before_the_component_restores_without_it() -> None:
+    det = ReliabilityDetector(seed=1, residual_weight=0.0)
+    state = det.__dict__.copy()
+    for key in ("residual_", "residual_pending_"):
+        state.pop(key)
+    state["calibrators_"] = {k: v for k, v in state["calibrators_"].items() if k != "residual"}
+    old = ReliabilityDetector.__new__(ReliabilityDetector)
+    old.__setstate__(state)
+    rng = random.Random(0)
+    scored, _ = old.process([coupled(i, "n-1", rng) for i in range(50)])
+    assert len(scored) == 50 and old.residual_ is None
+    assert pickle.loads(pickle.dumps(old)).residual_ is None
