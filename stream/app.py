@@ -351,6 +351,7 @@ class App:
                 on_progress=progress(path),
                 progress_interval=self.args.interval,
                 key_field="node_id",
+                health=_Learning(self.health),  # live while it learns, not ready
             )
             stats = loop.run()
             self._say(
@@ -438,6 +439,17 @@ class App:
 
     def _say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+
+class _Learning(Health):
+    """The health a ``--learn-from`` loop reports to: each iteration keeps the process live
+    (a long history must not fail ``/healthz``), none makes it ready (no partition yet)."""
+
+    def __init__(self, health: Health) -> None:
+        self._health = health
+
+    def beat(self, assigned: bool) -> None:
+        self._health.beat(False)
 
 
 class _AlertHead(msgspec.Struct):

@@ -178,3 +178,21 @@ def test_learn_from_a_missing_file_names_it(tmp_path: Path) -> None:
     live = recording(tmp_path)
     with pytest.raises(app.DwcpError, match="missing.csv"):
         run([Learner], "--from-file", str(live), "--learn-from", str(tmp_path / "missing.csv"))
+
+
+def test_learning_keeps_the_process_live_but_not_ready(tmp_path: Path) -> None:
+    live, history = recording(tmp_path, n=3), tmp_path / "history.jsonl"
+    history.write_text("".join(LINE % (i, 7) for i in range(5)))
+    a = app.App([Learner], ["--from-file", str(live), "--learn-from", str(history)], environ={})
+    seen: list[tuple[bool, bool]] = []
+
+    def learn(batch: list[Any]) -> None:
+        seen.append((a.health.live()[0], a.health.ready()[0]))
+
+    a.processors[0].learn = learn  # type: ignore[method-assign]
+    a.health.last_beat -= 10 * a.health.liveness_timeout_s  # as if a long history had started
+    a.learn_history()
+    # live again (beaten by the learning loop; without it the backdated beat fails /healthz),
+    # and never ready while learning
+    assert seen and all(live and not ready for live, ready in seen)
+    assert a.health.live()[0] and not a.health.ready()[0]
