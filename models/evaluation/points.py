@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["point_scores", "best_f1", "segment_recall", "event_precision", "runs"]
+__all__ = ["point_scores", "best_f1", "segment_recall", "event_precision"]
 
 
 def point_scores(
@@ -88,18 +88,26 @@ def _overlaps(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
     return bool(a[0] <= b[1] and b[0] <= a[1])
 
 
+def _share_overlapping(
+    these: Mapping[str, Sequence[tuple[Any, Any]]], others: Mapping[str, Sequence[tuple[Any, Any]]]
+) -> float:
+    """Share of the intervals in ``these`` that some interval of the same node in ``others``
+    overlaps (0 when ``these`` is empty)."""
+    total = sum(len(v) for v in these.values())
+    hit = sum(
+        any(_overlaps(x, y) for y in others.get(node, ()))
+        for node, xs in these.items()
+        for x in xs
+    )
+    return hit / total if total else 0.0
+
+
 def segment_recall(
     segments: Mapping[str, Sequence[tuple[Any, Any]]],
     events: Mapping[str, Sequence[tuple[Any, Any]]],
 ) -> float:
     """Share of labelled segments that some event of the same node overlaps."""
-    total = sum(len(v) for v in segments.values())
-    found = sum(
-        any(_overlaps(seg, ev) for ev in events.get(node, ()))
-        for node, segs in segments.items()
-        for seg in segs
-    )
-    return found / total if total else 0.0
+    return _share_overlapping(segments, events)
 
 
 def event_precision(
@@ -107,22 +115,4 @@ def event_precision(
     events: Mapping[str, Sequence[tuple[Any, Any]]],
 ) -> float:
     """Share of events that overlap some labelled segment of the same node (0 without events)."""
-    total = sum(len(v) for v in events.values())
-    true = sum(
-        any(_overlaps(ev, seg) for seg in segments.get(node, ()))
-        for node, evs in events.items()
-        for ev in evs
-    )
-    return true / total if total else 0.0
-
-
-def runs(mask: Sequence[bool] | np.ndarray) -> list[tuple[int, int]]:
-    """Maximal runs of true values as closed index intervals.
-
-    >>> runs([0, 1, 1, 0, 1])
-    [(1, 2), (4, 4)]
-    """
-    m = np.asarray(mask, dtype=bool).astype(np.int8)
-    d = np.diff(np.r_[0, m, 0])
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1
-    return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True)]
+    return _share_overlapping(events, segments)
