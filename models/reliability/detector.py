@@ -294,14 +294,14 @@ class ReliabilityDetector:
     def score_one(self, rec: Any) -> float:
         """Combined score of one record without learning it (nothing is mutated)."""
         row = self.context_.score_one(rec)
-        x = self._vector(row)
+        raw_x = np.array([self._zvector(row)])
         res = (
-            float(self.residual_.score_many([_link(row)], np.array([self._xvector(row)]))[0])
+            float(self.residual_.score_many([_link(row)], raw_x)[0])
             if self.residual_ is not None
             else math.nan
         )
         cal = self._calibrated(
-            row, self.hst_.score_one(row.z), self.forest_.score_one(np.asarray(x)), res
+            row, self.hst_.score_one(row.z), self.forest_.score_one(_absent_as_0(raw_x)[0]), res
         )
         return self.combiner_.score_one(cal)
 
@@ -343,12 +343,12 @@ class ReliabilityDetector:
             return [], []
         if self.generic_metrics:
             self._register(rows)
-        xs = np.array([self._vector(r) for r in rows])
+        raw_x = np.array([self._zvector(r) for r in rows])  # one pass for every component
+        xs = _absent_as_0(raw_x)
         forest_raw = self.forest_.score_many(xs)
         residual = self.residual_
         if residual is not None:
             keys = [_link(r) for r in rows]
-            raw_x = np.array([self._xvector(r) for r in rows])
             residual_raw = residual.score_many(keys, raw_x)
         else:
             residual_raw = np.full(len(rows), math.nan)
@@ -457,12 +457,9 @@ class ReliabilityDetector:
         self.forest_pending_ = [np.pad(x, (0, width - len(x))) for x in self.forest_pending_]
         self.hst_.features = self.feature_names_
 
-    def _vector(self, row: FeatureRow) -> list[float]:
-        z = row.z
-        return [z.get(n, 0.0) for n in self.feature_names_]
-
-    def _xvector(self, row: FeatureRow) -> list[float]:
-        """The row's transformed values in feature order (``nan``: absent), for the residual."""
+    def _zvector(self, row: FeatureRow) -> list[float]:
+        """The row's z-scores in feature order, ``nan`` where absent (the residual's view;
+        :func:`_absent_as_0` gives the forest's)."""
         z = row.z
         return [z.get(n, math.nan) for n in self.feature_names_]
 
@@ -568,6 +565,11 @@ class ReliabilityDetector:
         for node in [n for n, t in self.pending_.items() if t.time < watermark]:
             alerts += self._emit_tick(node)
         return alerts + self._check_heartbeats(watermark)
+
+
+def _absent_as_0(x: np.ndarray) -> np.ndarray:
+    """Absent features read 0 (their baseline), as the trees and the forest see them."""
+    return np.where(np.isnan(x), 0.0, x)
 
 
 def _link(row: FeatureRow) -> tuple[str | None, str | None]:
