@@ -315,14 +315,28 @@ class App:
             max_queued=4 * self.settings.batch_size,
         )
 
+    def _loop_options(self) -> dict[str, Any]:
+        """What every loop of this app shares: validation, dead letters, batch size, key check
+        (the history of ``--learn-from`` is read exactly as the records after it)."""
+        from functools import partial
+
+        from stream.validation import validate_telemetry
+
+        s = self.settings
+        return {
+            "dead_letter_topic": s.topic("dead-letter"),
+            "group_id": self.group,
+            "decoder": partial(validate_telemetry, max_bytes=s.max_record_bytes),
+            "max_batch": s.batch_size,
+            "aligner": self._aligner(),
+            "key_field": "node_id",
+        }
+
     def learn_history(self) -> None:
         """``--learn-from``: each file through the same validation and event-time order as a
         ``--from-file`` run, into :meth:`Processor.learn`; outputs and dead letters are counted
         and dropped. Skipped when a checkpoint was restored (its state has learned it)."""
-        from functools import partial
-
         from stream.kafka.files import NullProducer
-        from stream.validation import validate_telemetry
 
         paths = list(self.args.learn_from or ())
         if not paths:
@@ -331,8 +345,6 @@ class App:
             self._say(f"learn-from: a checkpoint was restored, so {', '.join(paths)} is skipped "
                       "(the state has learned it already)")
             return
-        s = self.settings
-
         def progress(path: str) -> Callable[[LoopStats], None]:
             return lambda st: self._say(f"learn-from {path}: {st.records_in:,d} records")
 
@@ -343,15 +355,10 @@ class App:
                 self._file_source(path),
                 sink,
                 self._learn,
-                dead_letter_topic=s.topic("dead-letter"),
-                group_id=self.group,
-                decoder=partial(validate_telemetry, max_bytes=s.max_record_bytes),
-                max_batch=s.batch_size,
-                aligner=self._aligner(),
                 on_progress=progress(path),
                 progress_interval=self.args.interval,
-                key_field="node_id",
                 health=_Learning(self.health),  # live while it learns, not ready
+                **self._loop_options(),
             )
             stats = loop.run()
             self._say(
@@ -370,22 +377,13 @@ class App:
         """Learn from ``--learn-from`` history, then run until the file ends, a limit is
         reached or a signal arrives; then checkpoint (after the final commit) and close the
         processors."""
-        from functools import partial
-
-        from stream.validation import validate_telemetry
-
         a, s = self.args, self.settings
         self.learn_history()
         consumer, producer = self.clients()
-        aligner = self._aligner()
         self.loop = loop = BatchLoop(
             consumer,
             producer,
             self.handle,
-            dead_letter_topic=s.topic("dead-letter"),
-            group_id=self.group,
-            decoder=partial(validate_telemetry, max_bytes=s.max_record_bytes),
-            max_batch=s.batch_size,
             poll_timeout_ms=s.poll_timeout_ms,
             max_records=a.max_records,
             max_seconds=a.max_seconds,
@@ -394,11 +392,10 @@ class App:
             on_close=lambda: self.checkpoint("shutdown", final=True),
             on_progress=lambda st: self._say(self.status_line(st)),
             progress_interval=a.interval,
-            aligner=aligner,
             start_positions=self.start_positions(),
             metrics=self.metrics,
             health=self.health,
-            key_field="node_id",
+            **self._loop_options(),
         )
         try:
             if install_signals:
