@@ -1,0 +1,541 @@
+"""Whole-pipeline capacity: the highest event rate every model keeps up with (not a test).
+
+One command, on the local broker (started here if it is not running, and stopped again)::
+
+    python bench/bench_capacity.py [--rates 500,1000,2000,5000,10000] [--seconds 60] [--json]
+
+**The deployment** is the one the README recommends and ``scripts/demo.sh`` runs: one process
+for every model (``python -m consumers run reliability consensus bandwidth compression``: one
+poll and one validation per record), live settings (background first fits and retrains), the
+demo's shortened LSTM warm-ups (``--warmup-windows 3000``); ``--separate`` runs one process per
+consumer instead (a group each). Every rate starts from the **same warm state**: the pipeline
+first learns ``--warm-records`` records of the same fleet from a file (``--with-state``, fits
+inline), and each rate run restores a copy of that state, so no rate pays for first fits.
+
+**Each rate**: fresh topics (6 partitions), the consumers started and given ``--settle``
+seconds to join their group, then ``producers.synthetic`` at that fixed rate for ``--seconds``
+(20 nodes x 4 links, 5 s of event time between a link's samples, sped up to the rate: the
+fleet's event time continues where the warm state stopped). Every second the benchmark reads
+the topic's end offsets and each group's committed offsets (lag = produced - committed). After
+the producer stops it waits up to ``--drain`` seconds for the lag to reach zero (an aligned
+consumer holds the newest records until its partitions have been idle ``--align-idle-ms``,
+5 s by default, so a lag that falls to 0 within a few seconds is normal).
+
+A rate is **sustained** when the producer achieved at least 95% of it, the lag did not grow
+over the second half of the run by more than 2% of the rate per second (least-squares slope),
+and the lag was back to 0 within ``--drain`` seconds of the producer's end.
+
+**Latency** (method): every record's Kafka timestamp is its produce time (CreateTime). For an
+alert or a prediction about event time ``e``, latency = its own Kafka timestamp minus the
+earliest produce time of any telemetry record with event time >= ``e``: from the moment the
+data that decides it existed on the broker to the moment the answer did. It includes the
+consumer's deliberate event-time holds (late-record allowance, tick steps). Alerts: ``open``
+events; predictions: every bandwidth forecast and compression recommendation (or a sample of
+``--max-latency-samples``).
+
+**Side by side, in the same run**, on the highest rate's topic (a backlog; the first
+``--backlog-records`` records): a raw confluent-kafka consume, the bare river
+MinMaxScaler + HalfSpaceTrees loop on pre-decoded records, a minimal Quix Streams app doing HST
+scoring and producing alerts (``bench/quix_hst_app.py``, in its own environment
+``.cache/bench/quix-venv``, created here with uv; never a project dependency),
+``consumers.reliability`` alone and the whole pipeline process, both from the warm state;
+records/s and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script without an install
+import msgspec  # noqa: E402
+
+from stream.kafka import make_admin, make_consumer  # noqa: E402
+from stream.schema import NUMERIC_FIELDS, decode_telemetry  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+from stream.topics import ensure_topics  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "capacity.json"
+QUIX_VENV = ROOT / ".cache" / "bench" / "quix-venv"
+QUIX_VERSION = "3.28.1"
+PROCESSORS = ("reliability", "consensus", "bandwidth", "compression")
+NODES, LINKS, INTERVAL, SEED = 20, 4, 5.0, 3
+GROUP = "bench-capacity"  # one name for the warm run and every rate run: the same checkpoints
+
+
+class _Stamp(msgspec.Struct):
+    timestamp: str | None = None  # telemetry
+
+
+class _Event(msgspec.Struct):
+    event_time: str
+    status: str = ""
+    kind: str = ""
+
+
+_stamp = msgspec.json.Decoder(_Stamp).decode
+_event = msgspec.json.Decoder(_Event).decode
+
+
+def _iso_ms(text: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "DWCP_BACKEND": "confluent", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _deployment(separate: bool) -> list[tuple[str, list[str]]]:
+    """(group, argv tail) of each consumer process of the deployment."""
+    warm = ["--warmup-windows", "3000"]
+    if separate:
+        return [
+            (f"{GROUP}-{n}", [f"consumers.{n}", *(warm if n in ("bandwidth", "consensus") else [])])
+            for n in PROCESSORS
+        ]
+    return [
+        (
+            GROUP,
+            ["consumers", "run", *PROCESSORS, "--bandwidth.warmup-windows", "3000",
+             "--consensus.warmup-windows", "3000"],
+        )
+    ]  # fmt: skip
+
+
+def _producer_argv(settings: Settings, rate: float, seconds: float, start: str) -> list[str]:
+    speedup = rate / (NODES * LINKS / INTERVAL)
+    return [sys.executable, "-m", "producers.synthetic", "--nodes", str(NODES), "--links",
+            str(LINKS), "--interval", str(INTERVAL), "--seed", str(SEED), "--incident-rate", "1",
+            "--start", start, "--rate", str(rate), "--speedup", f"{speedup:.3f}", "--duration",
+            str(seconds), "--progress-interval", "0", "--topic-prefix", settings.topic_prefix,
+            "--backend", "confluent"]  # fmt: skip
+
+
+def warm_state(state: Path, records: int, separate: bool, log: Path) -> tuple[str, float]:
+    """Learn ``records`` of the fleet from a file into ``state``; return the event time the
+    rate runs continue from, and the seconds it took."""
+    rec = state.parent / "warm.jsonl"
+    subprocess.run([sys.executable, "-m", "producers.synthetic", "--nodes", str(NODES),
+                    "--links", str(LINKS), "--interval", str(INTERVAL), "--seed", str(SEED),
+                    "--incident-rate", "1", "--rate", "0", "--count", str(records),
+                    "--progress-interval", "0", "--output", str(rec)],
+                   check=True, env=_env(), stdout=subprocess.DEVNULL)  # fmt: skip
+    t0 = time.monotonic()
+    for group, tail in _deployment(separate):
+        inline = (
+            ["--sync-retrain"] if tail[0] in ("consumers.bandwidth", "consumers.consensus") else []
+        )
+        if tail[0] == "consumers":
+            inline = ["--bandwidth.sync-retrain", "--consensus.sync-retrain",
+                      "--compression.sync-train", "--reliability.param", "background=false"]  # fmt: skip
+        elif tail[0] == "consumers.compression":
+            inline = ["--sync-train"]
+        elif tail[0] == "consumers.reliability":
+            inline = ["--param", "background=false"]
+        with log.open("ab") as out:
+            subprocess.run([sys.executable, "-m", *tail, *inline, "--from-file", str(rec),
+                            "--with-state", "--state-dir", str(state), "--group-id", group,
+                            "--output-dir", str(state.parent / "warm-out"), "--interval", "10"],
+                           check=True, env=_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    last = rec.read_bytes().rstrip().rsplit(b"\n", 1)[-1]
+    end_ms = _iso_ms(_stamp(last).timestamp or "") + int(INTERVAL * 1000)
+    from datetime import UTC, datetime
+
+    start = datetime.fromtimestamp(end_ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return start, time.monotonic() - t0
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    if len(points) < 3:
+        return 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def _percentiles(xs: list[float]) -> dict[str, float | None]:
+    if not xs:
+        return {"p50": None, "p99": None, "n": 0}
+    xs = sorted(xs)
+    return {
+        "p50": round(xs[len(xs) // 2], 3),
+        "p99": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))], 3),
+        "n": len(xs),
+    }
+
+
+def read_topic(settings: Settings, logical: str, limit: int | None = None) -> list[Any]:
+    """Every record of a topic (or the first ``limit``), from the beginning, as Messages."""
+    topic = settings.topic(logical)
+    with make_admin(settings) as admin:
+        total = sum(hi - lo for lo, hi in admin.partition_offsets(topic).values())
+    want = total if limit is None else min(total, limit)
+    out: list[Any] = []
+    c = make_consumer(settings, [topic], group_id=f"bench-read-{uuid.uuid4().hex[:8]}",
+                      from_beginning=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while len(out) < want and time.monotonic() < deadline:
+            out += c.poll_batch(10_000, 500)
+    finally:
+        c.close()
+    return out[:want]
+
+
+def latencies(settings: Settings, max_samples: int, steady_from_ms: int) -> dict[str, Any]:
+    """Produce-to-alert and produce-to-prediction latency (see the module docstring)."""
+    tele = read_topic(settings, "telemetry")
+    pairs = sorted(
+        (_iso_ms(t), m.timestamp_ms)
+        for m in tele
+        if m.value and (t := _safe_stamp(m.value)) is not None
+    )
+    times = [p[0] for p in pairs]
+    suffix_min = [0] * len(pairs)  # earliest produce time among records with event time >= e
+    low = float("inf")
+    for i in range(len(pairs) - 1, -1, -1):
+        low = min(low, pairs[i][1])
+        suffix_min[i] = int(low)
+
+    def lat(e_ms: int, ts_ms: int) -> float | None:
+        i = bisect.bisect_left(times, e_ms)
+        return None if i >= len(times) else (ts_ms - suffix_min[i]) / 1000
+
+    out: dict[str, Any] = {}
+    alerts = read_topic(settings, "alerts")
+    al = [(m.timestamp_ms, lat(_iso_ms(e.event_time), m.timestamp_ms))
+          for m in alerts if (e := _event(m.value)).status == "open"]  # fmt: skip
+    out["alert_open"] = _percentiles([x for _t, x in al if x is not None])
+    # the second half of production only: past the start-up (restore, first retrains)
+    out["alert_open_steady"] = _percentiles(
+        [x for t, x in al if x is not None and t >= steady_from_ms]
+    )
+    preds = read_topic(settings, "predictions")
+    by_kind: dict[str, list[float]] = {}
+    step = max(1, len(preds) // max_samples)
+    for m in preds[::step]:
+        e = _event(m.value)
+        x = lat(_iso_ms(e.event_time), m.timestamp_ms)
+        if x is not None:
+            by_kind.setdefault(e.kind, []).append(x)
+    out["predictions"] = {k: _percentiles(v) for k, v in sorted(by_kind.items())}
+    out["counts"] = {"telemetry": len(tele), "alerts": len(alerts), "predictions_read": len(preds)}
+    return out
+
+
+def _committed(admin: Any, group: str, topic: str) -> int | None:
+    """The group's committed records on ``topic``, or None while the broker cannot say
+    (a coordinator still loading answers with an error for a moment)."""
+    try:
+        return sum(admin.group_offsets(group, topic).values())
+    except Exception:
+        return None
+
+
+def _safe_stamp(value: bytes) -> str | None:
+    try:
+        return _stamp(value).timestamp
+    except msgspec.DecodeError:
+        return None
+
+
+def run_rate(
+    rate: float, args: argparse.Namespace, warm: Path, start: str, work: Path
+) -> dict[str, Any]:
+    settings = Settings(topic_prefix=f"cap-{uuid.uuid4().hex[:6]}-{int(rate)}.", partitions=6,
+                        backend="confluent")  # fmt: skip
+    ensure_topics(settings)
+    state = work / f"state-{int(rate)}"
+    shutil.copytree(warm, state)
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    logs = work / f"rate-{int(rate)}"
+    logs.mkdir()
+    common = ["--from-beginning", "--state-dir", str(state), "--topic-prefix",
+              settings.topic_prefix, "--interval", "10"]  # fmt: skip
+    for group, tail in _deployment(args.separate):
+        out = (logs / f"{group}.log").open("wb")
+        p = subprocess.Popen([sys.executable, "-m", *tail, *common, "--group-id", group],
+                             env=_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        procs.append((group, p))
+    samples: list[dict[str, Any]] = []
+    topic = settings.topic("telemetry")
+    result: dict[str, Any] = {"rate": rate}
+    try:
+        time.sleep(args.settle)
+        t0 = time.monotonic()
+        steady_ms = int((time.time() + args.seconds / 2) * 1000)
+        producer = subprocess.Popen(_producer_argv(settings, rate, args.seconds, start),
+                                    env=_env(), stdout=subprocess.DEVNULL,
+                                    stderr=(logs / "producer.log").open("wb"))  # fmt: skip
+        drained_at = None
+        produced_end: float | None = None
+        with make_admin(settings) as admin:
+            while True:
+                time.sleep(1.0)
+                now = time.monotonic() - t0
+                produced = sum(hi for _lo, hi in admin.partition_offsets(topic).values())
+                committed = {g: _committed(admin, g, topic) for g, _p in procs}
+                lag = {g: max(0, produced - c) if c is not None
+                       else (samples[-1]["lag"][g] if samples else produced)
+                       for g, c in committed.items()}  # fmt: skip
+                samples.append({"t": round(now, 1), "produced": produced, "lag": lag})
+                if producer.poll() is not None and produced_end is None:
+                    produced_end = now
+                if produced_end is not None:
+                    if all(v == 0 for v in lag.values()):
+                        drained_at = now
+                        break
+                    if now - produced_end > args.drain:
+                        break
+                if any(p.poll() is not None for _g, p in procs):
+                    result["died"] = [g for g, p in procs if p.poll() is not None]
+                    break
+    finally:
+        for _g, p in procs:
+            p.send_signal(signal.SIGTERM)
+        for _g, p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    during = [s for s in samples if produced_end is None or s["t"] <= produced_end]
+    produced = samples[-1]["produced"] if samples else 0
+    moving = [s for s in during if s["produced"] > 0]
+    elapsed = (moving[-1]["t"] - moving[0]["t"]) if len(moving) > 1 else 0.0
+    first = moving[0]["produced"] if moving else 0
+    achieved = (moving[-1]["produced"] - first) / elapsed if elapsed > 0 else 0.0
+    half = [s for s in during if s["t"] >= (during[-1]["t"] / 2 if during else 0)]
+    slopes = {g: round(_slope([(s["t"], s["lag"][g]) for s in half]), 1) for g, _p in procs}
+    end_lag = {g: during[-1]["lag"][g] if during else None for g, _p in procs}
+    drain_s = (
+        None if drained_at is None or produced_end is None else round(drained_at - produced_end, 1)
+    )
+    sustained = (
+        achieved >= 0.95 * rate
+        and all(v <= 0.02 * rate for v in slopes.values())
+        and drain_s is not None
+        and "died" not in result
+    )
+    result.update(
+        {
+            "achieved_rate": round(achieved),
+            "records": produced,
+            "lag_slope_per_s": slopes,
+            "lag_at_producer_end": end_lag,
+            "max_lag": {g: max(s["lag"][g] for s in samples) for g, _p in procs} if samples else {},
+            "drain_s": drain_s,
+            "sustained": sustained,
+            "lag_over_time": [{"t": s["t"], **s["lag"]} for s in samples[::2]],
+        }
+    )
+    result["latency_s"] = latencies(settings, args.max_latency_samples, steady_ms)
+    result["_settings"] = settings
+    result["_state"] = state
+    return result
+
+
+def ensure_quix() -> Path:
+    """The benchmark's own environment with Quix Streams and river (uv from scripts/setup.sh)."""
+    py = QUIX_VENV / "bin" / "python"
+    if py.exists():
+        return py
+    uv = shutil.which("uv") or str(ROOT / ".cache" / "tools" / "bin" / "uv")
+    import river
+
+    subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(QUIX_VENV)], check=True)
+    subprocess.run([uv, "pip", "install", "-q", f"quixstreams=={QUIX_VERSION}",
+                    f"river=={river.__version__}"], check=True,
+                   env={**os.environ, "VIRTUAL_ENV": str(QUIX_VENV)})  # fmt: skip
+    return py
+
+
+def raw_consume(settings: Settings, n: int) -> float:
+    c = make_consumer(settings, [settings.topic("telemetry")],
+                      group_id=f"bench-raw-{uuid.uuid4().hex[:8]}", from_beginning=True)  # fmt: skip
+    got, t = 0, None
+    try:
+        while got < n:
+            b = c.poll_batch(5000, 500)
+            if b and t is None:
+                t = time.perf_counter()
+            got += len(b)
+    finally:
+        c.close()
+    return got / (time.perf_counter() - (t or time.perf_counter()))
+
+
+def bare_hst(values: list[bytes]) -> float:
+    from river.anomaly import HalfSpaceTrees
+    from river.preprocessing import MinMaxScaler
+
+    recs = [r for v in values if (r := _decode(v)) is not None]  # pre-decoded, as in the issue
+    scaler, hst = MinMaxScaler(), HalfSpaceTrees(n_trees=10, height=8, window_size=250, seed=0)
+    t = time.perf_counter()
+    for rec in recs:
+        x = {k: float(v) for k in NUMERIC_FIELDS if (v := getattr(rec, k)) is not None}
+        scaler.learn_one(x)
+        x = scaler.transform_one(x)
+        hst.score_one(x)
+        hst.learn_one(x)
+    return len(recs) / (time.perf_counter() - t)
+
+
+def _decode(v: bytes) -> Any:
+    try:
+        return decode_telemetry(v)
+    except Exception:
+        return None
+
+
+def quix_app(settings: Settings, n: int) -> dict[str, Any]:
+    py = ensure_quix()
+    got = subprocess.run([str(py), str(ROOT / "bench" / "quix_hst_app.py"), "--broker",
+                          settings.bootstrap_servers, "--topic", settings.topic("telemetry"),
+                          "--output", settings.topic("telemetry") + ".quix-alerts", "--records",
+                          str(n), "--fields", ",".join(NUMERIC_FIELDS)],
+                         check=True, capture_output=True, text=True, timeout=600)  # fmt: skip
+    doc = json.loads(got.stdout.strip().splitlines()[-1])
+    doc["rate"] = round(doc["records"] / doc["seconds"]) if doc["seconds"] else None
+    return doc
+
+
+def ours_on_backlog(
+    settings: Settings, tail: list[str], state: Path, n: int, limit: float
+) -> float:
+    """Records/s of one of our processes on the backlog's first ``n`` records, from its own
+    state copy, in a new group: committed offsets polled every 0.2 s, first move to last."""
+    group = f"bench-backlog-{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(dir=state.parent))
+    shutil.copytree(state, work / "s")
+    # a new group name means new checkpoint folders: copy the warm ones under its name
+    for d in list((work / "s").iterdir()):
+        if d.name.endswith(f"-{GROUP}"):
+            d.rename(work / "s" / (d.name[: -len(GROUP)] + group))
+    topic = settings.topic("telemetry")
+    argv = [sys.executable, "-m", *tail, "--from-beginning", "--state-dir", str(work / "s"),
+            "--topic-prefix", settings.topic_prefix, "--group-id", group, "--interval", "10",
+            "--max-records", str(n), "--max-seconds", str(limit)]  # fmt: skip
+    first = last = None
+    seen = 0
+    with make_admin(settings) as admin, (work / "log").open("wb") as out:
+        p = subprocess.Popen(argv, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+        t0 = time.monotonic()
+        while p.poll() is None:
+            time.sleep(0.2)
+            done = _committed(admin, group, topic) or 0
+            if done > seen:
+                now = time.monotonic() - t0
+                first = now if first is None else first
+                last, seen = now, done
+        p.wait()
+    shutil.rmtree(work, ignore_errors=True)
+    return seen / (last - first) if first is not None and last and last > first else 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rates", default="500,1000,2000,5000,10000",
+                    help="events/s to try, comma-separated (default %(default)s)")  # fmt: skip
+    ap.add_argument("--seconds", type=float, default=60.0, help="production per rate (%(default)s)")
+    ap.add_argument("--settle", type=float, default=8.0, help="seconds for the group to form")
+    ap.add_argument("--drain", type=float, default=30.0, help="seconds to wait for lag 0 after")
+    ap.add_argument("--warm-records", type=int, default=60_000)
+    ap.add_argument("--backlog-records", type=int, default=100_000)
+    ap.add_argument("--max-latency-samples", type=int, default=20_000)
+    ap.add_argument("--separate", action="store_true", help="one process per consumer")
+    ap.add_argument("--no-side-by-side", action="store_true")
+    ap.add_argument("--json", action="store_true", help=f"also write {RESULTS.name}")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where --json writes")
+    a = ap.parse_args(argv)
+    rates = [float(x) for x in a.rates.split(",")]
+    started = False
+    if not subprocess.run(["bash", "scripts/kafka-local.sh", "status"], cwd=ROOT,
+                          capture_output=True, text=True).stdout.startswith("running"):  # fmt: skip
+        subprocess.run(["bash", "scripts/kafka-local.sh", "start"], cwd=ROOT, check=True)
+        started = True
+    doc: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": a.seconds, "fleet":
+                           f"{NODES} nodes x {LINKS} links, {INTERVAL:g} s, seed {SEED}",
+                           "deployment": "separate" if a.separate else "one process",
+                           "rates": []}  # fmt: skip
+    topics: list[Settings] = []
+    try:
+        with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
+            work = Path(tmp)
+            warm = work / "warm-state"
+            warm.mkdir()
+            print(f"capacity: learning {a.warm_records:,d} records into the warm state ...",
+                  flush=True)  # fmt: skip
+            start, warm_s = warm_state(warm, a.warm_records, a.separate, work / "warm.log")
+            doc["warm_s"] = round(warm_s, 1)
+            last: dict[str, Any] | None = None
+            for rate in rates:
+                r = run_rate(rate, a, warm, start, work)
+                topics.append(r.pop("_settings"))
+                state = r.pop("_state")
+                doc["rates"].append(r)
+                last = {"settings": topics[-1], "state": state}
+                lat = r["latency_s"]
+                print(f"rate {rate:>7,.0f}/s: achieved {r['achieved_rate']:>7,d}/s  sustained "
+                      f"{r['sustained']!s:5}  lag end {r['lag_at_producer_end']}  slope "
+                      f"{r['lag_slope_per_s']}  drain {r['drain_s']} s  open-alert p50/p99 "
+                      f"{lat['alert_open']['p50']}/{lat['alert_open']['p99']} s "
+                      f"(n={lat['alert_open']['n']}; steady "
+                      f"{lat['alert_open_steady']['p50']}/{lat['alert_open_steady']['p99']})", flush=True)  # fmt: skip
+            ok = [r["rate"] for r in doc["rates"] if r["sustained"]]
+            doc["highest_sustained_rate"] = max(ok) if ok else None
+            if last is not None and not a.no_side_by_side:
+                s, n = last["settings"], a.backlog_records
+                side: dict[str, Any] = {}
+                side["raw_consume"] = round(raw_consume(s, n))
+                values = [m.value for m in read_topic(s, "telemetry", n)]
+                side["bare_hst_predecoded"] = round(bare_hst(values))
+                side["quix_hst_app"] = quix_app(s, n)
+                side["reliability_consumer"] = round(
+                    ours_on_backlog(s, ["consumers.reliability"], warm, n, 300)
+                )
+                side["pipeline_process"] = round(
+                    ours_on_backlog(s, _deployment(False)[0][1], warm, n, 300)
+                )
+                q = side["quix_hst_app"]["rate"] or 1
+                side["ratios"] = {
+                    "reliability/bare_hst": round(side["reliability_consumer"] / side["bare_hst_predecoded"], 3),
+                    "reliability/quix": round(side["reliability_consumer"] / q, 3),
+                    "pipeline/bare_hst": round(side["pipeline_process"] / side["bare_hst_predecoded"], 3),
+                }  # fmt: skip
+                side["records"] = n
+                doc["side_by_side"] = side
+                print(json.dumps(side, indent=1), flush=True)
+    finally:
+        for s in topics:
+            with make_admin(s) as admin:
+                admin.delete_topics(
+                    [t for t in admin.list_topics() if t.startswith(s.topic_prefix)]
+                )
+        if started:
+            subprocess.run(["bash", "scripts/kafka-local.sh", "stop"], cwd=ROOT)
+    print(f"\nhighest sustained rate: {doc['highest_sustained_rate']} events/s (target 10,000)")
+    if a.json:
+        a.out.write_text(json.dumps(doc, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
