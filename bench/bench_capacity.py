@@ -38,8 +38,10 @@ events; predictions: every bandwidth forecast and compression recommendation (or
 MinMaxScaler + HalfSpaceTrees loop on pre-decoded records, a minimal Quix Streams app doing HST
 scoring and producing alerts (``bench/quix_hst_app.py``, in its own environment
 ``.cache/bench/quix-venv``, created here with uv; never a project dependency),
-``consumers.reliability`` alone and the whole pipeline process, both from the warm state;
-records/s and the ratios.
+``consumers.reliability`` alone, two ``consumers.reliability`` processes in one group (each
+member's records and their skew) and the whole pipeline process, all from the warm state
+(rates from the group's committed offsets until ``--backlog-records`` are committed); the
+records and distinct keys (nodes) per partition; records/s and the ratios.
 """
 
 from __future__ import annotations
@@ -427,37 +429,73 @@ def quix_app(settings: Settings, n: int) -> dict[str, Any]:
     return doc
 
 
-def ours_on_backlog(
-    settings: Settings, tail: list[str], state: Path, n: int, limit: float
-) -> float:
-    """Records/s of one of our processes on the backlog's first ``n`` records, from its own
-    state copy, in a new group: committed offsets polled every 0.2 s, first move to last."""
+def on_backlog(
+    settings: Settings, tail: list[str], state: Path, n: int, limit: float, members: int = 1
+) -> dict[str, Any]:
+    """Records/s of ``members`` of our processes in one new group on the backlog, each from
+    its own copy of ``state``: the group's committed offsets polled every 0.2 s, from their
+    first move until ``n`` records are committed (then SIGTERM); each member's records from
+    its ``--summary``."""
     group = f"bench-backlog-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(dir=state.parent))
-    shutil.copytree(state, work / "s")
-    # a new group name means new checkpoint folders: copy the warm ones under its name
-    for d in list((work / "s").iterdir()):
-        if d.name.endswith(f"-{GROUP}"):
-            d.rename(work / "s" / (d.name[: -len(GROUP)] + group))
     topic = settings.topic("telemetry")
-    argv = [sys.executable, "-m", *tail, "--from-beginning", "--state-dir", str(work / "s"),
-            "--topic-prefix", settings.topic_prefix, "--group-id", group, "--interval", "10",
-            "--max-records", str(n), "--max-seconds", str(limit)]  # fmt: skip
-    first = last = None
-    seen = 0
-    with make_admin(settings) as admin, (work / "log").open("wb") as out:
-        p = subprocess.Popen(argv, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+    procs = []
+    with make_admin(settings) as admin:
+        for k in range(members):
+            mine = work / f"s{k}"
+            shutil.copytree(state, mine)
+            # a new group name means new checkpoint folders: the warm ones under its name
+            for d in list(mine.iterdir()):
+                if d.name.endswith(f"-{GROUP}"):
+                    d.rename(mine / (d.name[: -len(GROUP)] + group))
+            argv = [sys.executable, "-m", *tail, "--from-beginning", "--state-dir", str(mine),
+                    "--topic-prefix", settings.topic_prefix, "--group-id", group, "--interval",
+                    "10", "--max-seconds", str(limit), "--summary", str(work / f"m{k}.json")]  # fmt: skip
+            out = (work / f"m{k}.log").open("wb")
+            procs.append(subprocess.Popen(argv, env=_env(), stdout=out, stderr=subprocess.STDOUT))
+        first = last = None
+        seen = 0
         t0 = time.monotonic()
-        while p.poll() is None:
+        while any(p.poll() is None for p in procs):
             time.sleep(0.2)
             done = _committed(admin, group, topic) or 0
             if done > seen:
                 now = time.monotonic() - t0
                 first = now if first is None else first
                 last, seen = now, done
-        p.wait()
+            if seen >= n:
+                break
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    per_member = []
+    for k in range(members):
+        try:
+            per_member.append(json.loads((work / f"m{k}.json").read_text())["loop"]["records"])
+        except (OSError, ValueError, KeyError):
+            per_member.append(None)
     shutil.rmtree(work, ignore_errors=True)
-    return seen / (last - first) if first is not None and last and last > first else 0.0
+    rate = seen / (last - first) if first is not None and last and last > first else 0.0
+    return {"rate": round(rate), "records": seen, "records_per_member": per_member}
+
+
+def partition_spread(settings: Settings, n: int) -> dict[str, Any]:
+    """Records and distinct nodes (keys) per partition among the backlog's first ``n``."""
+    recs: dict[int, int] = {}
+    keys: dict[int, set[bytes]] = {}
+    for m in read_topic(settings, "telemetry", n):
+        recs[m.partition] = recs.get(m.partition, 0) + 1
+        keys.setdefault(m.partition, set()).add(m.key or b"")
+    counts = [recs[p] for p in sorted(recs)]
+    return {
+        "records_per_partition": counts,
+        "keys_per_partition": [len(keys[p]) for p in sorted(keys)],
+        "skew_max_over_mean": round(max(counts) / statistics.fmean(counts), 3) if counts else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -519,17 +557,25 @@ def main(argv: list[str] | None = None) -> int:
                 values = [m.value for m in read_topic(s, "telemetry", n)]
                 side["bare_hst_predecoded"] = round(bare_hst(values))
                 side["quix_hst_app"] = quix_app(s, n)
-                side["reliability_consumer"] = round(
-                    ours_on_backlog(s, ["consumers.reliability"], warm, n, 300)
+                side["reliability_consumer"] = on_backlog(
+                    s, ["consumers.reliability"], warm, n, 300
                 )
-                side["pipeline_process"] = round(
-                    ours_on_backlog(s, _deployment(False)[0][1], warm, n, 300)
+                two = on_backlog(s, ["consumers.reliability"], warm, n, 300, members=2)
+                per = [x for x in two["records_per_member"] if x]
+                two["member_skew_max_over_mean"] = (
+                    round(max(per) / statistics.fmean(per), 3) if len(per) == 2 else None
                 )
+                two["vs_one"] = round(two["rate"] / max(1, side["reliability_consumer"]["rate"]), 3)
+                side["reliability_two_members"] = two
+                side["pipeline_process"] = on_backlog(s, _deployment(False)[0][1], warm, n, 300)
+                side["partitions"] = partition_spread(s, n)
                 q = side["quix_hst_app"]["rate"] or 1
+                rel, pipe = side["reliability_consumer"]["rate"], side["pipeline_process"]["rate"]
                 side["ratios"] = {
-                    "reliability/bare_hst": round(side["reliability_consumer"] / side["bare_hst_predecoded"], 3),
-                    "reliability/quix": round(side["reliability_consumer"] / q, 3),
-                    "pipeline/bare_hst": round(side["pipeline_process"] / side["bare_hst_predecoded"], 3),
+                    "reliability/bare_hst": round(rel / side["bare_hst_predecoded"], 3),
+                    "reliability/quix": round(rel / q, 3),
+                    "pipeline/bare_hst": round(pipe / side["bare_hst_predecoded"], 3),
+                    "two_members/one": two["vs_one"],
                 }  # fmt: skip
                 side["records"] = n
                 doc["side_by_side"] = side

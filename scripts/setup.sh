@@ -38,5 +38,8 @@ fi
 if [ ! -x "$root/.venv/bin/python" ]; then
   echo "setup: creating .venv and installing the locked packages (first time: a few minutes)" >&2
 fi
-"$uv" sync --frozen --python "$py" --extra fast --extra dev --quiet
+# --compile-bytecode: the packages' .pyc are written once here. Without them, a machine with
+# PYTHONDONTWRITEBYTECODE=1 (this one) compiles every module at every start: importing the four
+# model consumers took 6.8 s instead of 3.0 s, in every consumer and every test that starts one.
+"$uv" sync --frozen --python "$py" --extra fast --extra dev --quiet --compile-bytecode
 echo "setup: .venv matches uv.lock ($("$uv" --version))" >&2

@@ -136,9 +136,9 @@ class TailQuantile:
         if not math.isfinite(x):
             return 1.0 if x > 0 else 0.0
         if x <= self._edge:
-            hi = float(np.searchsorted(s, x, side="right"))
+            hi = float(s.searchsorted(x, side="right"))  # the method: no np.* dispatch
             if self.mid_rank:
-                return 0.5 * (hi + float(np.searchsorted(s, x, side="left"))) / s.size
+                return 0.5 * (hi + float(s.searchsorted(x, side="left"))) / s.size
             return hi / s.size
         if self._flat:
             return 0.5

@@ -277,6 +277,7 @@ class ReliabilityDetector:
         self.watermark_: dt.datetime | None = None
         self.n_seen_ = 0
         self.n_warm_ = 0
+        self.hst_learned_ = 0  # the trees' learned records as of the record in hand
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint from before generic features restores as it was: the table alone
@@ -285,6 +286,7 @@ class ReliabilityDetector:
         state.setdefault("n_features_dropped_", 0)
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
+        state.setdefault("hst_learned_", state["hst_"].n_learned_ if "hst_" in state else 0)
         state.get("calibrators_", {}).setdefault("residual", TailQuantile())
         if "feature_index_" not in state:
             state["feature_index_"] = {n: i for i, n in enumerate(state["feature_names_"])}
@@ -352,7 +354,10 @@ class ReliabilityDetector:
             residual_raw = residual.score_many(keys, raw_x)
         else:
             residual_raw = np.full(len(rows), math.nan)
-        thr, hst, comb, cals = self.threshold, self.hst_, self.combiner_, self.calibrators_
+        thr, comb, cals = self.threshold, self.combiner_, self.calibrators_
+        final = comb.final_
+        hst_raw = self.hst_.score_learn_many(xs)  # river's scores, the batch at once
+        hst_learned = self.hst_.learned_after_
         out: list[RecordScore] = []
         alerts: list[Alert] = []
         normal_idx: list[int] = []
@@ -360,9 +365,12 @@ class ReliabilityDetector:
             self.n_seen_ += 1
             warm = row.warm
             self.n_warm_ += warm
-            h = hst.score_learn_one(row.z)
-            cal = self._calibrated(row, h, float(forest_raw[i]), float(residual_raw[i]))
-            score = comb.score_one(cal) if warm and self.n_warm_ > self.warmup else 0.0
+            h = float(hst_raw[i])
+            self.hst_learned_ = int(hst_learned[i])  # the version as of this record
+            dev = _deviation(row)
+            cal = self._calibrated(row, h, float(forest_raw[i]), float(residual_raw[i]), dev)
+            combined = comb.raw(cal)  # once, for the score and the learning
+            score = final.score_one(combined) if warm and self.n_warm_ > self.warmup else 0.0
             flagged = score >= thr and not row.peer_unreachable
             out.append(
                 RecordScore(
@@ -386,12 +394,12 @@ class ReliabilityDetector:
                 normal_idx.append(i)
                 cals["hst"].learn_one(h)
                 cals["forest"].learn_one(float(forest_raw[i]))
-                cals["deviation"].learn_one(_deviation(row))
+                cals["deviation"].learn_one(dev)
                 cals["trend"].learn_one(row.trend)
                 if math.isfinite(residual_raw[i]):
                     cals["residual"].learn_one(float(residual_raw[i]))
                 if self.n_warm_ > self.warmup // 2:  # once the components have a scale
-                    comb.learn_one(cal)
+                    final.learn_one(combined)
             alerts += self._track(rec, row, score)
         # the forest learns at step boundaries of the whole stream only, never at a batch's end
         buf = self.forest_pending_
@@ -432,7 +440,7 @@ class ReliabilityDetector:
         """Versions of the parts that score (written into every alert)."""
         return {
             "features": f"ctx-span{self.span}",
-            "hst": f"hst-s{self.seed}-w{self.hst_.n_learned_ // max(1, self.hst_.window_size)}",
+            "hst": f"hst-s{self.seed}-w{self.hst_learned_ // max(1, self.hst_.window_size)}",
             "iforest": f"if-s{self.seed}-v{self.forest_.version_}",
         }
 
@@ -463,12 +471,14 @@ class ReliabilityDetector:
         z = row.z
         return [z.get(n, math.nan) for n in self.feature_names_]
 
-    def _calibrated(self, row: FeatureRow, h: float, f: float, r: float) -> dict[str, float]:
+    def _calibrated(
+        self, row: FeatureRow, h: float, f: float, r: float, dev: float | None = None
+    ) -> dict[str, float]:
         cals = self.calibrators_
         return {
             "hst": cals["hst"].score_one(h),
             "forest": cals["forest"].score_one(f),
-            "deviation": cals["deviation"].score_one(_deviation(row)),
+            "deviation": cals["deviation"].score_one(_deviation(row) if dev is None else dev),
             "trend": _gate(cals["trend"].score_one(row.trend), self.trend_gate),
             "residual": cals["residual"].score_one(r) if math.isfinite(r) else 0.5,
         }

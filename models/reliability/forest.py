@@ -14,9 +14,13 @@ The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
   inline at deterministic learned-record counts (offline scoring and tests: deterministic
   for a given seed). A background refit fits the same forest (same window, same seed), only
   the batch at which it is swapped in depends on timing;
-* scoring is batched (:meth:`score_many`, one ``score_samples`` call per poll), and flipped:
-  scikit-learn's ``score_samples`` is lower = more abnormal, ours is higher = more abnormal.
-  Before the first fit every score is 0.
+* scoring is batched (:meth:`score_many`), and flipped: scikit-learn's ``score_samples`` is
+  lower = more abnormal, ours is higher = more abnormal. Before the first fit every score is
+  0. The fitted trees are applied in a plain loop (:class:`ForestScorer`): the same float32
+  inputs, leaves and sums in the same order as ``score_samples``, so the same scores bit for
+  bit (``tests/models/test_reliability_forest.py`` checks it), without its per-tree joblib
+  dispatch, which cost more than the trees (a quarter of the reliability consumer's time on
+  an 80-link fleet).
 
 The executor, the worker and the future are not pickled: a checkpoint taken during a refit
 keeps the window and the current forest, and the refit simply runs again after a restore (the
@@ -48,7 +52,7 @@ from concurrent.futures import BrokenExecutor, Executor, Future
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-__all__ = ["ForestDetector", "fit_forest"]
+__all__ = ["ForestDetector", "ForestScorer", "fit_forest"]
 
 
 def fit_forest(
@@ -67,6 +71,46 @@ def fit_forest(
         n_jobs=1,
     ).fit(data)
     return forest, time.perf_counter() - t0
+
+
+class ForestScorer:
+    """A fitted ``IsolationForest``, scored without its per-tree joblib dispatch.
+
+    :meth:`score_samples` equals ``forest.score_samples(X)`` bit for bit: the input is cast to
+    float32 as scikit-learn validates it, each tree's compiled ``apply`` finds the leaves, and
+    the per-tree path lengths are added in the estimators' order, exactly as
+    ``IsolationForest._compute_score_samples`` does, only in a plain loop (for a poll of 450
+    rows and 100 trees: 4 ms against scikit-learn's 16 ms; walking all trees at once with numpy
+    took 11 ms).
+    """
+
+    def __init__(self, forest: IsolationForest) -> None:
+        from sklearn.ensemble._iforest import _average_path_length
+
+        self.trees = [est.tree_ for est in forest.estimators_]
+        self.lengths = [  # per node: its depth + the average path below it - 1
+            depth + avg - 1.0
+            for depth, avg in zip(
+                forest._decision_path_lengths, forest._average_path_length_per_tree, strict=True
+            )
+        ]
+        subsample = forest._max_features != forest.n_features_in_
+        self.columns = (
+            [np.asarray(f, dtype=np.intp) for f in forest.estimators_features_]
+            if subsample
+            else None
+        )
+        self.denominator = len(self.trees) * _average_path_length([forest._max_samples])
+
+    def score_samples(self, xs: np.ndarray) -> np.ndarray:
+        """scikit-learn's ``score_samples`` (lower = more abnormal)."""
+        x = np.ascontiguousarray(xs, dtype=np.float32)
+        depths = np.zeros(len(x))
+        for k, (tree, length) in enumerate(zip(self.trees, self.lengths, strict=True)):
+            sub = x if self.columns is None else np.ascontiguousarray(x[:, self.columns[k]])
+            depths += length[tree.apply(sub)]
+        d = self.denominator
+        return -(2 ** (-np.divide(depths, d, out=np.ones_like(depths), where=d != 0)))
 
 
 class ForestDetector:
@@ -127,6 +171,7 @@ class ForestDetector:
         self.n_seen_ = 0
         self.since_fit_ = 0
         self.forest_: IsolationForest | None = None
+        self._scorer: tuple[IsolationForest, ForestScorer] | None = None  # forest_ scorer, cached
         self.version_ = 0
         self.last_fit_at_: float | None = None
         self.fit_seconds_: list[float] = []
@@ -263,7 +308,10 @@ class ForestDetector:
         known = forest.n_features_in_
         if known < xs.shape[1]:  # features added since the fit: not in these trees yet
             xs = xs[:, :known]
-        return -forest.score_samples(xs)  # sklearn: lower = more abnormal; flip it here only
+        scorer = self._scorer
+        if scorer is None or scorer[0] is not forest:
+            scorer = self._scorer = (forest, ForestScorer(forest))
+        return -scorer[1].score_samples(xs)  # sklearn: lower = more abnormal; flip it here only
 
     def score_one(self, x: np.ndarray) -> float:
         """Anomaly score of one vector."""
@@ -275,10 +323,12 @@ class ForestDetector:
         state["_future"] = None
         state["executor"] = None
         state["clock"] = None
+        state["_scorer"] = None  # the scorer is rebuilt from forest_ when next scored
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:
         state.setdefault("executor", None)
+        state.setdefault("_scorer", None)
         state.setdefault("refit_errors_", 0)
         state.setdefault("last_error_", "")
         self.__dict__.update(state)

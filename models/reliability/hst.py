@@ -9,6 +9,19 @@ The detector is scored, then learns, one record at a time; records whose score i
 above ``protect_above`` are not learned, so an incident does not teach the trees that it is
 normal (river's ``protect_anomaly_detector``, kept outside the scorer).
 
+**Batches, with river's exact scores.** With named ``features`` (as the reliability detector
+uses it), :meth:`HSTDetector.score_learn_many` scores and learns a whole batch with numpy and
+gives the scores river's ``HalfSpaceTrees`` gives one record at a time, bit for bit
+(``tests/models/test_reliability_hst.py`` checks it against river). The trees are river's: the
+first learned record goes through river, which builds them; they are then copied into arrays
+(complete binary trees, node ``i``'s children at ``2i + 1`` and ``2i + 2``). It is exact
+because within a window a score reads only the reference masses (``r_mass``), which change only
+at a window's pivot: a batch is scored at once, learned up to the record that completes the
+window, pivoted, and the rest scored again. Each split ``squash(z) < threshold`` is turned once
+into ``z < boundary`` (the boundary found by bisection over the floats, with ``math.tanh``
+itself), so the hot path computes no ``tanh`` at all, and masses are integers, so sums are
+exact in any order.
+
 Examples
 --------
 >>> import random
@@ -25,8 +38,11 @@ True
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Iterable, Mapping
+from typing import Any
 
+import numpy as np
 from river.anomaly import HalfSpaceTrees
 
 __all__ = ["HSTDetector", "squash"]
@@ -54,7 +70,9 @@ class HSTDetector:
         Raw HST scores at or above this are not learned (``None``: learn everything).
     features
         Names of the features to use (``None``: every feature the record carries; features
-        missing from a record are taken as 0.5, the squashed baseline).
+        missing from a record are taken as 0.5, the squashed baseline). With names, the trees
+        live in arrays once built and batches are scored with numpy (see the module
+        docstring); without, each record goes through river.
     seed
         Seed of the trees.
     """
@@ -76,11 +94,21 @@ class HSTDetector:
         self.protect_above = protect_above
         self.features = tuple(features) if features is not None else None
         self.seed = seed
-        self.model_ = HalfSpaceTrees(
+        self.model_: HalfSpaceTrees | None = HalfSpaceTrees(
             n_trees=n_trees, height=height, window_size=window_size, seed=seed
         )
         self.n_learned_ = 0
         self.n_protected_ = 0
+        self.trees_: _Trees | None = None  # the trees as arrays, once built (named features)
+        self.learned_after_ = np.zeros(0, dtype=np.int64)  # see score_learn_many
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("trees_", None)
+        state.setdefault("learned_after_", np.zeros(0, dtype=np.int64))
+        self.__dict__.update(state)
+        model = self.model_
+        if self.features is not None and self.trees_ is None and model is not None and model.trees:
+            self._to_arrays()  # a checkpoint from before the arrays: same trees, same masses
 
     def _x(self, z: Mapping[str, float]) -> dict[str, float]:
         s = self.scale
@@ -88,8 +116,15 @@ class HSTDetector:
             return {k: 0.5 + 0.5 * math.tanh(v / s) for k, v in z.items()}
         return {k: 0.5 + 0.5 * math.tanh(z.get(k, 0.0) / s) for k in self.features}
 
+    def _vector(self, z: Mapping[str, float]) -> np.ndarray:
+        assert self.features is not None
+        return np.array([[z.get(k, 0.0) for k in self.features]], dtype=float)
+
     def score_one(self, z: Mapping[str, float]) -> float:
         """Anomaly score in [0, 1] of one feature dict (higher = more anomalous)."""
+        if self.trees_ is not None:
+            return float(self.trees_.score(self._vector(z))[0][0])
+        assert self.model_ is not None
         return float(self.model_.score_one(self._x(z)))
 
     def learn_one(self, z: Mapping[str, float], score: float | None = None) -> None:
@@ -100,11 +135,17 @@ class HSTDetector:
             if score >= self.protect_above:
                 self.n_protected_ += 1
                 return
-        self.model_.learn_one(self._x(z))
+        if self.trees_ is not None:
+            self.trees_.learn(self._vector(z), np.ones(1, dtype=bool))
+        else:
+            self._river_learn(self._x(z))
         self.n_learned_ += 1
 
     def score_learn_one(self, z: Mapping[str, float]) -> float:
         """Score, then learn (unless protected); returns the score."""
+        if self.features is not None:
+            return float(self.score_learn_many(self._vector(z))[0])
+        assert self.model_ is not None
         x = self._x(z)
         score = float(self.model_.score_one(x))
         if self.protect_above is not None and score >= self.protect_above:
@@ -113,3 +154,177 @@ class HSTDetector:
             self.model_.learn_one(x)
             self.n_learned_ += 1
         return score
+
+    def score_learn_many(self, zs: np.ndarray) -> np.ndarray:
+        """Score, then learn (unless protected), each row of ``zs`` in order: the z-scores in
+        ``features`` order (absent = 0). The scores equal :meth:`score_learn_one`'s, one row
+        at a time. ``learned_after_`` holds ``n_learned_`` as it was after each row."""
+        if self.features is None:
+            raise ValueError("score_learn_many needs named features")
+        n = len(zs)
+        out = np.zeros(n)
+        after = self.learned_after_ = np.zeros(n, dtype=np.int64)
+        i = 0
+        while i < n and self.trees_ is None:  # river builds the trees at the first learn
+            out[i] = self._river_score_learn(zs[i])
+            after[i] = self.n_learned_
+            i += 1
+        trees = self.trees_
+        protect = self.protect_above
+        while i < n and trees is not None:
+            need = self.window_size - trees.counter
+            # no more than the window needs: the pivot comes at the need-th learned row at the
+            # earliest, so nothing scored here is scored again
+            scores, paths = trees.score(zs[i : i + need])
+            learned = scores < protect if protect is not None else np.ones(len(scores), bool)
+            cum = np.cumsum(learned)
+            # the records up to the one that completes the window are final; those after it
+            # are scored again with the masses of the new window
+            end = len(scores) if cum[-1] < need else int(np.searchsorted(cum, need)) + 1
+            out[i : i + end] = scores[:end]
+            k = int(cum[end - 1])
+            after[i : i + end] = self.n_learned_ + cum[:end]
+            trees.learn_paths(paths[:, :, :end], learned[:end])
+            self.n_learned_ += k
+            self.n_protected_ += end - k
+            i += end
+        return out
+
+    def _river_score_learn(self, z: np.ndarray) -> float:
+        assert self.model_ is not None and self.features is not None
+        s = self.scale
+        x = {k: 0.5 + 0.5 * math.tanh(float(v) / s) for k, v in zip(self.features, z, strict=False)}
+        score = float(self.model_.score_one(x))
+        if self.protect_above is not None and score >= self.protect_above:
+            self.n_protected_ += 1
+        else:
+            self._river_learn(x)
+            self.n_learned_ += 1
+        return score
+
+    def _river_learn(self, x: dict[str, float]) -> None:
+        assert self.model_ is not None
+        self.model_.learn_one(x)
+        if self.features is not None and self.model_.trees:
+            self._to_arrays()
+
+    def _to_arrays(self) -> None:
+        assert self.model_ is not None and self.features is not None
+        self.trees_ = _Trees.from_river(self.model_, self.features, self.scale)
+        self.model_ = None  # the arrays hold the masses from now on
+
+
+class _Trees:
+    """River's padded trees as arrays: split column, split boundary (in z), masses."""
+
+    def __init__(
+        self,
+        column: np.ndarray,
+        boundary: np.ndarray,
+        r_mass: np.ndarray,
+        l_mass: np.ndarray,
+        height: int,
+        window_size: int,
+        counter: int,
+        first_window: bool,
+    ) -> None:
+        self.column, self.boundary = column, boundary  # (trees, internal nodes)
+        self.r_mass, self.l_mass = r_mass, l_mass  # (trees, all nodes), int64
+        self.height, self.window_size = height, window_size
+        self.counter, self.first_window = counter, first_window
+        self.max_score = len(column) * window_size * (2 ** (height + 1) - 1)  # river's
+
+    @classmethod
+    def from_river(cls, model: HalfSpaceTrees, features: tuple[str, ...], scale: float) -> _Trees:
+        h, t = model.height, len(model.trees)
+        internal, total = 2**h - 1, 2 ** (h + 1) - 1
+        column = np.zeros((t, internal), dtype=np.intp)
+        boundary = np.zeros((t, internal))
+        r_mass = np.zeros((t, total), dtype=np.int64)
+        l_mass = np.zeros((t, total), dtype=np.int64)
+        index = {name: i for i, name in enumerate(features)}
+        for k, root in enumerate(model.trees):
+            stack = [(root, 0)]
+            while stack:
+                node, i = stack.pop()
+                r_mass[k, i], l_mass[k, i] = node.r_mass, node.l_mass
+                if i < internal:
+                    column[k, i] = index[node.feature]
+                    boundary[k, i] = _z_boundary(node.threshold, scale)
+                    left, right = node.children
+                    stack += [(left, 2 * i + 1), (right, 2 * i + 2)]
+        return cls(
+            column, boundary, r_mass, l_mass, h, model.window_size, model.counter,
+            model._first_window,
+        )  # fmt: skip
+
+    def score(self, zs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """River's score of every row (with the current reference masses) and each row's
+        path, ``(height + 1, trees, rows)`` node indices."""
+        n, t, h = len(zs), len(self.column), self.height
+        paths = np.zeros((h + 1, t, n), dtype=np.intp)
+        rows = np.arange(n)[None, :]
+        trees = np.arange(t)[:, None]
+        node = np.zeros((t, n), dtype=np.intp)
+        for d in range(h):
+            col = self.column[trees, node]
+            go_left = zs[rows, col] < self.boundary[trees, node]
+            node = 2 * node + 2 - go_left
+            paths[d + 1] = node
+        if self.first_window:
+            return np.zeros(n), paths
+        limit = 0.1 * self.window_size
+        total = np.zeros(n, dtype=np.int64)
+        active = np.ones((t, n), dtype=bool)
+        for d in range(h + 1):
+            r = self.r_mass[trees, paths[d]]
+            total += np.where(active, r << d, 0).sum(axis=0)
+            active &= r >= limit
+        return 1 - total / self.max_score, paths
+
+    def learn_paths(self, paths: np.ndarray, learned: np.ndarray) -> None:
+        """Add the learned rows' paths to the latest masses, pivoting at the window's end
+        (the caller stops a batch at the row that completes a window)."""
+        k = int(learned.sum())
+        if k:
+            size = self.l_mass.shape[1]
+            for tree in range(len(self.column)):
+                nodes = paths[:, tree, learned].ravel()
+                self.l_mass[tree] += np.bincount(nodes, minlength=size)
+        self.counter += k
+        if self.counter >= self.window_size:
+            self.r_mass, self.l_mass = self.l_mass, np.zeros_like(self.l_mass)
+            self.first_window = False
+            self.counter = 0
+
+    def learn(self, zs: np.ndarray, learned: np.ndarray) -> None:
+        self.learn_paths(self.score(zs)[1], learned)
+
+
+def _ordered(x: float) -> int:
+    """The float's rank among all floats (monotone in the float's value)."""
+    b = struct.unpack("<q", struct.pack("<d", x))[0]
+    return b if b >= 0 else -(b & 0x7FFFFFFFFFFFFFFF)
+
+
+def _from_ordered(i: int) -> float:
+    b = i if i >= 0 else (-i) | -0x8000000000000000
+    return float(struct.unpack("<d", struct.pack("<q", b))[0])
+
+
+def _z_boundary(threshold: float, scale: float) -> float:
+    """The smallest float ``z`` with ``squash(z, scale) >= threshold`` (computed exactly as
+    :meth:`HSTDetector._x` does), so that ``squash(z) < threshold`` iff ``z < boundary``.
+
+    >>> b = _z_boundary(0.7, 4.0)
+    >>> squash(b) >= 0.7 > squash(np.nextafter(b, -np.inf))
+    True
+    """
+    lo, hi = _ordered(-1e308), _ordered(1e308)  # squash(lo) = 0 < threshold <= 1 = squash(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if 0.5 + 0.5 * math.tanh(_from_ordered(mid) / scale) >= threshold:
+            hi = mid
+        else:
+            lo = mid
+    return _from_ordered(hi)

@@ -1,0 +1,68 @@
+"""The forest scorer gives scikit-learn's IsolationForest scores exactly (issue 14)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.ensemble import IsolationForest
+
+from models.reliability.forest import ForestDetector, ForestScorer, fit_forest
+
+
+def data(n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x[rng.random(n) < 0.1] = 0.0  # many ties at the baseline, as absent features give
+    x[:, 0] = np.round(x[:, 0], 1)  # values on a grid: inputs equal to split thresholds
+    return x
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "trees", "max_samples", "max_features"),
+    [(600, 5, 25, 256, 1.0), (2000, 12, 100, 256, 1.0), (300, 3, 10, 64, 1.0),
+     (800, 6, 20, 128, 0.5), (50, 2, 5, 50, 1.0)],
+)  # fmt: skip
+def test_the_walk_gives_sklearns_scores_bit_for_bit(
+    n: int, d: int, trees: int, max_samples: int, max_features: float
+) -> None:
+    train = data(n, d, seed=n)
+    forest = IsolationForest(
+        n_estimators=trees, max_samples=max_samples, max_features=max_features, random_state=3
+    ).fit(train)
+    test = np.vstack([data(700, d, seed=n + 1), 8 * data(50, d, seed=n + 2), train[:100]])
+    test[0] = forest.estimators_[0].tree_.threshold[0]  # exactly on a split
+    assert np.array_equal(ForestScorer(forest).score_samples(test), forest.score_samples(test))
+
+
+def test_a_single_sample_forest_scores_like_sklearn() -> None:
+    forest = IsolationForest(n_estimators=3, max_samples=1, random_state=0).fit(np.ones((1, 2)))
+    x = data(5, 2, seed=1)
+    assert np.array_equal(ForestScorer(forest).score_samples(x), forest.score_samples(x))
+
+
+def test_the_detector_scores_with_the_scorer_and_rebuilds_it_after_a_refit() -> None:
+    det = ForestDetector(n_features=4, window=512, refit_every=256, background=False, seed=1)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    for row in rng.normal(size=(600, 4)):
+        det.learn_one(row)
+    first = det.forest_
+    assert det.score_many(x).tolist() == (-first.score_samples(x)).tolist()
+    for row in rng.normal(size=(600, 4)):
+        det.learn_one(row)
+    assert det.forest_ is not first  # refitted: the cached scorer is the old forest's
+    assert det.score_many(x).tolist() == (-det.forest_.score_samples(x)).tolist()
+    restored = pickle.loads(pickle.dumps(det))
+    assert restored._scorer is None  # not pickled, rebuilt when next scored
+    assert restored.score_many(x).tolist() == det.score_many(x).tolist()
+
+
+def test_features_added_after_the_fit_are_ignored_like_before() -> None:
+    forest, _ = fit_forest(data(400, 3, seed=5), 0, 20, 256)
+    det = ForestDetector(n_features=3, window=512, refit_every=10**9, background=False, seed=0)
+    det.forest_ = forest
+    det.resize(5)
+    wide = data(100, 5, seed=6)
+    assert np.array_equal(det.score_many(wide), -forest.score_samples(wide[:, :3]))
