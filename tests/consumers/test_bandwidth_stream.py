@@ -76,9 +76,10 @@ def read_predictions(settings: Settings) -> list[Prediction]:
     return got
 
 
-def run(settings: Settings, state: Path) -> int:
+def run(settings: Settings, state: Path, *extra: str) -> int:
     return bandwidth.main(
         [
+            *extra,
             "--bootstrap-servers",
             settings.bootstrap_servers,
             "--topic-prefix",
@@ -119,25 +120,29 @@ def version(p: Prediction) -> int:
 def test_forecasts_retrains_and_restart_from_checkpoint(topics: Settings, tmp_path: Path) -> None:
     records = fleet_records(200)
     produce(topics, records[: 120 * LINKS])
-    assert run(topics, tmp_path) == 0
+    # inline fits in the first run: a background warm-up fit that is swapped in only at its
+    # shutdown (slow imports, a busy machine) leaves no retrain to check; the background fits
+    # have their own test (test_a_background_warm_up_fit_leaves_the_baselines_publishing...)
+    assert run(topics, tmp_path, "--sync-retrain") == 0
     first = read_predictions(topics)
     fc1 = [p for p in first if p.kind == "bandwidth_forecast"]
     assert fc1, "no forecasts after warm-up"
     assert {p.horizon for p in fc1} == {1, 5}
     assert all(p.lower <= p.value <= p.upper for p in fc1)
-    assert any(p.kind == "bandwidth_accuracy" for p in first)
     store = CheckpointStore(tmp_path, "bandwidth-bw-test")
     state = store.load()[0]["state"]
-    assert state.version_ >= 2 and state.retrains_  # a background retrain was swapped in
+    assert state.version_ >= 2 and state.retrains_  # a retrain after the warm-up was swapped in
 
     produce(topics, records[120 * LINKS :])
     assert run(topics, tmp_path) == 0
     last_t = max(p.event_time for p in fc1)
-    fc2 = [
-        p
-        for p in read_predictions(topics)
-        if p.kind == "bandwidth_forecast" and p.event_time > last_t
-    ]
+    second = read_predictions(topics)
+    fc2 = [p for p in second if p.kind == "bandwidth_forecast" and p.event_time > last_t]
+    # accuracy counts forecasts every member made, the LSTM's included: the first run's LSTM is
+    # fitted in the background and may be swapped in only at its shutdown, so the accuracy
+    # records are looked for once the restored model forecasts (the first run alone made this
+    # test depend on how fast the fit was)
+    assert any(p.kind == "bandwidth_accuracy" for p in second)
     # restored buffers and model: every new record is forecast at once, no second warm-up
     assert len(fc2) >= 0.95 * 80 * LINKS * 2
     assert min(version(p) for p in fc2) >= state.version_ >= max(version(p) for p in fc1)
