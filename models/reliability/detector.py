@@ -8,8 +8,8 @@ Per record (in stream order):
    :mod:`models.reliability.generic`). The feature set is fleet-wide and grows in stream
    order: a feature joins the forest's columns (and the trees' inputs) in the first batch
    piece that carries it, and every node that lacks it reads 0 (its baseline) there;
-2. river Half-Space Trees (:class:`~models.reliability.hst.HSTDetector`, scored then learned
-   one record at a time) and the IsolationForest (:class:`~models.reliability.forest.
+2. river Half-Space Trees (:class:`~models.reliability.hst.HSTDetector`, each record scored
+   then learned, with river's scores, computed with numpy a batch piece at a time) and the IsolationForest (:class:`~models.reliability.forest.
    ForestDetector`, scored once per batch) score the features; so do the plain deviation
    ``max |z|`` and the node's slow-trend CUSUM (:class:`~models.reliability.trend.
    TrendTracker`: memory and disk rising faster than their usual drift, for a while), and
