@@ -9,12 +9,13 @@ Per record (in stream order):
    order: a feature joins the forest's columns (and the trees' inputs) in the first batch
    piece that carries it, and every node that lacks it reads 0 (its baseline) there;
 2. river Half-Space Trees (:class:`~models.reliability.hst.HSTDetector`, each record scored
-   then learned, with river's scores, computed with numpy a batch piece at a time) and the IsolationForest (:class:`~models.reliability.forest.
-   ForestDetector`, scored once per batch) score the features; so do the plain deviation
-   ``max |z|`` and the node's slow-trend CUSUM (:class:`~models.reliability.trend.
-   TrendTracker`: memory and disk rising faster than their usual drift, for a while), and
-   each link's PCA reconstruction error (:class:`~models.reliability.residual.LinkResidual`:
-   a record that breaks the way its link's metrics move together);
+   then learned, river's scores computed with numpy a batch piece at a time) and the
+   IsolationForest (:class:`~models.reliability.forest.ForestDetector`, scored once per
+   batch) score the features; so do the plain deviation ``max |z|`` and the node's
+   slow-trend CUSUM (:class:`~models.reliability.trend.TrendTracker`: memory and disk rising
+   faster than their usual drift, for a while), and each link's PCA reconstruction error
+   (:class:`~models.reliability.residual.LinkResidual`: a record that breaks the way its
+   link's metrics move together);
 3. each raw score is calibrated to a quantile among recent normal records (ties at the
    middle rank, so a constant score is typical, not extreme) and the five are
    combined into one score in [0, 1] (:mod:`models.reliability.calibration`; the trend by
@@ -302,9 +303,9 @@ class ReliabilityDetector:
             if self.residual_ is not None
             else math.nan
         )
-        cal = self._calibrated(
-            row, self.hst_.score_one(row.z), self.forest_.score_one(_absent_as_0(raw_x)[0]), res
-        )
+        h = self.hst_.score_one(row.z)
+        f = self.forest_.score_one(_absent_as_0(raw_x)[0])
+        cal = self._calibrated(row, h, f, res, _deviation(row))
         return self.combiner_.score_one(cal)
 
     def learn_one(self, rec: Any) -> None:
@@ -472,13 +473,13 @@ class ReliabilityDetector:
         return [z.get(n, math.nan) for n in self.feature_names_]
 
     def _calibrated(
-        self, row: FeatureRow, h: float, f: float, r: float, dev: float | None = None
+        self, row: FeatureRow, h: float, f: float, r: float, dev: float
     ) -> dict[str, float]:
         cals = self.calibrators_
         return {
             "hst": cals["hst"].score_one(h),
             "forest": cals["forest"].score_one(f),
-            "deviation": cals["deviation"].score_one(_deviation(row) if dev is None else dev),
+            "deviation": cals["deviation"].score_one(dev),
             "trend": _gate(cals["trend"].score_one(row.trend), self.trend_gate),
             "residual": cals["residual"].score_one(r) if math.isfinite(r) else 0.5,
         }

@@ -16,11 +16,11 @@ gives the scores river's ``HalfSpaceTrees`` gives one record at a time, bit for 
 first learned record goes through river, which builds them; they are then copied into arrays
 (complete binary trees, node ``i``'s children at ``2i + 1`` and ``2i + 2``). It is exact
 because within a window a score reads only the reference masses (``r_mass``), which change only
-at a window's pivot: a batch is scored at once, learned up to the record that completes the
-window, pivoted, and the rest scored again. Each split ``squash(z) < threshold`` is turned once
-into ``z < boundary`` (the boundary found by bisection over the floats, with ``math.tanh``
-itself), so the hot path computes no ``tanh`` at all, and masses are integers, so sums are
-exact in any order.
+at a window's pivot: a batch is scored in pieces of at most the rows the window still needs
+(its pivot can come no earlier), and each piece is learned, pivoting when it completes the
+window. Each split ``squash(z) < threshold`` is turned once into ``z < boundary`` (the boundary
+found by bisection over the floats, with ``math.tanh`` itself), so the hot path computes no
+``tanh`` at all, and masses are integers, so sums are exact in any order.
 
 Examples
 --------
@@ -145,15 +145,7 @@ class HSTDetector:
         """Score, then learn (unless protected); returns the score."""
         if self.features is not None:
             return float(self.score_learn_many(self._vector(z))[0])
-        assert self.model_ is not None
-        x = self._x(z)
-        score = float(self.model_.score_one(x))
-        if self.protect_above is not None and score >= self.protect_above:
-            self.n_protected_ += 1
-        else:
-            self.model_.learn_one(x)
-            self.n_learned_ += 1
-        return score
+        return self._river_score_learn(self._x(z))
 
     def score_learn_many(self, zs: np.ndarray) -> np.ndarray:
         """Score, then learn (unless protected), each row of ``zs`` in order: the z-scores in
@@ -166,34 +158,29 @@ class HSTDetector:
         after = self.learned_after_ = np.zeros(n, dtype=np.int64)
         i = 0
         while i < n and self.trees_ is None:  # river builds the trees at the first learn
-            out[i] = self._river_score_learn(zs[i])
+            out[i] = self._river_score_learn(self._x(dict(zip(self.features, zs[i], strict=True))))
             after[i] = self.n_learned_
             i += 1
         trees = self.trees_
         protect = self.protect_above
         while i < n and trees is not None:
-            need = self.window_size - trees.counter
-            # no more than the window needs: the pivot comes at the need-th learned row at the
-            # earliest, so nothing scored here is scored again
-            scores, paths = trees.score(zs[i : i + need])
+            # at most the rows the window still needs: its pivot comes at the need-th learned
+            # row at the earliest, so every row here is scored with the masses it should be
+            end = min(n, i + self.window_size - trees.counter)
+            scores, paths = trees.score(zs[i:end])
             learned = scores < protect if protect is not None else np.ones(len(scores), bool)
             cum = np.cumsum(learned)
-            # the records up to the one that completes the window are final; those after it
-            # are scored again with the masses of the new window
-            end = len(scores) if cum[-1] < need else int(np.searchsorted(cum, need)) + 1
-            out[i : i + end] = scores[:end]
-            k = int(cum[end - 1])
-            after[i : i + end] = self.n_learned_ + cum[:end]
-            trees.learn_paths(paths[:, :, :end], learned[:end])
-            self.n_learned_ += k
-            self.n_protected_ += end - k
-            i += end
+            out[i:end] = scores
+            after[i:end] = self.n_learned_ + cum
+            trees.learn_paths(paths, learned)
+            self.n_learned_ += int(cum[-1])
+            self.n_protected_ += len(scores) - int(cum[-1])
+            i = end
         return out
 
-    def _river_score_learn(self, z: np.ndarray) -> float:
-        assert self.model_ is not None and self.features is not None
-        s = self.scale
-        x = {k: 0.5 + 0.5 * math.tanh(float(v) / s) for k, v in zip(self.features, z, strict=False)}
+    def _river_score_learn(self, x: dict[str, float]) -> float:
+        """Score one squashed record with river, then learn it unless protected."""
+        assert self.model_ is not None
         score = float(self.model_.score_one(x))
         if self.protect_above is not None and score >= self.protect_above:
             self.n_protected_ += 1
@@ -284,7 +271,7 @@ class _Trees:
 
     def learn_paths(self, paths: np.ndarray, learned: np.ndarray) -> None:
         """Add the learned rows' paths to the latest masses, pivoting at the window's end
-        (the caller stops a batch at the row that completes a window)."""
+        (the caller never passes rows beyond the one that completes a window)."""
         k = int(learned.sum())
         if k:
             size = self.l_mass.shape[1]
