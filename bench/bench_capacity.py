@@ -124,38 +124,46 @@ def _deployment(separate: bool) -> list[tuple[str, list[str]]]:
     ]  # fmt: skip
 
 
-def _producer_argv(settings: Settings, rate: float, seconds: float, start: str) -> list[str]:
-    speedup = rate / (NODES * LINKS / INTERVAL)
+#: Each consumer's flags for fitting inline (the warm-up run: its state must be fitted).
+INLINE = {
+    "reliability": ["--param", "background=false"],
+    "consensus": ["--sync-retrain"],
+    "bandwidth": ["--sync-retrain"],
+    "compression": ["--sync-train"],
+}
+
+
+def _fleet(*more: str) -> list[str]:
+    """``producers.synthetic`` for the benchmark's fleet, with ``more`` flags."""
     return [sys.executable, "-m", "producers.synthetic", "--nodes", str(NODES), "--links",
             str(LINKS), "--interval", str(INTERVAL), "--seed", str(SEED), "--incident-rate", "1",
-            "--start", start, "--rate", str(rate), "--speedup", f"{speedup:.3f}", "--duration",
-            str(seconds), "--progress-interval", "0", "--topic-prefix", settings.topic_prefix,
-            "--backend", "confluent"]  # fmt: skip
+            "--progress-interval", "0", *more]  # fmt: skip
+
+
+def _inline(tail: list[str]) -> list[str]:
+    """The inline-fit flags for a deployment process (``--<name>.`` prefixed in one process)."""
+    if tail[0] != "consumers":
+        return INLINE[tail[0].removeprefix("consumers.")]
+    return [f"--{n}.{f[2:]}" if f.startswith("--") else f for n in PROCESSORS for f in INLINE[n]]
+
+
+def _producer_argv(settings: Settings, rate: float, seconds: float, start: str) -> list[str]:
+    speedup = rate / (NODES * LINKS / INTERVAL)
+    return _fleet("--start", start, "--rate", str(rate), "--speedup", f"{speedup:.3f}",
+                  "--duration", str(seconds), "--topic-prefix", settings.topic_prefix,
+                  "--backend", "confluent")  # fmt: skip
 
 
 def warm_state(state: Path, records: int, separate: bool, log: Path) -> tuple[str, float]:
     """Learn ``records`` of the fleet from a file into ``state``; return the event time the
     rate runs continue from, and the seconds it took."""
     rec = state.parent / "warm.jsonl"
-    subprocess.run([sys.executable, "-m", "producers.synthetic", "--nodes", str(NODES),
-                    "--links", str(LINKS), "--interval", str(INTERVAL), "--seed", str(SEED),
-                    "--incident-rate", "1", "--rate", "0", "--count", str(records),
-                    "--progress-interval", "0", "--output", str(rec)],
+    subprocess.run(_fleet("--rate", "0", "--count", str(records), "--output", str(rec)),
                    check=True, env=_env(), stdout=subprocess.DEVNULL)  # fmt: skip
     t0 = time.monotonic()
     for group, tail in _deployment(separate):
-        inline = (
-            ["--sync-retrain"] if tail[0] in ("consumers.bandwidth", "consumers.consensus") else []
-        )
-        if tail[0] == "consumers":
-            inline = ["--bandwidth.sync-retrain", "--consensus.sync-retrain",
-                      "--compression.sync-train", "--reliability.param", "background=false"]  # fmt: skip
-        elif tail[0] == "consumers.compression":
-            inline = ["--sync-train"]
-        elif tail[0] == "consumers.reliability":
-            inline = ["--param", "background=false"]
         with log.open("ab") as out:
-            subprocess.run([sys.executable, "-m", *tail, *inline, "--from-file", str(rec),
+            subprocess.run([sys.executable, "-m", *tail, *_inline(tail), "--from-file", str(rec),
                             "--with-state", "--state-dir", str(state), "--group-id", group,
                             "--output-dir", str(state.parent / "warm-out"), "--interval", "10"],
                            check=True, env=_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
