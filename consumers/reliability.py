@@ -70,22 +70,39 @@ class ReliabilityProcessor(app.Processor):
         "incident alerts with a lifecycle on the alerts topic."
     )
 
+    shardable = True
+
     def __init__(self, settings: Settings, args: argparse.Namespace, state: Any | None) -> None:
         self.args = args
         self.topic = settings.topic("alerts")
-        state = state or {}
-        self.detector = state.get("detector") or self._new(args)
         self.alerts = 0
         self.keep = bool(args.labels)
-        # what --labels evaluates: kept in the checkpoint, so a restarted run is judged whole
-        self.flags: list[RecordFlag] = []
-        self.alerts_seen: list[Alert] = []
-        if self.keep and state.get("evaluation"):
-            self.flags, self.alerts_seen = state["evaluation"]
         self.scores = _ScoreWriter(args.scores_output)
-        forest = self.detector.forest_
-        self.pool = refit_pool(args.refit_in) if forest.background else None
-        forest.set_executor(self.pool)
+        self.pool: Executor | None = None
+        # one detector (and what --labels evaluates) per shard: {0: ...} without --state-shards
+        self.shards: dict[int, _Shard] = {}
+        if settings.state_shards == 1:
+            self.add_shard(0, state)
+
+    def add_shard(self, shard: int, state: Any | None) -> None:
+        state = state or {}
+        one = _Shard(state.get("detector") or self._new(self.args))
+        # what --labels evaluates: kept in the checkpoint, so a restarted run is judged whole
+        if self.keep and state.get("evaluation"):
+            one.flags, one.alerts_seen = state["evaluation"]
+        forest = one.detector.forest_
+        if forest.background and self.pool is None:  # one refit worker for every shard
+            self.pool = refit_pool(self.args.refit_in)
+        forest.set_executor(self.pool if forest.background else None)
+        self.shards[shard] = one
+
+    def drop_shard(self, shard: int) -> None:
+        self.shards.pop(shard).detector.forest_.set_executor(None)
+
+    @property
+    def detector(self) -> ReliabilityDetector:
+        """The detector of a one-state run (shard 0)."""
+        return self.shards[0].detector
 
     @staticmethod
     def _new(args: argparse.Namespace) -> ReliabilityDetector:
@@ -141,16 +158,21 @@ class ReliabilityProcessor(app.Processor):
 
     def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
         """Score the batch; return its alerts as outputs."""
+        return self.handle_shard(0, batch)
+
+    def handle_shard(self, shard: int, batch: list[tuple[Message, Any]]) -> list[Output]:
+        """Score one shard's records with its detector; return their alerts as outputs."""
+        one = self.shards[shard]
         recs = [rec for _, rec in batch]
-        scored, alerts = self.detector.process(recs)
+        scored, alerts = one.detector.process(recs)
         self.alerts += len(alerts)
         if self.keep or self.scores.f is not None:
             for rec, sc in zip(recs, scored, strict=True):
                 if self.keep:
-                    self.flags.append(RecordFlag(rec.node_id, rec.timestamp, sc.flagged))
+                    one.flags.append(RecordFlag(rec.node_id, rec.timestamp, sc.flagged))
                 self.scores.write(rec.node_id, rec.timestamp, sc.score, sc.flagged, "")
             if self.keep:
-                self.alerts_seen += alerts
+                one.alerts_seen += alerts
         return [Output(self.topic, a.node_id.encode(), encode(a)) for a in alerts]
 
     def learn(self, batch: list[tuple[Message, Any]]) -> None:
@@ -163,32 +185,55 @@ class ReliabilityProcessor(app.Processor):
 
     def state(self, final: bool = False) -> Any:
         """``{"detector": ..., "evaluation": (flags, alerts) or None}``."""
+        return self.shard_state(0, final)
+
+    def shard_state(self, shard: int, final: bool = False) -> Any:
+        one = self.shards[shard]
         return {
-            "detector": self.detector,
-            "evaluation": (self.flags, self.alerts_seen) if self.keep else None,
+            "detector": one.detector,
+            "evaluation": (one.flags, one.alerts_seen) if self.keep else None,
         }
+
+    def shard_version(self, shard: int) -> str:
+        return str(self.shards[shard].detector.model_versions.get("iforest", ""))
 
     @property
     def model_version(self) -> str:
-        return str(self.detector.model_versions.get("iforest", ""))
+        """The IsolationForest's version (with shards: every distinct one, sorted)."""
+        return ",".join(sorted({self.shard_version(k) for k in self.shards}))
+
+    def _open_incidents(self) -> int:
+        return sum(len(s.detector.tracker_.open_incidents()) for s in self.shards.values())
 
     def status(self) -> str:
-        d = self.detector
+        shards = f"  shards {len(self.shards)}" if len(self.shards) != 1 else ""
         return (
             f"reliability: alerts {self.alerts:,d}  open incidents "
-            f"{len(d.tracker_.open_incidents()):,d}  {d.model_versions['iforest']}"
+            f"{self._open_incidents():,d}  {self.model_version}{shards}"
         )
 
     def observe(self, metrics: ProcessorMetrics) -> None:
         """Model version, open incidents and the IsolationForest refits' durations."""
-        d = self.detector
         metrics.model_version(self.model_version)
-        metrics.open_incidents(len(d.tracker_.open_incidents()))
-        f = d.forest_
-        metrics.fits("iforest", f.version_, lambda k: f.fit_seconds_[-k:])
+        metrics.open_incidents(self._open_incidents())
+        forests = [one.detector.forest_ for one in self.shards.values()]
+        seconds = [x for f in forests for x in f.fit_seconds_]
+        metrics.fits("iforest", sum(f.version_ for f in forests), lambda k: seconds[-k:])
+
+    @property
+    def flags(self) -> list[RecordFlag]:
+        """What --labels evaluates, over every shard held now."""
+        return [f for s in self.shards.values() for f in s.flags]
+
+    @property
+    def alerts_seen(self) -> list[Alert]:
+        return [x for s in self.shards.values() for x in s.alerts_seen]
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"alerts": self.alerts, "records_seen": self.detector.n_seen_}
+        seen = sum(s.detector.n_seen_ for s in self.shards.values())
+        out: dict[str, Any] = {"alerts": self.alerts, "records_seen": seen}
+        if len(self.shards) != 1 or 0 not in self.shards:
+            out["shards"] = sorted(self.shards)
         if not self.args.labels:
             return out
         a = self.args
@@ -197,10 +242,11 @@ class ReliabilityProcessor(app.Processor):
             for line in Path(a.labels).read_bytes().splitlines()
             if line.strip()
         ]
-        first = min((f.event_time for f in self.flags), default=None)
+        flags, alerts = self.flags, self.alerts_seen
+        first = min((f.event_time for f in flags), default=None)
         warm = first + dt.timedelta(seconds=a.warmup_s) if first else None
         ev = evaluate(
-            labels, alerts=self.alerts_seen, records=self.flags, warmup_until=warm, post_s=a.post_s
+            labels, alerts=alerts, records=flags, warmup_until=warm, post_s=a.post_s
         )
         source = a.from_file or "the telemetry topic"
         ev.config.update(
@@ -209,11 +255,11 @@ class ReliabilityProcessor(app.Processor):
                 "seed": a.seed,
                 "threshold": a.threshold,
                 "warmup_s": a.warmup_s,
-                "records": len(self.flags),
+                "records": len(flags),
             }
         )
         out["evaluation"] = ev.to_dict()
-        out["incident_ids"] = sorted({x.incident_id for x in self.alerts_seen if x.status == "open"})
+        out["incident_ids"] = sorted({x.incident_id for x in alerts if x.status == "open"})
         title = f"Reliability detector on {Path(source).name}"
         print(ev.to_markdown(title), file=sys.stderr)
         if a.report_dir:
@@ -226,10 +272,20 @@ class ReliabilityProcessor(app.Processor):
 
     def close(self) -> None:
         self.scores.close()
-        self.detector.forest_.set_executor(None)
+        for one in self.shards.values():
+            one.detector.forest_.set_executor(None)
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
+
+
+class _Shard:
+    """One shard's detector and, with ``--labels``, its records' flags and alerts."""
+
+    def __init__(self, detector: ReliabilityDetector) -> None:
+        self.detector = detector
+        self.flags: list[RecordFlag] = []
+        self.alerts_seen: list[Alert] = []
 
 
 def refit_pool(mode: str) -> Executor | None:

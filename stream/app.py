@@ -75,6 +75,7 @@ from stream.loop import BatchLoop, LoopStats, Output
 from stream.metrics import Health, Metrics, MetricsServer
 from stream.processor import Processor
 from stream.settings import Settings
+from stream.shards import ShardSet
 from stream.shutdown import handle_signals
 
 __all__ = [
@@ -124,12 +125,16 @@ class App:
         self.processors: list[Processor] = []
         self._positions: list[Any] = []  # each restored checkpoint's partition positions
         several = len(self.classes) > 1
-        stateless = a.no_checkpoint or (a.from_file and not a.with_state)
+        self.stateless = a.no_checkpoint or (a.from_file and not a.with_state)
+        self.n_shards = self.settings.state_shards
+        self.sharded: ShardSet | None = None  # with --state-shards: built once the source is known
+        if self.n_shards > 1:
+            self._check_shardable()
         for cls in self.classes:
             own = processor_args(a, cls, several)
             store = (
                 None
-                if stateless
+                if self.stateless or self.n_shards > 1  # shards: one store per shard instead
                 else CheckpointStore(self.settings.state_dir, f"{cls.name}-{self.group}")
             )
             self.stores[cls.name] = store
@@ -148,6 +153,44 @@ class App:
         self.loop: BatchLoop | None = None
 
     # -- state ---------------------------------------------------------------------------------
+    def _check_shardable(self) -> None:
+        a, n = self.args, self.n_shards
+        if not a.align:
+            raise DwcpError(f"--state-shards {n} needs event-time alignment (drop --no-align): "
+                            "a shard's state is restored with its partition's position")
+        if a.learn_from:
+            raise DwcpError(f"--state-shards {n} cannot be combined with --learn-from yet: "
+                            "learn the history in a --with-state file run with the same shards")
+        names = [c.name for c in self.classes if not c.shardable]
+        if names:
+            raise DwcpError(f"--state-shards {n}: {', '.join(names)} keeps one state for all keys "
+                            "and cannot be sharded yet; run it without --state-shards")
+
+    def _shard_store(self, name: str, shard: int) -> CheckpointStore | None:
+        if self.stateless:
+            return None
+        folder = f"{name}-{self.group}/shards-{self.n_shards}/shard-{shard:03d}"
+        return CheckpointStore(self.settings.state_dir, folder)
+
+    def _partitions(self) -> int:
+        """The telemetry topic's partition count (1 for a file)."""
+        if self.args.from_file:
+            return 1
+        from stream.kafka import make_admin
+
+        topic = self.settings.topic("telemetry")
+        with make_admin(self.settings) as admin:
+            got = admin.list_topics().get(topic)
+        if got is None:
+            raise DwcpError(f"--state-shards: topic {topic} does not exist (create it with "
+                            "python -m stream.topics create)")
+        return got
+
+    def _on_assignment(self, assigned: set[TopicPartition]) -> dict[Any, Any]:
+        assert self.sharded is not None
+        seek = self.sharded.assign(assigned)
+        return {} if self.args.from_file else seek
+
     def _restore(self, cls: type[Processor], store: CheckpointStore | None) -> Any | None:
         if store is None:
             return None
@@ -196,6 +239,11 @@ class App:
         """Save every processor's state (call only when it matches the committed offsets)."""
         self.last_checkpoint = time.monotonic()
         positions = self.loop.positions() if self.loop is not None else {}
+        if self.sharded is not None:
+            for proc in self.processors:
+                proc.checkpoint_due = False
+            self.sharded.save(positions, why, final=final)
+            return
         for proc in self.processors:
             proc.checkpoint_due = False
             store = self.stores[proc.name]
@@ -226,6 +274,12 @@ class App:
             self.loop.forget(partitions)  # queued records were not committed: the owner re-reads
         for proc in self.processors:
             proc.on_revoke(partitions)
+        if self.sharded is not None:  # only the shards that go; the others keep working
+            going = self.sharded.revoke(partitions)
+            positions = self.loop.positions() if self.loop is not None else {}
+            self.sharded.save(positions, "revoke", only=going)
+            self.sharded.suspend(going)
+            return
         self.checkpoint("revoke")
 
     # -- the loop ------------------------------------------------------------------------------
@@ -233,8 +287,11 @@ class App:
         """Every processor on the same decoded batch; their outputs in processor order."""
         outputs: list[Output] = []
         alerts = self.alerts_topic
-        for proc, view in zip(self.processors, self.views, strict=True):
-            got = proc.handle(batch)
+        if self.sharded is not None:
+            per = self.sharded.handle(batch)
+        else:
+            per = [(proc, proc.handle(batch)) for proc in self.processors]
+        for (_proc, got), view in zip(per, self.views, strict=True):
             for out in got:
                 if out.topic == alerts:
                     head = _decode_head(out.value)
@@ -379,6 +436,10 @@ class App:
         processors."""
         a, s = self.args, self.settings
         self.learn_history()
+        if self.n_shards > 1:
+            self.sharded = ShardSet(
+                self.processors, self._shard_store, self.n_shards, self._partitions(), self._say
+            )
         consumer, producer = self.clients()
         self.loop = loop = BatchLoop(
             consumer,
@@ -395,6 +456,7 @@ class App:
             start_positions=self.start_positions(),
             metrics=self.metrics,
             health=self.health,
+            on_assignment=self._on_assignment if self.sharded is not None else None,
             **self._loop_options(),
         )
         try:

@@ -97,6 +97,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     s.add_argument("--state-dir", help="checkpoint folder (default DWCP_STATE_DIR or .cache/state)")
     s.add_argument("--no-checkpoint", action="store_true", help="neither restore nor save state")
     s.add_argument(
+        "--state-shards",
+        type=int,
+        metavar="N",
+        help="keep each model's state in N shards of the node keys (murmur2(node) %% N, the "
+        "partitioner's hash), checkpointed per shard so that a shard's state follows its "
+        "partition to whichever group member is assigned it: several members then give the "
+        "one-process answer. N must be a multiple of the telemetry topic's partition count, "
+        "the same for every member and every run on one state folder (default "
+        "DWCP_STATE_SHARDS or 1: one state for all keys, one member)",
+    )
+    s.add_argument(
         "--with-state",
         action="store_true",
         help="with --from-file: restore and save checkpoints as a stream run does (default: a "
@@ -184,7 +195,13 @@ def processor_args(args: argparse.Namespace, proc: type[Processor], several: boo
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     """The one settings object: ``DWCP_*`` variables, overridden by the flags."""
-    return Settings.from_args(args, environ, state_dir=args.state_dir, batch_size=args.batch_size)
+    return Settings.from_args(
+        args,
+        environ,
+        state_dir=args.state_dir,
+        batch_size=args.batch_size,
+        state_shards=args.state_shards,
+    )
 
 
 def group_for(settings: Settings, processors: Sequence[type[Processor]]) -> str:

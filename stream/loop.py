@@ -124,6 +124,12 @@ class BatchLoop:
         polled records are queued per partition, released merged by event time, and their
         offsets committed as they are processed; full queues pause their partition. ``None``:
         each polled batch is processed as it comes. Call :meth:`forget` from ``on_revoke``.
+    on_assignment
+        With an aligner: ``on_assignment(assigned)`` whenever the assignment changed or a
+        rebalance revoked partitions, before any record of it is handled; it returns where to
+        read newly assigned partitions from (``(offset, [offsets after it handled])``, as
+        ``start_positions``), e.g. the positions of their restored state
+        (:mod:`stream.shards`).
     key_field
         The record attribute a message's Kafka key must equal (UTF-8), e.g. ``"node_id"``:
         records are partitioned by key, so a record keyed by another node would sit on that
@@ -160,6 +166,7 @@ class BatchLoop:
         metrics: Metrics | None = None,
         health: Health | None = None,
         key_field: str | None = None,
+        on_assignment: Callable[[set[TopicPartition]], Mapping[TopicPartition, Any]] | None = None,
     ) -> None:
         self.consumer, self.producer, self.handler = consumer, producer, handler
         self.dead_letter_topic, self.group_id, self.decoder = dead_letter_topic, group_id, decoder
@@ -179,6 +186,8 @@ class BatchLoop:
         # assignment only: a partition assigned later was someone else's meanwhile)
         self._rewind = dict(start_positions or {}) if aligner is not None else {}
         self._revoked: set[TopicPartition] = set()  # revoked, not settled yet
+        self.on_assignment = on_assignment
+        self._assigned: set[TopicPartition] = set()  # as on_assignment last saw it
         self._poll_clock_ms = 0.0  # time spent waiting in polls
         self._next: dict[TopicPartition, int] = {}  # offset after the last one queued
         self.metrics, self.health = metrics, health
@@ -408,8 +417,12 @@ class BatchLoop:
         # handling a big batch must not make a partition whose data is on its way look idle
         now_ms = self._poll_clock_ms
         assigned = consumer.assignment()
+        revoked = bool(self._revoked)
         self._settle_revoked(assigned)
         aligner.assign(assigned, now_ms)
+        if self.on_assignment is not None and (revoked or assigned != self._assigned):
+            self._assigned = set(assigned)
+            self._rewind.update(self.on_assignment(set(assigned)))
         if self._rewind and assigned:
             batch = self._rewind_to_checkpoint(assigned, batch)
         batch = [m for m in batch if self._fresh(m)]

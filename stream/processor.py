@@ -93,3 +93,28 @@ class Processor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Release workers and threads (after the final checkpoint)."""
+
+    # -- state per shard (``--state-shards N``, :mod:`stream.shards`) --------------------------
+    #: True when the processor can keep one independent state per shard of the keys. It is
+    #: then built with ``state=None`` and given its shards with :meth:`add_shard`.
+    shardable: ClassVar[bool] = False
+
+    def add_shard(self, shard: int, state: Any | None) -> None:
+        """Own ``shard`` from now on: its restored :meth:`shard_state` or ``None`` (fresh)."""
+        raise NotImplementedError(f"{self.name} keeps no state per shard")
+
+    def drop_shard(self, shard: int) -> None:
+        """``shard`` went to another member (its state was saved): forget it."""
+        raise NotImplementedError(f"{self.name} keeps no state per shard")
+
+    def handle_shard(self, shard: int, batch: list[tuple[Message, Any]]) -> list[Output]:
+        """:meth:`handle` for the records of one shard, with that shard's state only."""
+        raise NotImplementedError(f"{self.name} keeps no state per shard")
+
+    def shard_state(self, shard: int, final: bool = False) -> Any:
+        """:meth:`state` of one shard."""
+        raise NotImplementedError(f"{self.name} keeps no state per shard")
+
+    def shard_version(self, shard: int) -> str:
+        """:attr:`model_version` of one shard."""
+        return self.model_version

@@ -55,6 +55,7 @@ class Settings:
     batch_size: int = 5000
     poll_timeout_ms: int = 500
     state_dir: str = ".cache/state"
+    state_shards: int = 1  # >1: state per shard of the keys, following its partition
     log_level: str = "INFO"
     metrics_port: int = 0  # Prometheus /metrics, /healthz, /readyz over HTTP; 0 = not served
     metrics_host: str = "0.0.0.0"
@@ -66,7 +67,14 @@ class Settings:
             raise SettingsError(
                 f"security_protocol {self.security_protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}"
             )
-        for name in ("partitions", "replication_factor", "max_record_bytes", "batch_size", "poll_timeout_ms"):
+        for name in (
+            "partitions",
+            "replication_factor",
+            "max_record_bytes",
+            "batch_size",
+            "poll_timeout_ms",
+            "state_shards",
+        ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
