@@ -22,6 +22,10 @@ status line and a summary). :func:`main` owns everything around it, once for all
   ``<state_dir>/<name>-<group>/``, the state wrapped with the processor name, its state format,
   its model version and the partition positions it matches); a checkpoint of another processor
   or format is ignored with a warning;
+* **state per shard** (``--state-shards N``, :mod:`stream.shards`): each processor keeps one
+  state per shard of the node keys, checkpointed per shard; a member restores the shards of
+  every partition it is assigned and reads it from their position, and saves them when the
+  partition is revoked, so several members of a group give the one-process answer;
 * **restarts read from the state, not from the commit**: a checkpoint records, per partition,
   where its state stopped (:meth:`stream.loop.BatchLoop.positions`); after a restart the loop
   seeks there, so records committed after the last checkpoint (a kill -9) reach the state again
@@ -188,8 +192,7 @@ class App:
 
     def _on_assignment(self, assigned: set[TopicPartition]) -> dict[Any, Any]:
         assert self.sharded is not None
-        seek = self.sharded.assign(assigned)
-        return {} if self.args.from_file else seek
+        return self.sharded.assign(assigned)  # {} for a file: it is read whole
 
     def _restore(self, cls: type[Processor], store: CheckpointStore | None) -> Any | None:
         if store is None:
@@ -438,7 +441,12 @@ class App:
         self.learn_history()
         if self.n_shards > 1:
             self.sharded = ShardSet(
-                self.processors, self._shard_store, self.n_shards, self._partitions(), self._say
+                self.processors,
+                self._shard_store,
+                self.n_shards,
+                self._partitions(),
+                self._say,
+                positions=not a.from_file,
             )
         consumer, producer = self.clients()
         self.loop = loop = BatchLoop(

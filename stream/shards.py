@@ -71,6 +71,9 @@ class ShardSet:
         ``N`` and the telemetry topic's partition count ``P`` (``P`` must divide ``N``).
     say
         Where restores are reported.
+    positions
+        False for a file source: its line numbers are no offsets of any partition, so a
+        restored shard neither seeks nor skips (a file is read whole).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class ShardSet:
         shards: int,
         partitions: int,
         say: Callable[[str], None] = log.info,
+        positions: bool = True,
     ) -> None:
         if shards % partitions:
             raise DwcpError(
@@ -97,6 +101,7 @@ class ShardSet:
         self.n, self.p = shards, partitions
         self.stores = {(p.name, k): stores(p.name, k) for p in processors for k in range(shards)}
         self.say = say
+        self.use_positions = positions
         self.owned: dict[int, TopicPartition] = {}  # shard -> the partition it is read from
         self.suspended: set[int] = set()  # revoked, saved; dropped unless assigned back
         # per (processor index, shard): records of its partition it handled already
@@ -139,15 +144,20 @@ class ShardSet:
                     and wrapped.get("shards") == self.n
                 ):
                     state = wrapped["state"]
-                    pos = (wrapped.get("positions") or {}).get(tp)
+                    pos = (wrapped.get("positions") or {}).get(tp) if self.use_positions else None
                     if pos is not None:
                         off, done = pos
                         starts.append((off, list(done)))
                         self._skip[(i, k)] = (off, frozenset(done), max(done, default=off - 1))
+                    if pos is not None:
+                        where = f"partition {tp[1]} from offset {pos[0]}"
+                    elif self.use_positions:
+                        where = f"partition {tp[1]} from its committed offset"
+                    else:
+                        where = "the file from its start"
                     self.say(
                         f"{proc.name}: shard {k} restored from checkpoint v{meta['version']} "
-                        f"({wrapped.get('model_version')}), partition {tp[1]} from offset "
-                        f"{pos[0] if pos else 'committed'}"
+                        f"({wrapped.get('model_version')}), reading {where}"
                     )
                 else:
                     log.warning("%s: shard %d checkpoint in %s is of another format; fresh",
