@@ -4,8 +4,9 @@ Here: the broker stopped and started again while the synthetic producer and a re
 consumer are both running. The others live beside the code they break: kill -9 and restart
 (``tests/consumers/test_file_kafka_equivalence.py``), corrupted checkpoints
 (``tests/stream/test_checkpoint.py``), a poisoned timestamp (``tests/consumers/
-test_reliability.py``, ``tests/stream/test_alignment.py``) and orphaned workers
-(``tests/stream/test_workers.py``). Each checks that no record is left unprocessed, no alert id
+test_reliability.py``, ``tests/stream/test_alignment.py``), orphaned workers
+(``tests/stream/test_workers.py``) and a rebalance mid-stream, a second member joining with
+``--state-shards`` (``tests/consumers/test_reliability_shards.py``). Each checks that no record is left unprocessed, no alert id
 is published with two different contents, and the alerts are those of a clean run.
 """
 

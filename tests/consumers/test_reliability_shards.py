@@ -138,6 +138,7 @@ def stop(procs: list[subprocess.Popen], logs: list[Path]) -> None:
         assert p.wait(60) == 0, log.read_text()[-3000:]
 
 
+@pytest.mark.fault
 def test_two_members_and_a_rebalance_mid_stream_give_the_file_s_alerts(
     recording, six: Settings, tmp_path: Path
 ) -> None:
