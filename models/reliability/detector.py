@@ -114,8 +114,11 @@ class ReliabilityDetector:
         Of the per-node context (:class:`NodeContext`).
     hst_trees, hst_height, hst_window
         Of the Half-Space Trees.
-    forest_window, forest_refit_every, forest_trees, background, refit_interval_s
-        Of the IsolationForest (background refits are not deterministic in time).
+    forest_window, forest_refit_every, forest_trees, background, refit_interval_s, forest_swap_after
+        Of the IsolationForest (:class:`ForestDetector`). Background refits are swapped in
+        when ready (timing decides where) unless ``forest_swap_after`` is a number: then every
+        refit, inline or background, is installed that many learned records after it started,
+        and the answers depend only on the records. ``refit_interval_s`` reads a clock.
     weights, max_weight
         How the calibrated scores are combined (:class:`ScoreCombiner`).
     open_after, hysteresis, resolve_after_s, update_every_s
@@ -170,6 +173,7 @@ class ReliabilityDetector:
         forest_trees: int = 100,
         background: bool = False,
         refit_interval_s: float | None = None,
+        forest_swap_after: int | None = None,
         weights: dict[str, float] | None = None,
         max_weight: float = 1.0,
         open_after: int = 2,
@@ -244,6 +248,7 @@ class ReliabilityDetector:
             n_estimators=forest_trees,
             background=background,
             seed=seed,
+            swap_after=forest_swap_after,
         )
         # per-link PCA reconstruction error (None: the component is off, weight 0)
         self.residual_: LinkResidual | None = (

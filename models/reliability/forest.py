@@ -13,7 +13,12 @@ The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
   the next call, and ``version_`` counts the swaps. With ``background=False`` the fit runs
   inline at deterministic learned-record counts (offline scoring and tests: deterministic
   for a given seed). A background refit fits the same forest (same window, same seed), only
-  the batch at which it is swapped in depends on timing;
+  the batch at which it is swapped in depends on timing, unless ``swap_after`` is set: then a
+  refit started at learned record ``C`` is installed exactly when the learned count reaches
+  ``C + swap_after`` (waiting for it there if it is not finished), inline or in the
+  background, so where the fit runs no longer changes any score (the stream consumer's
+  default; a checkpoint keeps the pending refit's data and seed, and a restore starts it
+  again);
 * scoring is batched (:meth:`score_many`), and flipped: scikit-learn's ``score_samples`` is
   lower = more abnormal, ours is higher = more abnormal. Before the first fit every score is
   0. The fitted trees are applied in a plain loop (:class:`ForestScorer`): the same float32
@@ -140,6 +145,11 @@ class ForestDetector:
         Seed of every forest (refit ``k`` uses ``seed + k``).
     clock
         Monotonic clock for ``refit_interval_s`` (injectable for tests).
+    swap_after
+        ``None``: a background refit is swapped in when it is ready (timing decides the
+        record). A number ``D``: every refit, inline or background, is installed when ``D``
+        more records have been learned since it started, so the answers depend only on the
+        records (a background fit that is not ready by then is waited for).
     """
 
     def __init__(
@@ -155,7 +165,10 @@ class ForestDetector:
         executor: Executor | None = None,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        swap_after: int | None = None,
     ) -> None:
+        if swap_after is not None and swap_after < 0:
+            raise ValueError(f"swap_after must be >= 0 or None, got {swap_after}")
         self.n_features = n_features
         self.window = window
         self.refit_every = refit_every
@@ -167,6 +180,7 @@ class ForestDetector:
         self.executor = executor
         self.seed = seed
         self.clock = clock
+        self.swap_after = swap_after
         self.buf_ = np.zeros((window, n_features))
         self.n_seen_ = 0
         self.since_fit_ = 0
@@ -178,6 +192,10 @@ class ForestDetector:
         self.refit_errors_ = 0
         self.last_error_ = ""
         self._future: Future[tuple[IsolationForest, float]] | None = None
+        # with swap_after: the refit in flight as (window copy, seed, learned count to install
+        # at); kept in checkpoints so that a restore starts the same fit again
+        self.pending_: tuple[np.ndarray, int, int] | None = None
+        self.waited_s_ = 0.0  # time spent waiting for background fits at their swap point
 
     def resize(self, n_features: int) -> None:
         """Widen the vectors to ``n_features`` (new columns are 0 in the window).
@@ -216,8 +234,11 @@ class ForestDetector:
 
     def maybe_refit(self) -> bool:
         """Swap in a finished refit; start a new one when due. True if one started."""
-        self._swap_if_done()
-        if self._future is not None or self.n_seen_ < self.min_fit:
+        if self.swap_after is None:
+            self._swap_if_done()
+        else:
+            self._swap_when_due()
+        if self._future is not None or self.pending_ is not None or self.n_seen_ < self.min_fit:
             return False
         due = self.forest_ is None or self.since_fit_ >= self.refit_every
         if not due and self.refit_interval_s is not None and self.last_fit_at_ is not None:
@@ -228,15 +249,26 @@ class ForestDetector:
         seed = self.seed + self.version_ + 1
         self.since_fit_ = 0
         self.last_fit_at_ = self.clock()
+        if self.swap_after is not None:
+            self.pending_ = (data, seed, self.n_seen_ + self.swap_after)
+            if self.background:
+                self._submit(data, seed)
+            self._swap_when_due()  # swap_after=0: at once
+            return True
         if not self.background:
             self._install(self._fit(data, seed))
             return True
+        self._submit(data, seed)
+        return True
+
+    def _submit(self, data: np.ndarray, seed: int) -> None:
+        """Start fitting ``data`` with ``seed`` in the executor, or else in a worker thread."""
         if self.executor is not None:
             try:
                 self._future = self.executor.submit(
                     fit_forest, data, seed, self.n_estimators, self.max_samples
                 )
-                return True
+                return
             except (BrokenExecutor, RuntimeError) as exc:  # broken or shut down: use a thread
                 self._failed(exc)
                 self.executor = None
@@ -250,7 +282,33 @@ class ForestDetector:
 
         self._future = fut
         threading.Thread(target=work, name="iforest-refit", daemon=True).start()
-        return True
+
+    def _swap_when_due(self) -> None:
+        """With ``swap_after``: install the pending refit once its learned count is reached,
+        waiting for a background fit there; a fit that failed is redone inline (the same
+        forest), so the record at which it is installed never depends on timing."""
+        pending = self.pending_
+        if pending is None:
+            return
+        data, seed, at = pending
+        if self.background and self._future is None:  # restored from a checkpoint mid-refit
+            self._submit(data, seed)
+        if self.n_seen_ < at:
+            return
+        fut, self._future, self.pending_ = self._future, None, None
+        forest: IsolationForest | None = None
+        if fut is not None:
+            t0 = time.perf_counter()
+            try:
+                forest, secs = fut.result()
+                if secs >= 0:
+                    self._timed(secs)
+            except BaseException as exc:  # noqa: BLE001 - counted, then fitted here instead
+                self._failed(exc)
+                if isinstance(exc, BrokenExecutor):
+                    self.executor = None
+            self.waited_s_ += time.perf_counter() - t0
+        self._install(forest if forest is not None else self._fit(data, seed))
 
     def _fit(self, data: np.ndarray, seed: int) -> IsolationForest:
         forest, secs = fit_forest(data, seed, self.n_estimators, self.max_samples)
@@ -286,11 +344,13 @@ class ForestDetector:
         self._install(forest)
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until a running refit finished and is swapped in (tests, shutdown)."""
+        """Block until a running refit finished and is swapped in (tests, shutdown); with
+        ``swap_after`` it only finishes: it is still installed at its learned count."""
         fut = self._future
         if fut is not None:
             fut.exception(timeout)
-            self._swap_if_done()
+            if self.swap_after is None:
+                self._swap_if_done()
 
     @property
     def refitting(self) -> bool:
@@ -300,7 +360,8 @@ class ForestDetector:
     # -- scoring ------------------------------------------------------------------------------
     def score_many(self, xs: np.ndarray) -> np.ndarray:
         """Anomaly scores of many vectors (rows), higher = more anomalous; 0 before a fit."""
-        self._swap_if_done()
+        if self.swap_after is None:
+            self._swap_if_done()
         xs = np.asarray(xs, dtype=float).reshape(-1, self.n_features)
         forest = self.forest_
         if forest is None or len(xs) == 0:
@@ -331,6 +392,9 @@ class ForestDetector:
         state.setdefault("_scorer", None)
         state.setdefault("refit_errors_", 0)
         state.setdefault("last_error_", "")
+        state.setdefault("swap_after", None)
+        state.setdefault("pending_", None)
+        state.setdefault("waited_s_", 0.0)
         self.__dict__.update(state)
         if self.clock is None:
             self.clock = time.monotonic

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -66,3 +69,69 @@ def test_features_added_after_the_fit_are_ignored_like_before() -> None:
     det.resize(5)
     wide = data(100, 5, seed=6)
     assert np.array_equal(det.score_many(wide), -forest.score_samples(wide[:, :3]))
+
+
+class SlowExecutor(ThreadPoolExecutor):
+    """Fits finish after a random delay, as a busy worker's do."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(max_workers=1)
+        self.rng = random.Random(seed)
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        delay = self.rng.uniform(0.0, 0.03)
+
+        def slow():  # type: ignore[no-untyped-def]
+            time.sleep(delay)
+            return fn(*args, **kwargs)
+
+        return super().submit(slow)
+
+
+def run_swapping(det: ForestDetector, xs: np.ndarray, chunks: list[int]) -> list[tuple[int, float]]:
+    """Learn ``xs`` in pieces of the given sizes (cycled), scoring a probe after each."""
+    probe = data(8, xs.shape[1], 99)
+    out, i, k = [], 0, 0
+    while i < len(xs):
+        n = chunks[k % len(chunks)]
+        det.learn_many(xs[i : i + n])
+        i, k = i + n, k + 1
+        if i % 600 == 0:  # the same points of the stream whatever the pieces
+            out.append((det.version_, float(det.score_many(probe).sum())))
+    return out
+
+
+def test_swap_after_installs_every_refit_at_its_learned_count_wherever_it_runs() -> None:
+    """The record at which a refit is installed depends only on the records: background fits
+    that finish late or early, inline fits, and a thread all give the same versions and
+    scores at the same points."""
+    xs = data(6000, 3, 7)
+    kw = dict(n_features=3, window=1024, refit_every=900, min_fit=300, n_estimators=20, seed=2)
+    inline = run_swapping(ForestDetector(background=False, swap_after=250, **kw), xs, [50])
+    assert inline[-1][0] >= 5  # refits happened
+    for chunks, executor in (([50], SlowExecutor(1)), ([30, 70], SlowExecutor(2)), ([50], None)):
+        det = ForestDetector(background=True, swap_after=250, executor=executor, **kw)
+        assert run_swapping(det, xs, chunks) == inline
+    immediate = run_swapping(ForestDetector(background=False, **kw), xs, [50])
+    assert immediate != inline  # installed 250 records later than without swap_after
+
+
+def test_a_checkpoint_taken_mid_refit_restarts_the_same_fit() -> None:
+    xs = data(4000, 3, 8)
+    kw = dict(n_features=3, window=1024, refit_every=700, min_fit=300, n_estimators=20, seed=3)
+    whole = ForestDetector(background=True, swap_after=400, executor=SlowExecutor(3), **kw)
+    whole.learn_many(xs[:1500])
+    assert whole.pending_ is not None  # a refit is in flight at the checkpoint
+    restored = pickle.loads(pickle.dumps(whole))
+    assert restored.pending_ is not None and restored._future is None
+    restored.set_executor(SlowExecutor(4))
+    for det in (whole, restored):
+        det.learn_many(xs[1500:])
+    probe = data(20, 3, 5)
+    assert restored.version_ == whole.version_
+    assert np.array_equal(restored.score_many(probe), whole.score_many(probe))
+
+
+def test_swap_after_refuses_a_negative_count() -> None:
+    with pytest.raises(ValueError, match="swap_after"):
+        ForestDetector(n_features=2, swap_after=-1)
