@@ -242,6 +242,9 @@ class ReliabilityProcessor(app.Processor):
         out: dict[str, Any] = {"alerts": self.alerts, "records_seen": seen}
         waited = sum(s.detector.forest_.waited_s_ for s in self.shards.values())
         out["forest_waited_s"] = round(waited, 3)
+        detectors = [s.detector for s in self.shards.values()]
+        out["protect_overrides"] = sum(d.protect_overrides_ for d in detectors)
+        out["protected_max"] = round(max((d.protected_max_ for d in detectors), default=0.0), 4)
         if len(self.shards) != 1 or 0 not in self.shards:
             out["shards"] = sorted(self.shards)
         if not self.args.labels:

@@ -148,6 +148,13 @@ class ReliabilityDetector:
     learn_below
         The calibrators and the forest learn records scoring below this, except on nodes
         with an open incident.
+    max_protected
+        If more than this share of the recent warm records (an average over about
+        ``protect_window`` of them) were kept from learning by ``learn_below`` or an open
+        incident, the scale is wrong, not the world: records are learned anyway until the
+        share falls back (``protect_overrides_`` counts them). Without this, a scale that was
+        still settling when scoring began (a short ``warmup``) can flag every record forever:
+        nothing flagged is learned, so nothing unflags it. ``1.0``: never.
     source
         Detector name in alerts and incident ids.
     generic_metrics
@@ -192,6 +199,8 @@ class ReliabilityDetector:
         residual_min_rows: int = 1024,
         residual_refit_every: int = 1024,
         learn_below: float = 0.9999,
+        max_protected: float = 0.5,
+        protect_window: int = 1000,
         source: str = "reliability",
         step: int = 500,
         generic_metrics: bool = True,
@@ -203,6 +212,11 @@ class ReliabilityDetector:
         self.threshold = threshold
         self.warmup = warmup
         self.learn_below = learn_below
+        self.max_protected = max_protected
+        self.protect_window = protect_window
+        self.protected_share_ = 0.0  # recent share of warm records kept from learning
+        self.protected_max_ = 0.0
+        self.protect_overrides_ = 0
         self.seed = seed
         self.span = span
         self.protect_z = protect_z
@@ -289,6 +303,11 @@ class ReliabilityDetector:
         # a checkpoint from before generic features restores as it was: the table alone
         state.setdefault("generic_metrics", False)
         state.setdefault("max_features", 256)
+        state.setdefault("max_protected", 1.0)  # a checkpoint from before the guard: as it was
+        state.setdefault("protect_window", 1000)
+        state.setdefault("protected_share_", 0.0)
+        state.setdefault("protected_max_", 0.0)
+        state.setdefault("protect_overrides_", 0)
         state.setdefault("n_features_dropped_", 0)
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
@@ -367,6 +386,7 @@ class ReliabilityDetector:
         out: list[RecordScore] = []
         alerts: list[Alert] = []
         normal_idx: list[int] = []
+        alpha = 1.0 / self.protect_window
         for i, (rec, row) in enumerate(zip(records, rows, strict=True)):
             self.n_seen_ += 1
             warm = row.warm
@@ -391,7 +411,17 @@ class ReliabilityDetector:
                 )
             )
             state = self.tracker_.nodes.get(row.node_id)
-            if warm and score < self.learn_below and (state is None or state.incident is None):
+            learn = warm and score < self.learn_below and (state is None or state.incident is None)
+            if warm:
+                share = self.protected_share_
+                share += ((not learn) - share) * alpha
+                self.protected_share_ = share
+                if share > self.protected_max_:
+                    self.protected_max_ = share
+                if not learn and share > self.max_protected:
+                    learn = True
+                    self.protect_overrides_ += 1
+            if learn:
                 # learn everything but open incidents and the far tail: protecting by the
                 # flag itself would truncate the scale at the threshold and let it run away.
                 # Rows with cold baselines (z = 0 by default) are not learned: with many

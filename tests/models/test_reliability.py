@@ -181,3 +181,28 @@ def test_crash_opens_a_crash_incident_and_peers_are_not_blamed() -> None:
     assert ev.overall["category_accuracy"] >= 0.8
     attributed = [s for s in scored if s.attributed]
     assert attributed and not any(s.flagged for s in attributed)
+
+
+def test_a_short_warmup_does_not_flag_every_record_forever() -> None:
+    """With a 300-record warm-up the scale was still settling when scoring began: every record
+    scored 1.0, nothing flagged is learned, so nothing ever unflagged it (all records flagged
+    after the first 3,600; the forest stopped learning at 521 records). The guard
+    (``max_protected``) learns anyway while most warm records are being kept out."""
+    fleet = Fleet(
+        FleetConfig(nodes=6, seed=4, interval_s=5.0, incident_rate=0.2, categories=("crash", "disk_full"))
+    )
+    enc = RecordEncoder(fleet.topology)
+    records = [r for _ in range(600) for r in enc.records(fleet.step())]
+
+    def flagged_late(**kw) -> tuple[float, ReliabilityDetector]:
+        det = ReliabilityDetector(warmup=300, **kw)
+        scores, _ = det.process(records)
+        late = scores[len(scores) // 2 :]
+        return sum(s.flagged for s in late) / len(late), det
+
+    stuck, old = flagged_late(max_protected=1.0)
+    assert stuck > 0.9 and old.protect_overrides_ == 0  # the defect, as it was
+    share, det = flagged_late()
+    assert share < 0.02, share
+    assert det.protect_overrides_ > 0 and det.forest_.n_seen_ > 10 * old.forest_.n_seen_
+    assert det.protected_share_ < det.max_protected  # recovered: protection is back on
