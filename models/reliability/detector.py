@@ -199,7 +199,7 @@ class ReliabilityDetector:
         residual_min_rows: int = 1024,
         residual_refit_every: int = 1024,
         learn_below: float = 0.9999,
-        max_protected: float = 0.5,
+        max_protected: float = 0.8,
         protect_window: int = 1000,
         source: str = "reliability",
         step: int = 500,
