@@ -314,8 +314,8 @@ def refit_pool(mode: str) -> Executor | None:
 
 SWAP_AFTER = 5000
 """Learned records between the start of a background IsolationForest refit and its swap: a fit
-(4,096 rows, 100 trees) takes about 0.3 s in the worker, this many records about 1.5 s at the
-consumer's rate, so the loop seldom waits (the summary's ``forest_waited_s``)."""
+(4,096 rows, 100 trees) takes about 0.3 s in the worker, this many records about a second at
+the consumer's rate, so the loop seldom waits (the summary's ``forest_waited_s``)."""
 
 
 def detector_params(args: argparse.Namespace, background: bool = False) -> dict[str, Any]:

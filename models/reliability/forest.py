@@ -118,6 +118,11 @@ class ForestScorer:
         return -(2 ** (-np.divide(depths, d, out=np.ones_like(depths), where=d != 0)))
 
 
+FIT_WAIT_S = 120.0
+"""With ``swap_after``: longest wait for a background fit at its swap point; a worker that
+takes longer counts as failed and the same forest is fitted inline."""
+
+
 class ForestDetector:
     """IsolationForest with a sliding window, periodic background refits and atomic swaps.
 
@@ -300,10 +305,10 @@ class ForestDetector:
         if fut is not None:
             t0 = time.perf_counter()
             try:
-                forest, secs = fut.result()
+                forest, secs = fut.result(timeout=FIT_WAIT_S)
                 if secs >= 0:
                     self._timed(secs)
-            except BaseException as exc:  # noqa: BLE001 - counted, then fitted here instead
+            except BaseException as exc:  # noqa: BLE001 - counted (a hung worker too), fitted here
                 self._failed(exc)
                 if isinstance(exc, BrokenExecutor):
                     self.executor = None
