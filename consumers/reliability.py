@@ -238,11 +238,10 @@ class ReliabilityProcessor(app.Processor):
         return [x for s in self.shards.values() for x in s.alerts_seen]
 
     def summary(self) -> dict[str, Any]:
-        seen = sum(s.detector.n_seen_ for s in self.shards.values())
-        out: dict[str, Any] = {"alerts": self.alerts, "records_seen": seen}
-        waited = sum(s.detector.forest_.waited_s_ for s in self.shards.values())
-        out["forest_waited_s"] = round(waited, 3)
         detectors = [s.detector for s in self.shards.values()]
+        seen = sum(d.n_seen_ for d in detectors)
+        out: dict[str, Any] = {"alerts": self.alerts, "records_seen": seen}
+        out["forest_waited_s"] = round(sum(d.forest_.waited_s_ for d in detectors), 3)
         out["protect_overrides"] = sum(d.protect_overrides_ for d in detectors)
         out["protected_max"] = round(max((d.protected_max_ for d in detectors), default=0.0), 4)
         if len(self.shards) != 1 or 0 not in self.shards:

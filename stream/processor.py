@@ -6,6 +6,7 @@ import argparse
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from stream.errors import DwcpError
 from stream.kafka import Message, TopicPartition
 from stream.loop import Output
 from stream.metrics import ProcessorMetrics
@@ -101,19 +102,25 @@ class Processor(ABC):
 
     def add_shard(self, shard: int, state: Any | None) -> None:
         """Own ``shard`` from now on: its restored :meth:`shard_state` or ``None`` (fresh)."""
-        raise NotImplementedError(f"{self.name} keeps no state per shard")
+        raise self._unsharded()
 
     def drop_shard(self, shard: int) -> None:
         """``shard`` went to another member (its state was saved): forget it."""
-        raise NotImplementedError(f"{self.name} keeps no state per shard")
+        raise self._unsharded()
 
     def handle_shard(self, shard: int, batch: list[tuple[Message, Any]]) -> list[Output]:
         """:meth:`handle` for the records of one shard, with that shard's state only."""
-        raise NotImplementedError(f"{self.name} keeps no state per shard")
+        raise self._unsharded()
 
     def shard_state(self, shard: int, final: bool = False) -> Any:
         """:meth:`state` of one shard."""
-        raise NotImplementedError(f"{self.name} keeps no state per shard")
+        raise self._unsharded()
+
+    def _unsharded(self) -> DwcpError:
+        """What the shard methods of a processor without ``shardable`` raise (the shell
+        refuses ``--state-shards`` for it first, so only a caller that skipped that sees it)."""
+        return DwcpError(f"{self.name} keeps one state for all keys, not one per shard "
+                         "(shardable is False): run it without --state-shards")
 
     def shard_version(self, shard: int) -> str:
         """:attr:`model_version` of one shard."""
