@@ -173,6 +173,47 @@ class _Listener(ConsumerRebalanceListener):
         self.on_partitions_revoked(lost)
 
 
+def _keep_finished_joins(consumer: KafkaConsumer) -> None:
+    """Make ``consumer`` install a JoinGroup/SyncGroup result that finished between two polls.
+
+    kafka-python 3.0.12 keeps an unfinished join task across polls, but when the task
+    finishes while the caller is outside ``poll()`` (busy with a batch, or a short poll timed
+    out), the next poll sees it done, throws its assignment away and sends a new JoinGroup.
+    The group then rebalances in a loop, or the member keeps no partitions: a member that
+    polls for 5 ms every second never got one in 15 s (generation 13). The Java client, and
+    kafka-python 2.x, complete the join from the finished future instead; this does the same,
+    with the steps ``join_group_async`` runs after a successful wait. Without the private
+    attributes it needs (another kafka-python version), nothing is changed.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    needed = ("_join_task", "_generation", "_lock", "_enable_heartbeat", "_on_join_complete_async")
+    if coordinator is None or not all(hasattr(coordinator, a) for a in needed):
+        log.debug("kafka-python without the 3.0 join task: finished joins left to the client")
+        return
+    from kafka.coordinator.base import MemberState
+
+    original = coordinator.join_group_async
+
+    async def join_group_async(timeout_ms: Any = None) -> bool:
+        task = coordinator._join_task
+        if task is None or not task.succeeded() or not coordinator.rejoining:
+            return await original(timeout_ms)
+        log.debug("installing a join that finished outside poll() (group %s)", coordinator.group_id)
+        coordinator._join_task = None
+        generation = coordinator._generation
+        with coordinator._lock:
+            coordinator.rejoining = False
+            coordinator.rejoin_needed = False
+            coordinator.state = MemberState.STABLE
+            coordinator._enable_heartbeat()
+        await coordinator._on_join_complete_async(
+            generation.generation_id, generation.member_id, generation.protocol, task.value
+        )
+        return True
+
+    coordinator.join_group_async = join_group_async
+
+
 class KafkaPythonConsumer(Consumer):
     """:class:`~stream.kafka.base.Consumer` on ``kafka.KafkaConsumer`` (group member)."""
 
@@ -204,6 +245,7 @@ class KafkaPythonConsumer(Consumer):
             self._consumer = KafkaConsumer(**cfg)
         except kerr.KafkaTimeoutError as exc:
             raise _unavailable(settings, exc) from exc
+        _keep_finished_joins(self._consumer)
         for topic in topics:  # metadata first, or the first join assigns nothing and rejoins
             self._consumer.partitions_for_topic(topic)
         self._unpinned: set[KafkaTP] = set()
