@@ -125,6 +125,15 @@ class ReliabilityProcessor(app.Processor):
             help="score at which a record is flagged (a quantile among normal records; default 0.995)",
         )
         m.add_argument(
+            "--confirm-s",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="the precision/recall knob: a score streak opens an incident only once it has "
+            "lasted this many seconds of event time (short bursts never alert; every incident "
+            "alerts that much later; missed heartbeats open at once). Default 0: at once",
+        )
+        m.add_argument(
             "--param",
             action="append",
             metavar="NAME=JSON",
@@ -323,6 +332,7 @@ def detector_params(args: argparse.Namespace, background: bool = False) -> dict[
         "seed": args.seed,
         "threshold": args.threshold,
         "background": background,
+        "confirm_s": args.confirm_s,
     }
     for item in args.param or ():
         name, sep, raw = item.partition("=")

@@ -11,6 +11,12 @@ autoencoder). It is pure: it sees ``(node, event time, score, threshold)`` and r
   incident opened at, and ``alert_id`` from the incident id, status and sequence number: a
   replay of the same stream, or a restart from a checkpoint, yields the same ids, so
   subscribers can drop duplicates of at-least-once delivery.
+* **Confirmation** (``confirm_s``, the precision/recall knob). With ``confirm_s > 0`` a
+  streak only makes a *candidate*: the incident opens at the first score above the threshold
+  at least ``confirm_s`` seconds after the candidate began, as long as it has not gone quiet
+  for ``resolve_after_s`` meanwhile (then it is dropped without an alert). Short bursts then
+  never alert, at the price of ``confirm_s`` more delay on every incident; ``opened_at`` is
+  the time it opened, so measured delays include the wait. 0 (the default) opens at once.
 * **Updates** go out when the severity rises, the probable category changes, or every
   ``update_every_s`` seconds of event time while the incident lasts.
 
@@ -67,6 +73,8 @@ class _Incident:
 class _NodeState:
     streak: int = 0
     incident: _Incident | None = None
+    candidate: dt.datetime | None = None  # a streak waiting for confirmation began here
+    candidate_quiet: dt.datetime | None = None
 
 
 @dataclass
@@ -85,6 +93,8 @@ class IncidentTracker:
         Seconds of event time the score must stay quiet before the incident resolves.
     update_every_s
         Heartbeat updates while an incident lasts (seconds of event time).
+    confirm_s
+        Seconds of event time a streak must last before its incident opens (see above).
     """
 
     source: str
@@ -93,6 +103,7 @@ class IncidentTracker:
     resolve_after_s: float = 30.0
     update_every_s: float = 60.0
     nodes: dict[str, _NodeState] = field(default_factory=dict)
+    confirm_s: float = 0.0
 
     def observe(
         self,
@@ -106,8 +117,12 @@ class IncidentTracker:
         model_versions: Mapping[str, str] | None = None,
         region: str | None = None,
         reason: str = "",
+        confirmed: bool = False,
     ) -> list[Alert]:
-        """Feed one score; return the alerts it causes (usually none)."""
+        """Feed one score; return the alerts it causes (usually none).
+
+        ``confirmed`` evidence (a missed heartbeat) needs no ``confirm_s`` wait.
+        """
         state = self.nodes.setdefault(node_id, _NodeState())
         above = score >= threshold
         state.streak = state.streak + 1 if above else 0
@@ -119,8 +134,20 @@ class IncidentTracker:
             "reason": reason,
         }
         if inc is None:
-            if state.streak < self.open_after:
+            if state.candidate is None:
+                if state.streak < self.open_after:
+                    return []
+                state.candidate, state.candidate_quiet = event_time, None
+            if score < self.hysteresis * threshold:
+                state.candidate_quiet = state.candidate_quiet or event_time
+                if (event_time - state.candidate_quiet).total_seconds() >= self.resolve_after_s:
+                    state.candidate = state.candidate_quiet = None  # a burst: never alerted
                 return []
+            state.candidate_quiet = None
+            waited = (event_time - state.candidate).total_seconds()
+            if not above or (waited < self.confirm_s and not confirmed):
+                return []
+            state.candidate = None
             key = f"{self.source}|{node_id}|{event_time.isoformat()}"
             inc = state.incident = _Incident(
                 incident_id=str(uuid.uuid5(_NS, key)),

@@ -121,8 +121,10 @@ class ReliabilityDetector:
         and the answers depend only on the records. ``refit_interval_s`` reads a clock.
     weights, max_weight
         How the calibrated scores are combined (:class:`ScoreCombiner`).
-    open_after, hysteresis, resolve_after_s, update_every_s
-        Of the :class:`IncidentTracker` (per node tick).
+    open_after, hysteresis, resolve_after_s, update_every_s, confirm_s
+        Of the :class:`IncidentTracker` (per node tick). ``confirm_s`` is the precision/recall
+        knob: a score streak opens an incident only once it has lasted that long (crash
+        evidence from missed heartbeats opens at once); 0 opens at once.
     heartbeat_factor
         A node is missing after this many of its intervals without a sample.
     trend_lag, trend_k, trend_min_z, trend_weight, trend_gate
@@ -147,7 +149,7 @@ class ReliabilityDetector:
         flagged (the calibrators need a scale first).
     learn_below
         The calibrators and the forest learn records scoring below this, except on nodes
-        with an open incident.
+        with an open incident or one waiting for confirmation.
     max_protected
         If more than this share of the recent warm records (an average over about
         ``protect_window`` of them) were kept from learning by ``learn_below`` or an open
@@ -187,6 +189,7 @@ class ReliabilityDetector:
         hysteresis: float = 0.97,
         resolve_after_s: float = 60.0,
         update_every_s: float = 60.0,
+        confirm_s: float = 0.0,
         heartbeat_factor: float = 2.5,
         warmup: int = 3000,
         trend_lag: int = 24,
@@ -208,6 +211,8 @@ class ReliabilityDetector:
     ) -> None:
         if step < 1:
             raise ValueError(f"step must be >= 1, got {step}")
+        if confirm_s < 0:
+            raise ValueError(f"confirm_s must be >= 0 seconds, got {confirm_s}")
         self.step = step
         self.threshold = threshold
         self.warmup = warmup
@@ -289,6 +294,7 @@ class ReliabilityDetector:
             hysteresis=hysteresis,
             resolve_after_s=resolve_after_s,
             update_every_s=update_every_s,
+            confirm_s=confirm_s,
         )
         self.heartbeat_ = HeartbeatTracker(factor=heartbeat_factor)
         self.pending_: dict[str, _Tick] = {}
@@ -411,7 +417,12 @@ class ReliabilityDetector:
                 )
             )
             state = self.tracker_.nodes.get(row.node_id)
-            learn = warm and score < self.learn_below and (state is None or state.incident is None)
+            # a streak waiting for confirmation (confirm_s) is protected like an open incident
+            learn = (
+                warm
+                and score < self.learn_below
+                and (state is None or (state.incident is None and state.candidate is None))
+            )
             if warm:
                 share = self.protected_share_
                 share += ((not learn) - share) * alpha
@@ -592,6 +603,7 @@ class ReliabilityDetector:
             category="crash",
             model_versions=self.model_versions,
             reason=reason,
+            confirmed=True,  # a node silent for heartbeat_factor intervals is not a burst
         )
 
     def _check_heartbeats(self, watermark: dt.datetime) -> list[Alert]:

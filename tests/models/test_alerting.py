@@ -52,3 +52,37 @@ def test_updates_on_escalation_and_periodically_and_ids_differ_per_node():
     other = feed(IncidentTracker("t", open_after=1), [0.82], node="n-2")
     assert other[0].incident_id != alerts[0].incident_id
     assert tracker.open_incidents() == {"n-1": alerts[0].incident_id}
+
+
+def test_confirmation_drops_short_bursts_and_opens_long_streaks_late():
+    burst = [0.9] * 6 + [0.1] * 6  # 30 s above the threshold, then quiet for good
+    assert feed(IncidentTracker("t", resolve_after_s=20, confirm_s=60), burst) == []
+    assert [a.status for a in feed(IncidentTracker("t", resolve_after_s=20), burst)] == [
+        "open",
+        "resolved",
+    ]
+
+    # a streak that dips below the threshold (not quiet for resolve_after_s) keeps its
+    # candidate: it opens at the first score above the threshold 60 s after the streak began
+    long = [0.1, 0.9, 0.9] + [0.85, 0.75] * 6 + [0.9] * 8 + [0.1] * 6
+    alerts = feed(IncidentTracker("t", resolve_after_s=20, confirm_s=60), long)
+    opened = [a for a in alerts if a.status == "open"]
+    assert len(opened) == 1 and alerts[-1].status == "resolved"
+    # the candidate began at 10 s (the second score above); at 65 s (0.85) it had waited 55 s;
+    # 70 s is below the threshold; 75 s opens
+    assert opened[0].opened_at == opened[0].event_time == T0 + dt.timedelta(seconds=75)
+    assert opened[0].score == 0.9
+
+
+def test_confirmed_evidence_opens_without_waiting_and_zero_is_the_old_tracker():
+    tracker = IncidentTracker("t", resolve_after_s=20, confirm_s=600)
+    got = []
+    for i in range(2):
+        t = T0 + dt.timedelta(seconds=5 * i)
+        got += tracker.observe("n-1", t, 1.0, 0.8, category="crash", confirmed=True)
+    assert [a.status for a in got] == ["open"]
+
+    scores = [0.1, 0.9, 0.95, 0.99, 0.5, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    old = feed(IncidentTracker("t", resolve_after_s=20), scores)
+    zero = feed(IncidentTracker("t", resolve_after_s=20, confirm_s=0.0), scores)
+    assert [a.alert_id for a in zero] == [a.alert_id for a in old]
