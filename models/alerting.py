@@ -176,6 +176,12 @@ class IncidentTracker:
         inc.category = category or inc.category
         return [self._emit(node_id, inc, "update", event_time, score, threshold, **extra)]
 
+    def watching(self, node_id: str) -> bool:
+        """Whether ``node_id`` has an open incident or a streak waiting for ``confirm_s``
+        (its records are evidence, not normal data to learn from)."""
+        state = self.nodes.get(node_id)
+        return state is not None and (state.incident is not None or state.candidate is not None)
+
     def open_incidents(self) -> dict[str, str]:
         """``{node_id: incident_id}`` of the incidents open now."""
         return {n: s.incident.incident_id for n, s in self.nodes.items() if s.incident}

@@ -416,13 +416,7 @@ class ReliabilityDetector:
                     cal["residual"],
                 )
             )
-            state = self.tracker_.nodes.get(row.node_id)
-            # a streak waiting for confirmation (confirm_s) is protected like an open incident
-            learn = (
-                warm
-                and score < self.learn_below
-                and (state is None or (state.incident is None and state.candidate is None))
-            )
+            learn = warm and score < self.learn_below and not self.tracker_.watching(row.node_id)
             if warm:
                 share = self.protected_share_
                 share += ((not learn) - share) * alpha
