@@ -17,7 +17,10 @@ watermark over the partitions that count. A partition stops counting while it is
 it delivered nothing new for ``idle_ms`` of the loop's waiting time (Kafka Streams'
 ``max.task.idle.ms``: a stalled fetch cannot hold the stream back forever; the waits are
 measured in :attr:`Aligner.stalled_ms`), or it is at its log end (``caught_up``) and has
-delivered nothing since it was assigned. The end of a file (``flush``) releases everything.
+delivered nothing since it was assigned. Waits while the broker cannot be reached do not count
+(:meth:`wait_again`): after an outage every partition waits ``idle_ms`` again, so producers
+that reconnect within it leave the order as if nothing had happened. The end of a file
+(``flush``) releases everything.
 
 **Records far ahead** (a clock error, a record stamped 2099): one more than ``max_jump_s``
 ahead of its partition's newest record is held until the next ``confirm`` records of the
@@ -144,6 +147,12 @@ class Aligner:
         or is known to be at its log end. Only :meth:`forget` (a revoke) drops a partition."""
         for name in partitions:
             self._part(name, now_ms)
+
+    def wait_again(self, now_ms: float) -> None:
+        """Nothing could be delivered until now (the broker was unreachable): every partition's
+        idle wait starts again, so a silence the partitions did not choose releases nothing."""
+        for p in self.parts.values():
+            p.delivered_ms = max(p.delivered_ms, now_ms)
 
     def add(
         self,

@@ -420,6 +420,8 @@ class BatchLoop:
         revoked = bool(self._revoked)
         self._settle_revoked(assigned)
         aligner.assign(assigned, now_ms)
+        if not consumer.reachable():
+            aligner.wait_again(now_ms)  # an outage: empty polls say nothing about a partition
         if self.on_assignment is not None and (revoked or assigned != self._assigned):
             self._assigned = set(assigned)
             self._rewind.update(self.on_assignment(set(assigned)))

@@ -160,6 +160,12 @@ class Consumer(_Closing):
         the fetch responses; no broker round trip): nothing more to read there right now."""
         return set()
 
+    def reachable(self) -> bool:
+        """Whether the partitions' brokers can be reached now (cheap while they can). While
+        they cannot, an empty poll says nothing about the partitions: the loop's event-time
+        alignment does not count such polls toward a partition's idleness."""
+        return True
+
     @abstractmethod
     def close(self) -> None:
         """Leave the group (calling ``on_revoke``) and release the connection. No commit."""

@@ -79,6 +79,9 @@ def connection_config(
         "bootstrap.servers": settings.bootstrap_servers,
         "client.id": settings.client_id,
         "security.protocol": settings.security_protocol.lower(),
+        # back within a second of the broker, as the Java client (librdkafka waits up to 10 s):
+        # the event-time alignment gives producers idle_ms (5 s) after an outage
+        "reconnect.backoff.max.ms": 1000,
     }
     if settings.security_protocol.startswith("SASL"):
         cfg["sasl.mechanism"] = settings.sasl_mechanism or "PLAIN"
@@ -206,6 +209,7 @@ class ConfluentConsumer(Consumer):
         self._consumer = _build(CKConsumer, cfg, "consumer")
         self._on_assign, self._on_revoke = on_assign, on_revoke
         self._from_beginning = from_beginning
+        self._topics, self._next_probe = list(topics), 0.0
         self._closed = False
         self._consumer.subscribe(
             list(topics), on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
@@ -341,6 +345,22 @@ class ConfluentConsumer(Consumer):
             if tp.offset >= 0 and high >= 0 and tp.offset >= high:
                 out.add((tp.topic, tp.partition))
         return out
+
+    def reachable(self) -> bool:
+        # librdkafka reports a lost connection (error_cb) but not its return: while one is
+        # reported, ask for the topic's metadata, at most every 0.5 s, to see it answer again
+        if not self._watch.down:
+            return True
+        now = time.monotonic()
+        if now < self._next_probe:
+            return False
+        self._next_probe = now + 0.5
+        try:
+            self._consumer.list_topics(self._topics[0] if self._topics else None, timeout=0.5)
+        except KafkaException:
+            return False
+        self._watch.down = False
+        return True
 
     def close(self) -> None:
         if not self._closed:

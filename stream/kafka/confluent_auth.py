@@ -35,15 +35,22 @@ AUTHENTICATION_CODES = frozenset(
 )
 
 
+_CONNECTION_CODES = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT}
+
+
 class ErrorWatch:
     """``error_cb`` of one client: log every error, keep the first auth refusal."""
 
     def __init__(self, settings: Settings, topics: Sequence[str] = (), group: str = "") -> None:
         self._settings, self._topics, self._group = settings, list(topics), group
         self.refused: KafkaAuthError | None = None
+        # a broker connection failed (or all are down) since the client last confirmed one
+        self.down = False
 
     def __call__(self, err: KafkaError) -> None:
         log.warning("librdkafka: %s", err.str())
+        if err.code() in _CONNECTION_CODES:
+            self.down = True
         self.keep(err, "connecting")
 
     def refusal(

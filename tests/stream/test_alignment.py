@@ -69,6 +69,23 @@ def test_an_idle_partition_stops_holding_the_others_back_and_the_stall_is_measur
     assert [i for i, _ in b.release(10, now_ms=0, caught_up={"p1"})] == ["p00"]
 
 
+def test_waits_while_the_broker_is_unreachable_do_not_make_a_partition_idle() -> None:
+    # the broker stops with the tails of two partitions buffered: an outage is not idleness,
+    # and after it every partition waits idle_ms again for its producer to come back
+    a = Aligner(idle_ms=500, allowed_lateness_s=0)
+    a.assign(["p0", "p1"], now_ms=0)
+    a.add(rows("p0", [5.0, 8.0]) + rows("p1", [6.0]), now_ms=0)
+    assert [i for i, _ in a.release(10, now_ms=0)] == ["p00"]  # below p1's 6
+    for now in (300, 900, 1500):  # unreachable for 1.5 s of polls
+        a.wait_again(now)
+        assert a.release(10, now_ms=now) == []
+    assert a.release(10, now_ms=1900) == []  # back, and not yet idle_ms since
+    a.add(rows("p1", [7.0], first=1), now_ms=1950)  # p1's producer is back
+    assert [i for i, _ in a.release(10, now_ms=1950)] == ["p10"]
+    assert [i for i, _ in a.release(10, now_ms=2500)] == ["p11", "p01"]  # quiet now: the end
+    assert a.late == 0
+
+
 def test_late_records_are_released_at_once_and_counted() -> None:
     a = Aligner(idle_ms=1000, allowed_lateness_s=10)
     a.add(rows("p0", [1000.0, 1020.0]), now_ms=0)
