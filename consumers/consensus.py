@@ -85,6 +85,8 @@ class ConsensusProcessor(LSTMProcessor):
             warmup_windows=a.warmup_windows,
             retrain_every=a.retrain_every if a.retrain else 10**15,
             threshold_k=a.threshold_k,
+            volatility_ratio=a.volatility_ratio,
+            volatility_window=a.volatility_window,
             background=not a.sync_retrain,
             batch_size=a.fit_batch,
             retrain_pause_s=a.retrain_pause,
@@ -103,6 +105,20 @@ class ConsensusProcessor(LSTMProcessor):
         )
         m.add_argument(
             "--threshold-k", type=float, default=4.0, help="robust z of the log error threshold"
+        )
+        m.add_argument(
+            "--volatility-ratio",
+            type=float,
+            default=2.5,
+            help="also flag a rising node whose consensus latency jumps between samples this many "
+            "times more than it normally does (robust spread of the last --volatility-window "
+            "changes): the small degradations a window's error misses (default 2.5; 0: off)",
+        )
+        m.add_argument(
+            "--volatility-window",
+            type=int,
+            default=12,
+            help="changes in the recent spread (default 12)",
         )
         m.add_argument("--open-after", type=int, default=2, help="flagged windows in a row to open")
         m.add_argument("--resolve-after", type=float, default=60.0, help="quiet seconds to resolve")
@@ -133,13 +149,16 @@ class ConsensusProcessor(LSTMProcessor):
             log.info("%s", e)
         alerts: list[Alert] = []
         observe = self.tracker.observe
-        for k, raw, score, dev, version, thr in zip(
+        vols = out.volatility.tolist() if len(out.volatility) else [0.0] * len(out.index)
+        c = det.volatility_ratio
+        for k, raw, score, dev, version, thr, vol in zip(
             out.index.tolist(),
             out.raw.tolist(),
             out.score.tolist(),
             out.deviation.tolist(),
             out.versions.tolist(),
             out.thresholds.tolist(),
+            vols,
             strict=True,
         ):
             versions = {"consensus-ae": f"consensus-ae-v{version}"}
@@ -164,7 +183,9 @@ class ConsensusProcessor(LSTMProcessor):
                     ],
                     model_versions=versions,
                     region=s.region,
-                    reason=f"reconstruction error {raw:.3g} vs threshold {thr:.3g}",
+                    reason=f"reconstruction error {raw:.3g} vs threshold {thr:.3g}"
+                    if raw >= thr or not c
+                    else f"consensus latency {vol:.2g}x as erratic as normal (flag at {c:g}x)",
                 )
             )
         return alerts

@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from models.autoencoder.features import FEATURES, NodeBaseline, NodeSample
+from models.autoencoder.features import FEATURES, NodeBaseline, NodeSample, log_net
 from models.autoencoder.model import LSTMAutoencoder
 from models.autoencoder.threshold import AdaptiveThreshold
+from models.autoencoder.volatility import NodeVolatility
 from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
 from models.forecast.windows import LinkHistory, key_chunks
 
@@ -57,6 +58,7 @@ class ScoreBatch:
     events: list[str] = field(default_factory=list)
     versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     thresholds: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    volatility: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
 class ConsensusDetector(RetrainsInBackground):
@@ -84,6 +86,12 @@ class ConsensusDetector(RetrainsInBackground):
     recent
         A window is flagged only if its last ``recent`` consensus values are, on average, above
         the node baseline (a rise, not a recovery).
+    volatility_ratio, volatility_window
+        A window is also flagged (if it is a rise) once the node's recent sample-to-sample
+        spread of log consensus latency, over ``volatility_window`` changes, reaches
+        ``volatility_ratio`` times its normal one
+        (:class:`~models.autoencoder.volatility.NodeVolatility`): the erratic latency of a
+        small degradation one window's error misses. ``volatility_ratio=0`` turns it off.
     background
         Retrain in a background thread (``False``: inline, reproducible).
     retrain_pause_s
@@ -92,6 +100,9 @@ class ConsensusDetector(RetrainsInBackground):
     batch_size
         Minibatch size of every fit.
     """
+
+    volatility_: NodeVolatility | None = None  # a checkpoint from before it restores without
+    volatility_ratio = 0.0
 
     def __init__(
         self,
@@ -109,6 +120,8 @@ class ConsensusDetector(RetrainsInBackground):
         baseline_alpha: float = 1 / 300,
         capacity: int = 512,
         recent: int = 5,
+        volatility_ratio: float = 2.5,
+        volatility_window: int = 12,
         background: bool = True,
         retrain_pause_s: float = 0.01,
         batch_size: int = 256,
@@ -121,6 +134,12 @@ class ConsensusDetector(RetrainsInBackground):
         self.retrain_epochs, self.threshold_k = retrain_epochs, threshold_k
         self.baseline_alpha, self.capacity, self.recent = baseline_alpha, capacity, recent
         self.retrain_pause_s = retrain_pause_s
+        self.volatility_ratio, self.volatility_window = volatility_ratio, volatility_window
+        self.volatility_ = (
+            NodeVolatility(window=volatility_window, ratio=volatility_ratio)
+            if volatility_ratio > 0
+            else None
+        )
         self.background, self.batch_size, self.seed = background, batch_size, seed
         self.history_ = LinkHistory(len(FEATURES), capacity)
         self.baseline_ = NodeBaseline(baseline_alpha)
@@ -205,6 +224,7 @@ class ConsensusDetector(RetrainsInBackground):
             events=events,
             versions=cat([p.versions for _a, p in parts]),
             thresholds=cat([p.thresholds for _a, p in parts]),
+            volatility=cat([p.volatility for _a, p in parts]),
         )
 
     def _process_chunk(self, samples: Sequence[NodeSample], events: list[str]) -> ScoreBatch:
@@ -220,6 +240,10 @@ class ConsensusDetector(RetrainsInBackground):
             np.array([s.cpu for s in samples], dtype=float),
             frozen=self.node_flag_[rows],
         )
+        ratios = None
+        if self.volatility_ is not None:
+            x = log_net(cons, np.array([s.rtt for s in samples], dtype=float))
+            ratios = self.volatility_.update(rows, x, self.node_flag_[rows])
         ts = np.array([s.ts for s in samples], dtype=float)
         rows, steps, ok = hist.append(keys, ts, feats, cons)
         self.samples_ += len(rows)
@@ -250,10 +274,16 @@ class ConsensusDetector(RetrainsInBackground):
         up = win[:, -self.recent :, 0].mean(axis=1) > 0.0
         flagged = (raw >= thr) & up
         self.threshold_.update(raw[raw < thr])
+        vol = np.zeros(len(raw))
+        if ratios is not None:
+            vol = ratios[np.flatnonzero(ok)[full]]
+            flagged |= (vol >= self.volatility_ratio) & up
         self.flag_[r, s % self.capacity] = flagged
         self.node_flag_[r] = flagged  # in order: the node's last window of the batch wins
         version = self.version_
         squashed = self.threshold_.squash(raw) if np.isfinite(thr) else np.zeros_like(raw)
+        if self.volatility_ is not None:
+            squashed = np.maximum(squashed, self.volatility_.score(vol))
         if self.since_retrain_ >= self.retrain_every:
             self._retrain(events)
         return ScoreBatch(
@@ -267,6 +297,7 @@ class ConsensusDetector(RetrainsInBackground):
             events=events,
             versions=np.full(len(raw), version, np.int64),
             thresholds=np.full(len(raw), thr),
+            volatility=vol,
         )
 
     # -- internals -----------------------------------------------------------------------------

@@ -81,6 +81,13 @@ class NodeSampler:
         return done
 
 
+def log_net(cons: np.ndarray, rtt: np.ndarray) -> np.ndarray:
+    """Log consensus time net of the network's part (two round trips on the fastest link):
+    the processing share, which congestion on a link does not move."""
+    rtt = np.nan_to_num(np.maximum(rtt, 0.0))
+    return np.log(np.maximum(np.maximum(cons - 2.0 * rtt, 0.1 * cons), 1e-3))
+
+
 class NodeBaseline:
     """Per-node slow, robust EWMA of log consensus latency and log fastest RTT.
 
@@ -121,10 +128,7 @@ class NodeBaseline:
             self.level_ = np.concatenate([self.level_, np.zeros((grow, 2))])
             self.n_ = np.concatenate([self.n_, np.zeros(grow, dtype=np.int64)])
         rtt = np.nan_to_num(np.maximum(rtt, 0.0))
-        # consensus time net of the network's part (two round trips on the fastest link): the
-        # processing share, which congestion on a link does not move
-        net = np.maximum(cons - 2.0 * rtt, 0.1 * cons)
-        x = np.stack([np.log(np.maximum(net, 1e-3)), np.log(rtt + 0.05)], 1)
+        x = np.stack([log_net(cons, rtt), np.log(rtt + 0.05)], 1)
         out = np.empty((len(rows), 3), dtype=np.float32)
         level, n, clip = self.level_, self.n_, self.clip
         for i, r in enumerate(rows.tolist()):

@@ -119,3 +119,54 @@ def test_a_background_warm_up_fit_never_stalls_process_and_is_swapped_in_later()
     assert d.ready and d.version_ == 1 and len(out.index) > 0
     assert any(e.startswith("warm-up fit done") for e in out.events)
     assert d.retrains_[0]["reason"] == "warm-up"
+
+
+
+def test_volatility_is_measured_in_each_nodes_own_units_and_ignores_one_spike() -> None:
+    from models.autoencoder.volatility import NodeVolatility
+
+    rng = np.random.default_rng(0)
+    v = NodeVolatility(window=12, ratio=2.5, warm=30)
+    spread = np.array([0.005, 0.02, 0.05, 0.1])  # each node's own sample-to-sample wander
+    rows = np.tile(np.arange(4), 3000)  # 4 nodes interleaved
+    x = np.cumsum(rng.standard_normal((3000, 4)) * spread, axis=0).ravel()
+    ratios = v.update(rows, x, np.zeros(len(rows), bool))
+    assert (ratios < 2.5).mean() > 0.999  # a random walk of any size: (almost) never flagged
+    np.testing.assert_allclose(v.normal_[:4], spread, rtol=0.15)
+    # the quiet node turns erratic at 5x its own wander for 60 samples: flagged, then let go
+    t = np.arange(200)
+    steps = rng.standard_normal(200) * np.where((t >= 50) & (t < 110), 0.025, 0.005)
+    r = v.update(np.zeros(200, np.int64), x[-4] + np.cumsum(steps), np.zeros(200, bool))
+    assert (r[62:110] >= 2.5).mean() > 0.8 and (r[:50] < 2.5).all() and (r[125:] < 2.5).all()
+    # one huge spike moves two changes of twelve: the median barely notices
+    spike = np.r_[np.zeros(15), 5.0, np.zeros(15)] + x[-3]
+    assert (v.update(np.full(31, 1), spike, np.zeros(31, bool)) < 2.5).all()
+
+
+def test_the_detectors_volatility_rule_flags_an_erratic_rise_the_window_error_misses() -> None:
+    kw = dict(window=10, units=8, latent=3, warmup_windows=1500, warmup_epochs=4,
+              retrain_every=10**9, background=False, batch_size=32, seed=0)  # fmt: skip
+    rng = np.random.default_rng(1)
+    walk = np.zeros(8)
+    samples = []
+    for t in range(700):
+        walk = 0.99 * walk + rng.normal(0, 0.01, 8)  # a slow wander, sd 0.07
+        for n in range(8):
+            bad = n == 5 and 500 <= t < 620  # x1.15, jumping about 5x its normal wander
+            mult = 1.15 * np.exp(rng.normal(0, 0.05)) if bad else 1.0
+            samples.append(NodeSample(f"n{n}", float(t), 5.0 * mult * np.exp(walk[n]), 30.0, 1.0))
+    hits: dict[bool, dict[bool, int]] = {}
+    for on in (False, True):
+        det = ConsensusDetector(volatility_ratio=2.5 if on else 0.0, **kw)
+        count = {True: 0, False: 0}
+        for i in range(0, len(samples), 80):
+            chunk = samples[i : i + 80]
+            out = det.process(chunk)
+            for k, f in zip(out.index.tolist(), (out.score >= 0.5).tolist(), strict=True):
+                if f:
+                    count[chunk[k].node == "n5" and 500 <= chunk[k].ts < 620] += 1
+        hits[on] = count
+    assert hits[True][True] >= 50 and hits[True][True] > 2 * hits[False][True]
+    assert hits[True][False] <= hits[False][False] + 20
+    restored = pickle.loads(pickle.dumps(det))
+    assert restored.volatility_ is not None and restored.volatility_.ratio == 2.5
