@@ -85,6 +85,7 @@ class NodeVolatility:
             self.n_ = np.concatenate([self.n_, np.zeros(grow, dtype=np.int64)])
         last, changes, normal, n = self.last_, self.changes_, self.normal_, self.n_
         w, warm = self.window, self.warm
+        half = w // 2
         out = np.zeros(len(rows))
         for i, (r, v) in enumerate(zip(rows.tolist(), x.tolist(), strict=True)):
             if not np.isfinite(v):
@@ -100,7 +101,9 @@ class NodeVolatility:
             if seen <= warm:  # a new node: its normal spread first (a plain mean)
                 normal[r] += (change * _SQRT_HALF_PI - normal[r]) / seen
                 continue
-            ratio = 1.4826 * float(np.median(changes[r])) / max(normal[r], self.floor)
+            ring = sorted(changes[r].tolist())  # a median of 12 floats: sorted() beats numpy's
+            median = ring[half] if w % 2 else 0.5 * (ring[half - 1] + ring[half])
+            ratio = 1.4826 * median / max(normal[r], self.floor)
             out[i] = ratio
             if ratio < self.ratio and not frozen[i]:
                 normal[r] += self.alpha * (change * _SQRT_HALF_PI - normal[r])
