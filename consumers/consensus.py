@@ -85,6 +85,7 @@ class ConsensusProcessor(LSTMProcessor):
             warmup_windows=a.warmup_windows,
             retrain_every=a.retrain_every if a.retrain else 10**15,
             threshold_k=a.threshold_k,
+            feature_weights=a.feature_weights,
             volatility_ratio=a.volatility_ratio,
             volatility_window=a.volatility_window,
             background=not a.sync_retrain,
@@ -105,6 +106,15 @@ class ConsensusProcessor(LSTMProcessor):
         )
         m.add_argument(
             "--threshold-k", type=float, default=4.0, help="robust z of the log error threshold"
+        )
+        m.add_argument(
+            "--feature-weights",
+            type=_weights,
+            default=(4.0, 0.0, 1.0),
+            metavar="C,R,U",
+            help="weights of the reconstruction error's features: consensus, fastest-link RTT, "
+            "CPU (default 4,0,1: the RTT is context the model reads, but a slow link is the "
+            "reliability detector's incident, not a consensus one)",
         )
         m.add_argument(
             "--volatility-ratio",
@@ -266,6 +276,18 @@ def build_parser() -> argparse.ArgumentParser:
     return app.build_parser([ConsensusProcessor], "python -m consumers.consensus")
 
 
+def _weights(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"--feature-weights wants three non-negative numbers, not all 0 (got {text!r})"
+        )
+    return parts  # type: ignore[return-value]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m consumers.consensus``."""
     return app.main([ConsensusProcessor], argv, "python -m consumers.consensus")
@@ -273,3 +295,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

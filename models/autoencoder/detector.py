@@ -69,7 +69,9 @@ class ConsensusDetector(RetrainsInBackground):
     window, units, latent, seed
         Autoencoder shape and seed.
     feature_weights
-        Error weight per feature (:data:`~models.autoencoder.features.FEATURES`).
+        Error weight per feature (:data:`~models.autoencoder.features.FEATURES`). The RTT's is
+        0: the model reads the fastest link's RTT as context, but its reconstruction error
+        made a congested link a consensus incident (most false positives on mixed fleets).
     trim
         Largest per-step errors left out of a window's score (robust to one-sample spikes).
     warmup_windows, warmup_epochs
@@ -109,7 +111,7 @@ class ConsensusDetector(RetrainsInBackground):
         window: int = 30,
         units: int = 16,
         latent: int = 4,
-        feature_weights: Sequence[float] = (4.0, 1.0, 1.0),
+        feature_weights: Sequence[float] = (4.0, 0.0, 1.0),
         trim: int = 3,
         warmup_windows: int = 8000,
         warmup_epochs: int = 5,

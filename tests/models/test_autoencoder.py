@@ -170,3 +170,33 @@ def test_the_detectors_volatility_rule_flags_an_erratic_rise_the_window_error_mi
     assert hits[True][False] <= hits[False][False] + 20
     restored = pickle.loads(pickle.dumps(det))
     assert restored.volatility_ is not None and restored.volatility_.ratio == 2.5
+
+
+def test_a_congested_fastest_link_is_not_a_consensus_incident() -> None:
+    # the fastest link's RTT goes from 0.3 to 3 ms for 80 samples; consensus rises by exactly the
+    # two round trips (its processing share is unchanged): context for the model, not an incident
+    kw = dict(window=10, units=8, latent=3, warmup_windows=1500, warmup_epochs=4,
+              retrain_every=10**9, background=False, batch_size=32, volatility_ratio=0.0,
+              seed=0)  # fmt: skip
+    rng = np.random.default_rng(2)
+    walk = np.zeros(8)
+    samples = []
+    for t in range(700):
+        walk = 0.99 * walk + rng.normal(0, 0.01, 8)
+        for n in range(8):
+            rtt = (3.0 if n == 2 and 500 <= t < 580 else 0.3) * np.exp(rng.normal(0, 0.05))
+            cons = 5.0 * np.exp(walk[n]) + 2.0 * rtt
+            samples.append(NodeSample(f"n{n}", float(t), cons, 30.0, rtt))
+    flagged = {}
+    for weights in ((4.0, 1.0, 1.0), None):
+        det = ConsensusDetector(**kw) if weights is None else ConsensusDetector(
+            feature_weights=weights, **kw)  # fmt: skip
+        n2 = 0
+        for i in range(0, len(samples), 80):
+            chunk = samples[i : i + 80]
+            out = det.process(chunk)
+            n2 += sum(bool(s >= 0.5) and chunk[k].node == "n2" and 500 <= chunk[k].ts < 590
+                      for k, s in zip(out.index.tolist(), out.score.tolist(), strict=True))  # fmt: skip
+        flagged[weights] = n2
+    assert flagged[(4.0, 1.0, 1.0)] >= 20  # the RTT's error used to make it one
+    assert flagged[None] <= 2  # the default reads the RTT but does not score it
