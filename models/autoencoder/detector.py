@@ -275,15 +275,17 @@ class ConsensusDetector(RetrainsInBackground):
         # below the node baseline (recovery, a quiet node) is never flagged
         up = win[:, -self.recent :, 0].mean(axis=1) > 0.0
         flagged = (raw >= thr) & up
-        self.threshold_.update(raw[raw < thr])
         vol = np.zeros(len(raw))
         if ratios is not None:
             vol = ratios[np.flatnonzero(ok)[full]]
             flagged |= (vol >= self.volatility_ratio) & up
+        # squashed with the threshold the flags used, so that score >= 0.5 is the flag; then
+        # the threshold learns the windows no rule flagged
+        squashed = raw / (raw + thr) if np.isfinite(thr) else np.zeros_like(raw)
+        self.threshold_.update(raw[(raw < thr) & ~flagged])
         self.flag_[r, s % self.capacity] = flagged
         self.node_flag_[r] = flagged  # in order: the node's last window of the batch wins
         version = self.version_
-        squashed = self.threshold_.squash(raw) if np.isfinite(thr) else np.zeros_like(raw)
         if self.volatility_ is not None:
             squashed = np.maximum(squashed, self.volatility_.score(vol))
         if self.since_retrain_ >= self.retrain_every:

@@ -162,7 +162,8 @@ def test_the_detectors_volatility_rule_flags_an_erratic_rise_the_window_error_mi
         for i in range(0, len(samples), 80):
             chunk = samples[i : i + 80]
             out = det.process(chunk)
-            for k, f in zip(out.index.tolist(), (out.score >= 0.5).tolist(), strict=True):
+            assert (out.flagged == (out.score >= 0.5)).all()  # the score says the flag
+            for k, f in zip(out.index.tolist(), out.flagged.tolist(), strict=True):
                 if f:
                     count[chunk[k].node == "n5" and 500 <= chunk[k].ts < 620] += 1
         hits[on] = count
