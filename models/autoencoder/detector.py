@@ -4,7 +4,9 @@
 (:class:`~models.autoencoder.features.NodeSample`), turns each into a baseline-relative
 feature row, appends it to the node's window, and scores every full window by its
 reconstruction error. A window is flagged when its error reaches the adaptive threshold
-(:class:`~models.autoencoder.threshold.AdaptiveThreshold`); flagged windows neither update the
+(:class:`~models.autoencoder.threshold.AdaptiveThreshold`), or when the node's latency has
+turned erratic (:class:`~models.autoencoder.volatility.NodeVolatility`), and only if it is a
+rise; ``score >= 0.5`` is the flag. Flagged windows neither update the
 threshold, nor the node's baseline, nor the training set of later retrains. The autoencoder is
 first fitted once ``warmup_windows`` windows exist, then retrained in the background every
 ``retrain_every`` samples (same :class:`~models.forecast.retrain.BackgroundTrainer` as the
