@@ -349,7 +349,7 @@ class ConfluentConsumer(Consumer):
     def reachable(self) -> bool:
         # librdkafka reports a lost connection (error_cb) but not its return: while one is
         # reported, ask for the topic's metadata, at most every 0.5 s, to see it answer again
-        if not self._watch.down:
+        if not self._watch.down or self._closed:  # a closed consumer's list_topics segfaults
             return True
         now = time.monotonic()
         if now < self._next_probe:
