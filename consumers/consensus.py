@@ -88,6 +88,7 @@ class ConsensusProcessor(LSTMProcessor):
             feature_weights=a.feature_weights,
             volatility_ratio=a.volatility_ratio,
             volatility_window=a.volatility_window,
+            volatility_min_spread=a.volatility_min_spread,
             background=not a.sync_retrain,
             batch_size=a.fit_batch,
             retrain_pause_s=a.retrain_pause,
@@ -119,10 +120,18 @@ class ConsensusProcessor(LSTMProcessor):
         m.add_argument(
             "--volatility-ratio",
             type=float,
-            default=2.5,
+            default=2.0,
             help="also flag a rising node whose consensus latency jumps between samples this many "
             "times more than it normally does (robust spread of the last --volatility-window "
-            "changes): the small degradations a window's error misses (default 2.5; 0: off)",
+            "changes) and by at least --volatility-min-spread: the small degradations a "
+            "window's error misses (default 2.0; 0: off)",
+        )
+        m.add_argument(
+            "--volatility-min-spread",
+            type=float,
+            default=0.05,
+            help="smallest recent spread of log consensus latency that may flag (default 0.05, "
+            "about 5%% from sample to sample; 0: the ratio alone)",
         )
         m.add_argument(
             "--volatility-window",
@@ -195,7 +204,8 @@ class ConsensusProcessor(LSTMProcessor):
                     region=s.region,
                     reason=f"reconstruction error {raw:.3g} vs threshold {thr:.3g}"
                     if raw >= thr or not c
-                    else f"consensus latency {vol:.2g}x as erratic as normal (flag at {c:g}x)",
+                    else f"consensus latency erratic: {vol:.2g} vs {c:g} (recent vs normal spread "
+                    "of its changes, capped by their size)",
                 )
             )
         return alerts

@@ -90,10 +90,10 @@ class ConsensusDetector(RetrainsInBackground):
     recent
         A window is flagged only if its last ``recent`` consensus values are, on average, above
         the node baseline (a rise, not a recovery).
-    volatility_ratio, volatility_window
+    volatility_ratio, volatility_window, volatility_min_spread
         A window is also flagged (if it is a rise) once the node's recent sample-to-sample
         spread of log consensus latency, over ``volatility_window`` changes, reaches
-        ``volatility_ratio`` times its normal one
+        ``volatility_ratio`` times its normal one and ``volatility_min_spread`` itself
         (:class:`~models.autoencoder.volatility.NodeVolatility`): the erratic latency of a
         small degradation one window's error misses. ``volatility_ratio=0`` turns it off.
     background
@@ -124,8 +124,9 @@ class ConsensusDetector(RetrainsInBackground):
         baseline_alpha: float = 1 / 300,
         capacity: int = 512,
         recent: int = 5,
-        volatility_ratio: float = 2.5,
+        volatility_ratio: float = 2.0,
         volatility_window: int = 12,
+        volatility_min_spread: float = 0.05,
         background: bool = True,
         retrain_pause_s: float = 0.01,
         batch_size: int = 256,
@@ -139,8 +140,11 @@ class ConsensusDetector(RetrainsInBackground):
         self.baseline_alpha, self.capacity, self.recent = baseline_alpha, capacity, recent
         self.retrain_pause_s = retrain_pause_s
         self.volatility_ratio, self.volatility_window = volatility_ratio, volatility_window
+        self.volatility_min_spread = volatility_min_spread
         self.volatility_ = (
-            NodeVolatility(window=volatility_window, ratio=volatility_ratio)
+            NodeVolatility(
+                window=volatility_window, ratio=volatility_ratio, min_spread=volatility_min_spread
+            )
             if volatility_ratio > 0
             else None
         )

@@ -10,7 +10,11 @@ barely notices it; the jumps between samples it does show.
 their robust spread (``1.4826 * median |change|``: a single spike moves a median little),
 and divides it by the node's own normal spread: an EWMA of ``sqrt(pi / 2) * |change|``
 learned from samples the ratio does not flag (nor any other rule: ``frozen``). A ratio of 1
-is normal; a window is flagged at ``ratio``.
+is normal; a window is flagged at ``ratio``, and only once the recent spread itself reaches
+``min_spread`` (log units: 0.05 is about 5% from sample to sample). A degradation's jitter
+does not grow with the sampling interval while the normal change does, so the ratio it
+reaches falls as samples get sparser; the floor lets the ratio be low enough for 10 s
+samples without flagging the small jitters of a node sampled every 2 s.
 
 A sum of level deviations (Page's CUSUM) was tried first and dropped: the normal wander stays
 on one side of the baseline for minutes, so a sum over samples flagged 42% of normal windows.
@@ -46,6 +50,9 @@ class NodeVolatility:
         Changes in the recent spread.
     ratio
         Flag level of the ratio: samples at or above it do not teach the normal spread.
+    min_spread
+        Smallest recent spread (log units) that may flag: :meth:`update` returns
+        ``min(ratio, level * spread / min_spread)``, which reaches ``level`` only when both do.
     alpha
         EWMA weight of the normal spread.
     warm
@@ -54,10 +61,13 @@ class NodeVolatility:
         Smallest normal spread (log units).
     """
 
+    min_spread = 0.0  # state pickled before the floor existed
+
     def __init__(
         self,
         window: int = 12,
-        ratio: float = 2.5,
+        ratio: float = 2.0,
+        min_spread: float = 0.05,
         alpha: float = 1 / 300,
         warm: int = 30,
         floor: float = 1e-3,
@@ -69,6 +79,7 @@ class NodeVolatility:
         self.window, self.ratio, self.alpha, self.warm, self.floor = (
             window, ratio, alpha, warm, floor,
         )  # fmt: skip
+        self.min_spread = min_spread
         self.last_ = np.zeros(0)
         self.changes_ = np.zeros((0, window))
         self.normal_ = np.zeros(0)
@@ -86,6 +97,7 @@ class NodeVolatility:
         last, changes, normal, n = self.last_, self.changes_, self.normal_, self.n_
         w, warm = self.window, self.warm
         half = w // 2
+        level, per_spread = self.ratio, self.ratio / self.min_spread if self.min_spread else 0.0
         out = np.zeros(len(rows))
         for i, (r, v) in enumerate(zip(rows.tolist(), x.tolist(), strict=True)):
             if not np.isfinite(v):
@@ -103,9 +115,12 @@ class NodeVolatility:
                 continue
             ring = sorted(changes[r].tolist())  # a median of 12 floats: sorted() beats numpy's
             median = ring[half] if w % 2 else 0.5 * (ring[half - 1] + ring[half])
-            ratio = 1.4826 * median / max(normal[r], self.floor)
+            spread = 1.4826 * median
+            ratio = spread / max(normal[r], self.floor)
+            if per_spread:
+                ratio = min(ratio, per_spread * spread)
             out[i] = ratio
-            if ratio < self.ratio and not frozen[i]:
+            if ratio < level and not frozen[i]:
                 normal[r] += self.alpha * (change * _SQRT_HALF_PI - normal[r])
         return out
 

@@ -126,7 +126,7 @@ def test_volatility_is_measured_in_each_nodes_own_units_and_ignores_one_spike() 
     from models.autoencoder.volatility import NodeVolatility
 
     rng = np.random.default_rng(0)
-    v = NodeVolatility(window=12, ratio=2.5, warm=30)
+    v = NodeVolatility(window=12, ratio=2.5, min_spread=0.0, warm=30)
     spread = np.array([0.005, 0.02, 0.05, 0.1])  # each node's own sample-to-sample wander
     rows = np.tile(np.arange(4), 3000)  # 4 nodes interleaved
     x = np.cumsum(rng.standard_normal((3000, 4)) * spread, axis=0).ravel()
@@ -141,6 +141,16 @@ def test_volatility_is_measured_in_each_nodes_own_units_and_ignores_one_spike() 
     # one huge spike moves two changes of twelve: the median barely notices
     spike = np.r_[np.zeros(15), 5.0, np.zeros(15)] + x[-3]
     assert (v.update(np.full(31, 1), spike, np.zeros(31, bool)) < 2.5).all()
+    # with a floor, the quiet node's 5x jitter (0.025, under 0.05) no longer flags; the same
+    # rise on a node whose changes reach the floor does
+    floor = NodeVolatility(window=12, ratio=2.5, min_spread=0.05, warm=30)
+    base = np.cumsum(rng.standard_normal(400) * 0.005)
+    quiet = base[-1] + np.cumsum(rng.standard_normal(60) * 0.025)
+    loud = base[-1] + np.cumsum(rng.standard_normal(60) * 0.1)
+    assert (floor.update(np.zeros(400, np.int64), base, np.zeros(400, bool)) < 2.5).all()
+    assert (floor.update(np.zeros(60, np.int64), quiet, np.zeros(60, bool)) < 2.5).all()
+    assert (floor.update(np.ones(400, np.int64), base, np.zeros(400, bool)) < 2.5).all()
+    assert (floor.update(np.ones(60, np.int64), loud, np.zeros(60, bool))[12:] >= 2.5).mean() > 0.8
 
 
 def test_the_detectors_volatility_rule_flags_an_erratic_rise_the_window_error_misses() -> None:
