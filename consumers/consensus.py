@@ -168,7 +168,6 @@ class ConsensusProcessor(LSTMProcessor):
             log.info("%s", e)
         alerts: list[Alert] = []
         observe = self.tracker.observe
-        vols = out.volatility.tolist() if len(out.volatility) else [0.0] * len(out.index)
         c = det.volatility_ratio
         for k, raw, score, dev, version, thr, vol in zip(
             out.index.tolist(),
@@ -177,7 +176,7 @@ class ConsensusProcessor(LSTMProcessor):
             out.deviation.tolist(),
             out.versions.tolist(),
             out.thresholds.tolist(),
-            vols,
+            out.volatility.tolist(),
             strict=True,
         ):
             versions = {"consensus-ae": f"consensus-ae-v{version}"}

@@ -241,17 +241,17 @@ class ConsensusDetector(RetrainsInBackground):
         rows = hist.rows_for(keys)
         self._grow(len(hist.count))
         cons = np.array([s.cons for s in samples], dtype=float)
+        rtt = np.array([s.rtt for s in samples], dtype=float)
         feats = self.baseline_.features(
             rows,
             cons,
-            np.array([s.rtt for s in samples], dtype=float),
+            rtt,
             np.array([s.cpu for s in samples], dtype=float),
             frozen=self.node_flag_[rows],
         )
         ratios = None
         if self.volatility_ is not None:
-            x = log_net(cons, np.array([s.rtt for s in samples], dtype=float))
-            ratios = self.volatility_.update(rows, x, self.node_flag_[rows])
+            ratios = self.volatility_.update(rows, log_net(cons, rtt), self.node_flag_[rows])
         ts = np.array([s.ts for s in samples], dtype=float)
         rows, steps, ok = hist.append(keys, ts, feats, cons)
         self.samples_ += len(rows)
@@ -285,9 +285,9 @@ class ConsensusDetector(RetrainsInBackground):
         if ratios is not None:
             vol = ratios[np.flatnonzero(ok)[full]]
             flagged |= (vol >= self.volatility_ratio) & up
-        # squashed with the threshold the flags used, so that score >= 0.5 is the flag; then
-        # the threshold learns the windows no rule flagged
-        squashed = raw / (raw + thr) if np.isfinite(thr) else np.zeros_like(raw)
+        # squashed with the threshold the flags used (before it learns this batch), so that
+        # score >= 0.5 is the flag; the threshold learns only the windows no rule flagged
+        squashed = self.threshold_.squash(raw)
         self.threshold_.update(raw[(raw < thr) & ~flagged])
         self.flag_[r, s % self.capacity] = flagged
         self.node_flag_[r] = flagged  # in order: the node's last window of the batch wins
