@@ -8,6 +8,10 @@ Examples
 Traceback (most recent call last):
 ...
 ValueError: interval must be >= 0.001 s, got 0
+>>> FleetConfig(throughput_model="fast")
+Traceback (most recent call last):
+...
+ValueError: throughput model must be one of classic, tcp, got 'fast'
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from stream.records import CATEGORIES, IncidentLabel
 
 DEFAULT_START = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)  # a Monday, 00:00 UTC
+THROUGHPUT_MODELS = ("classic", "tcp")
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,14 @@ class FleetConfig:
     seed: int = 0
     incident_rate: float = 0.1  # incidents per node per hour of event time
     categories: Sequence[str] = CATEGORIES
+    throughput_model: str = "classic"  # "classic" or "tcp" (see producers.fleet)
 
     def __post_init__(self) -> None:
+        if self.throughput_model not in THROUGHPUT_MODELS:
+            raise ValueError(
+                f"throughput model must be one of {', '.join(THROUGHPUT_MODELS)}, "
+                f"got {self.throughput_model!r}"
+            )
         if not self.interval_s >= 0.001:
             raise ValueError(f"interval must be >= 0.001 s, got {self.interval_s}")
         if self.start.tzinfo is None:

@@ -17,6 +17,23 @@ The model, per node ``n`` and link ``l``:
 * **congestion** ``c`` = sigmoid of utilisation (offered + cross traffic over available). It
   raises RTT (queueing delay), jitter, loss, retransmits, queue depth and failure rate, and
   lowers goodput and the congestion window.
+* **throughput** (``FleetConfig.throughput_model``):
+
+  - ``classic`` (the default, what every published figure used): the goodput of the moment,
+    ``min(demand, headroom) x (1 - congestion / 2)`` with 2% noise; it follows its drivers at
+    once, so between samples it is a slow random walk that the last value predicts well;
+  - ``tcp``: what a transfer over TCP-like congestion control reports. The same goodput is the
+    *target* a sender converges to: it falls to a lower target at once (a multiplicative
+    decrease) and climbs to a higher one over a ramp whose time constant grows with the path's
+    RTT (``TCP_RAMP_S_PER_MS``; a 100 ms WAN path takes ~25 s, a datacenter path ~1 s), after
+    a restart, a capacity step (a route change: the regime jumps), the end of a congestion
+    episode or an incident. Loss events cut the rate by 30% (CUBIC's beta) at a
+    rate that grows with congestion, and it climbs back (a sawtooth). Cross-traffic bursts are
+    **congestion episodes** with a plateau: more at busy hours, a lognormal duration (median 10
+    min) and an abrupt end, visible in RTT and queue depth while they last. Measurement noise
+    is 3%. Its randomness has a stream of its own, so ``classic`` and ``tcp`` share every other
+    draw.
+
 * node health: memory (load + random walk), disk (daily growth and clean-up), errors and
   failures that rise sharply when memory passes ~90% or disk ~95%, a warm-up after restart,
   consensus latency from the fastest peer RTT plus CPU-dependent processing time, with rare
@@ -73,6 +90,12 @@ NODE_WALKS = {
 LINK_WALKS = {"bw": (1800, 0.08), "demand": (900, 0.2), "cross": (600, 0.04)}
 BURST_TAU_S, BURSTS_PER_H = 480.0, 0.5
 BLIPS_PER_H = 0.2
+# throughput_model="tcp": ramp time constant per ms of base RTT (clipped), decrease factor,
+# loss-driven decreases per second (idle, and added at full congestion), congestion episodes
+TCP_RAMP_S_PER_MS, TCP_RAMP_S = 0.25, (1.0, 60.0)
+TCP_BETA, TCP_MD_PER_S = 0.7, (0.002, 0.05)
+EPISODES_PER_H, EPISODE_MEDIAN_S, EPISODE_SIGMA = 0.5, 600.0, 0.8
+TCP_NOISE = 0.03
 
 
 class Fleet:
@@ -83,7 +106,7 @@ class Fleet:
         # Separate streams so that incidents change only what they touch: the same seed with
         # and without incidents gives the same latent state and the same continuous noise
         # (count draws consume a varying number of variates, so they get their own stream).
-        topo_ss, dyn_ss, inc_ss, count_ss = np.random.SeedSequence(c.seed).spawn(4)
+        topo_ss, dyn_ss, inc_ss, count_ss, tcp_ss = np.random.SeedSequence(c.seed).spawn(5)
         self.topology = t = build_topology(
             c.nodes,
             np.random.default_rng(topo_ss),
@@ -150,6 +173,13 @@ class Fleet:
         self.neutral = Effects(n, L)
         self.all_links = np.arange(L)
         self.phase_s = np.array([p.total_seconds() for p in self.phase])
+        self.tcp = c.throughput_model == "tcp"
+        if self.tcp:  # its own stream: every draw above is the same in both models
+            self.tcp_rng = np.random.default_rng(tcp_ss)
+            self.tcp_ramp = np.clip(TCP_RAMP_S_PER_MS * t.base_rtt_ms, *TCP_RAMP_S)
+            self.tcp_rate = np.full(L, np.nan)  # the sender's rate; NaN: not started
+            self.episode = np.zeros(L)  # cross traffic of the running episode (0: none)
+            self.episode_end = np.zeros(L)
 
     def time_of(self, node: int, tick: int) -> dt.datetime:
         """Event time of ``node``'s samples in interval ``tick``."""
@@ -161,6 +191,30 @@ class Fleet:
         w *= phi
         w += sd * z
         return w
+
+    def _episodes(self, t: float, busy: np.ndarray) -> np.ndarray:
+        """Cross traffic of congestion episodes (``tcp`` model): start, plateau, abrupt end."""
+        rng, L = self.tcp_rng, len(self.episode)
+        u, level, z = rng.random(L), rng.random(L), rng.standard_normal(L)
+        start = (self.episode == 0.0) & (  # not where one ends now: a quiet step between
+            u < EPISODES_PER_H * (0.3 + 1.4 * busy) * self.dt / 3600.0
+        )
+        self.episode[t >= self.episode_end] = 0.0
+        self.episode[start] = 0.3 + 0.5 * level[start]
+        self.episode_end[start] = t + EPISODE_MEDIAN_S * np.exp(EPISODE_SIGMA * z[start])
+        return self.episode
+
+    def _tcp(self, target: np.ndarray, cong: np.ndarray) -> np.ndarray:
+        """Reported throughput of a TCP-like sender converging to ``target`` (``tcp`` model)."""
+        rng, L, dts = self.tcp_rng, len(target), self.dt
+        u, z = rng.random(L), rng.standard_normal(L)
+        rate = np.where(np.isnan(self.tcp_rate), target, self.tcp_rate)
+        up = rate + (target - rate) * (1.0 - np.exp(-dts / self.tcp_ramp))
+        rate = np.where(target < rate, target, up)  # falls at once, climbs over the ramp
+        md = 1.0 - np.exp(-dts * (TCP_MD_PER_S[0] + TCP_MD_PER_S[1] * cong))
+        rate = np.where(u < md, TCP_BETA * rate, rate)  # a loss event: multiplicative decrease
+        self.tcp_rate = rate
+        return rate * np.exp(TCP_NOISE * z)
 
     def step(self) -> Sample:
         """Advance one sample interval and report it."""
@@ -219,16 +273,20 @@ class Fleet:
         demand = cap * self.share * load[ln] * np.exp(self._walk("demand", zl[1]))
         self.burst *= math.exp(-dts / BURST_TAU_S)
         self.burst += (ul[2] < BURSTS_PER_H * dts / 3600.0) * (0.3 + 0.5 * ul[3])
-        cross = (
-            np.maximum(self.cross_mean * (0.3 + profile[ln]) + self._walk("cross", zl[2]), 0.0)
-            + self.burst
-        )
+        cross = np.maximum(
+            self.cross_mean * (0.3 + profile[ln]) + self._walk("cross", zl[2]), 0.0
+        ) + (self._episodes(t, profile[ln]) if self.tcp else self.burst)
         util = demand / avail + cross
         cong = 1.0 / (1.0 + np.exp(-(util - 0.9) / 0.06))
         peer_up = ~self.has_peer | self.alive[self.peer]
         headroom = np.clip(1.0 - cross, 0.05, 1.0) * avail
-        tput = np.minimum(demand, headroom) * (1.0 - 0.5 * cong) * (1.0 + 0.02 * zl[3])
-        tput *= fx.tput_mult * (1.0 - warm[ln]) * np.where(peer_up, 1.0, 0.01)
+        if self.tcp:
+            target = np.minimum(demand, headroom) * (1.0 - 0.5 * cong)
+            target *= fx.tput_mult * (1.0 - warm[ln]) * np.where(peer_up, 1.0, 0.01)
+            tput = self._tcp(target, cong)
+        else:
+            tput = np.minimum(demand, headroom) * (1.0 - 0.5 * cong) * (1.0 + 0.02 * zl[3])
+            tput *= fx.tput_mult * (1.0 - warm[ln]) * np.where(peer_up, 1.0, 0.01)
         tput = np.clip(tput, 0.0, 1e6)
         rtt = (
             topo.base_rtt_ms * (1.0 + 0.01 * zl[4]) + self.queue_ms * cong * np.exp(0.2 * zl[5])

@@ -22,7 +22,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 
-from producers.config import DEFAULT_START, FleetConfig
+from producers.config import DEFAULT_START, THROUGHPUT_MODELS, FleetConfig
 from producers.corrupt import CorruptingSink
 from producers.runner import Limits, run, summary
 from producers.sinks import FileSink, KafkaSink, MeteredSink, Sink, default_labels_path
@@ -127,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=",".join(CATEGORIES),
         help="comma-separated incident categories to inject",
     )
+    g.add_argument(
+        "--throughput-model",
+        choices=THROUGHPUT_MODELS,
+        default="classic",
+        help="classic: goodput follows its drivers at once (what the published figures used); "
+        "tcp: a TCP-like sender ramps up to it over an RTT-dependent time, backs off on loss "
+        "events, and congestion episodes hold for minutes (see producers/fleet.py and "
+        "bench/bench_throughput_shape.py)",
+    )
     g = p.add_argument_group("pace and limits")
     g.add_argument(
         "--rate",
@@ -199,6 +208,7 @@ def config_from_args(args: argparse.Namespace) -> FleetConfig:
         seed=args.seed,
         incident_rate=args.incident_rate,
         categories=args.categories,
+        throughput_model=args.throughput_model,
     )
 
 

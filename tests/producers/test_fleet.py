@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -211,3 +213,72 @@ def test_available_bandwidth_shifts_regime():
         levels.append(fleet.regime[wan].copy())
     changes = (np.diff(np.array(levels), axis=0) != 0).sum()
     assert changes >= wan.sum()  # several shifts per WAN link and day on average
+
+
+# -- throughput_model="tcp" -----------------------------------------------------------------------
+def test_the_tcp_model_changes_throughput_and_link_congestion_only():
+    """Its randomness has a stream of its own: every node metric is drawn as in classic."""
+    runs = {}
+    for model in ("classic", "tcp"):
+        fleet = Fleet(FleetConfig(nodes=6, seed=5, interval_s=10.0, incident_rate=0.0,
+                                  throughput_model=model))  # fmt: skip
+        runs[model] = [fleet.step() for _ in range(400)]
+    for field in ("cpu_util", "mem_util", "disk_util", "uptime_s", "hde_delta_hit_rate"):
+        a = np.array([s.values[field] for s in runs["classic"]])
+        b = np.array([s.values[field] for s in runs["tcp"]])
+        assert np.array_equal(a, b), field
+    a, b = (np.array([s.values["throughput_mbps"] for s in runs[m]]) for m in ("classic", "tcp"))
+    assert not np.array_equal(a, b)
+    assert 0.5 < np.median(b) / np.median(a) < 2.0  # the same links, the same order of size
+
+
+def test_a_tcp_sender_falls_at_once_and_climbs_over_an_rtt_dependent_ramp():
+    fleet = Fleet(FleetConfig(nodes=40, seed=2, interval_s=10.0, incident_rate=0.0,
+                              throughput_model="tcp"))  # fmt: skip
+    L = fleet.topology.n_links
+    idle = np.zeros(L)
+    fleet._tcp(np.full(L, 100.0), idle)
+    fleet.tcp_rate[:] = 100.0
+    fleet._tcp(np.full(L, 50.0), idle)
+    assert np.median(fleet.tcp_rate) == 50.0  # the drop is immediate (a few links backed off)
+    fleet.tcp_rate[:] = 50.0
+    climb = []
+    for _ in range(6):
+        fleet._tcp(np.full(L, 100.0), idle)
+        climb.append(fleet.tcp_rate.copy())
+    climb_ = np.array(climb)
+    slow = fleet.tcp_ramp >= 20.0  # long paths (~80 ms and more)
+    fast = fleet.tcp_ramp <= 2.0  # datacenter and metro paths
+    assert slow.sum() >= 5 and fast.sum() >= 5
+    expected = 100.0 - 50.0 * np.exp(-10.0 / fleet.tcp_ramp[slow])
+    assert np.median(climb_[0, slow] / expected) == pytest.approx(1.0, abs=0.01)
+    assert np.median(climb_[0, slow]) < 80.0 < np.median(climb_[5, slow])  # several samples
+    assert np.median(climb_[0, fast]) > 99.0  # a short path is there within one sample
+
+
+def test_tcp_congestion_episodes_hold_a_plateau_and_end_abruptly():
+    fleet = Fleet(FleetConfig(nodes=30, seed=4, interval_s=10.0, incident_rate=0.0,
+                              throughput_model="tcp"))  # fmt: skip
+    busy = np.ones(fleet.topology.n_links)
+    levels = np.array([fleet._episodes(10.0 * k, busy).copy() for k in range(2000)])
+    on = levels > 0
+    assert 0.02 < on.mean() < 0.5
+    steps = np.diff(levels, axis=0)
+    assert (steps[on[:-1] & on[1:]] == 0).all()  # constant while it lasts
+    ended = on[:-1] & ~on[1:]
+    assert ended.sum() >= 10 and (levels[:-1][ended] >= 0.3).all()  # gone in one step
+    runs = on[1:] & ~on[:-1]
+    assert on.sum() / runs.sum() > 20  # median 10 min: dozens of 10 s samples each
+
+
+def test_tcp_throughput_is_more_learnable_than_classic():
+    """The point of the model: the history says something the last value does not know."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from bench_throughput_shape import signature, simulate
+
+    sig = {
+        m: signature(simulate(m, 8, 2, 10.0, 1200, seed=3, incident_rate=0.0), learn=True)
+        for m in ("classic", "tcp")
+    }
+    assert sig["tcp"]["learnable_skill_h1"] > sig["classic"]["learnable_skill_h1"] + 0.05
+    assert sig["tcp"]["acf_change_lag1"] < sig["classic"]["acf_change_lag1"] - 0.1
