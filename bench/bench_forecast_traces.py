@@ -18,6 +18,14 @@ the telemetry's RTT uses; jitter and loss are absent). Only test forecasts made 
 has a full 30-sample window and scored where every member has a forecast are counted; the
 baselines over *all* test samples are printed beside them to check the reference figures.
 
+**Through Kafka** (``--recording R --kafka``; the local broker must run, ``bash
+scripts/kafka-local.sh start``): the recording is replayed onto fresh 6-partition topics
+(``producers.replay --speed max``), ``python -m consumers.bandwidth`` reads it from the
+beginning with the same forecaster settings (every fit inline) and publishes its forecasts and
+running accuracy, and the last ``bandwidth_accuracy`` record per horizon is read back from the
+predictions topic. The same consumer is also run on the file (``--from-file``): both tables are
+printed, and they must be the same answer.
+
 **Simulator** (``--recording``, e.g. ``python -m producers.synthetic --nodes 10 --links 2
 --interval 10 --count 60000 --seed 7 --rate 0 --output .cache/bench/sim-s7.jsonl``): the
 recording is fed as ``consumers.bandwidth`` reads it offline (every telemetry field, fixed
@@ -215,6 +223,68 @@ def run_recording(args: argparse.Namespace, rule: str) -> dict[str, Any]:
     }
 
 
+def consumer_flags(args: argparse.Namespace, rule: str) -> list[str]:
+    """``consumers.bandwidth`` flags that give :func:`forecaster`'s settings (fits inline)."""
+    return [
+        "--warmup-windows", str(args.warmup_windows), "--retrain-every", str(args.retrain_every),
+        "--retrain-windows", str(args.retrain_windows), "--retrain-epochs", "2",
+        "--ensemble-rule", rule, "--ensemble-memory", str(args.memory),
+        "--ensemble-eta", str(args.eta), "--seed", str(args.seed), "--sync-retrain",
+        "--accuracy-every", "1000", "--tf-threads", "1",
+    ]  # fmt: skip
+
+
+def run_kafka(args: argparse.Namespace, rule: str) -> dict[str, Any]:
+    """replay -> Kafka (6 partitions) -> consumers.bandwidth -> predictions topic, read back;
+    and the same consumer on the file."""
+    import os
+    import subprocess
+    import tempfile
+    import uuid
+
+    from consumers.report_inputs import from_kafka
+    from stream.settings import Settings
+
+    work = Path(tempfile.mkdtemp(prefix="bench-forecast-"))
+    prefix = f"fc-{uuid.uuid4().hex[:8]}."
+    env = dict(os.environ, DWCP_TOPIC_PREFIX=prefix, DWCP_STATE_DIR=str(work / "state"))
+    flags = consumer_flags(args, rule)
+
+    def run(*cmd: str) -> None:
+        subprocess.run([sys.executable, "-m", *cmd], env=env, check=True, cwd=ROOT)
+
+    t0 = time.monotonic()
+    run("stream.topics", "create", "--partitions", "6")
+    try:
+        run("producers.replay", str(args.recording), "--speed", "max", "--no-labels",
+            "--progress-interval", "0")  # fmt: skip
+        run("consumers.bandwidth", "--from-beginning", "--idle-timeout", "15", *flags,
+            "--summary", str(work / "kafka.json"))  # fmt: skip
+        kafka_s = time.monotonic() - t0
+        inputs = from_kafka(Settings.from_env(env))
+    finally:
+        run("stream.topics", "delete", "--yes")
+    last: dict[str, Any] = {}
+    for p in inputs.predictions:
+        if p.kind == "bandwidth_accuracy":
+            last[str(p.horizon)] = p.extra  # in publishing order: the last one wins
+    env["DWCP_STATE_DIR"] = str(work / "state-file")
+    run("consumers.bandwidth", "--from-file", str(args.recording), *flags,
+        "--summary", str(work / "file.json"))  # fmt: skip
+    summary = lambda name: json.loads((work / name).read_text())["bandwidth"]["accuracy"]  # noqa: E731
+    return {
+        "data": str(args.recording),
+        "protocol": "replay -> 6 partitions -> consumers.bandwidth (fits inline), online from "
+        "the first sample; accuracy as published on the predictions topic (last record per "
+        "horizon) and the consumer's final summary; the same consumer on the file beside it",
+        "rule": rule,
+        "seconds": round(kafka_s, 1),
+        "accuracy": summary("kafka.json"),
+        "accuracy_published_last": last,
+        "accuracy_from_file": summary("file.json"),
+    }
+
+
 # -- reporting ---------------------------------------------------------------------------------
 def table(f: OnlineForecaster) -> dict[str, Any]:
     out = {}
@@ -253,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT))
     p.add_argument("--tag", default="", help="suffix of the result section's name")
     p.add_argument(
+        "--kafka",
+        action="store_true",
+        help="with --recording: through the local broker (replay -> consumers.bandwidth)",
+    )
+    p.add_argument(
         "--statistical", action="store_true", help="also measure river HoltWinters/SNARIMAX alone"
     )
     args = p.parse_args(argv)
@@ -265,7 +340,13 @@ def main(argv: list[str] | None = None) -> int:
             "results": statistical_members(args),
         }
     for rule in args.rules.split(","):
-        if args.recording:
+        if args.recording and args.kafka:
+            res = run_kafka(args, rule)
+            name = f"kafka/{Path(args.recording).name}/{rule}{args.tag}"
+            print_table(f"{name}: through Kafka ({res['seconds']} s)", res["accuracy"], MEMBERS)
+            print_table(f"{name}: the same consumer on the file", res["accuracy_from_file"],
+                        MEMBERS)  # fmt: skip
+        elif args.recording:
             res = run_recording(args, rule)
             name = f"simulator/{Path(args.recording).name}/{rule}{args.tag}"
             print_table(f"{name} ({res['seconds']} s)", res["accuracy"], MEMBERS)
