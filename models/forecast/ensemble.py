@@ -39,6 +39,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.forecast.windows import row_sum
+
 RULES = ("ftl", "ewa")
 
 
@@ -141,9 +143,10 @@ class OnlineCombiner:
             lead = np.argmin(mean, axis=2)
             np.put_along_axis(w, lead[..., None], 1.0, axis=2)
         else:
-            rel = np.where(ok, mean / np.maximum(best, 1e-12) - 1.0, np.inf)
+            with np.errstate(invalid="ignore"):  # inf / inf where no member has an error yet
+                rel = np.where(ok, mean / np.maximum(best, 1e-12) - 1.0, np.inf)
             w = np.where(ok, np.exp(-self.eta * rel), 0.0)
-            w /= np.maximum(w.sum(axis=2, keepdims=True), 1e-300)
+            w /= np.maximum(row_sum(w), 1e-300)[..., None]
         if none.any():  # nobody scored yet: the default member (else any available one)
             d = self.members.index(self.default)
             fall = np.where(available[..., d], d, np.argmax(available, axis=2))
@@ -152,10 +155,20 @@ class OnlineCombiner:
             w[n_idx, h_idx, fall[none]] = 1.0
         return w
 
-    def update(self, rows: np.ndarray, j: int, errors: np.ndarray, level: np.ndarray) -> None:
+    def update(
+        self,
+        rows: np.ndarray,
+        j: int,
+        errors: np.ndarray,
+        level: np.ndarray,
+        order: np.ndarray | None = None,
+    ) -> None:
         """Feed absolute errors ``(n, M)`` of horizon index ``j`` (NaN: member had no forecast).
 
-        ``rows`` must be distinct within a call (one resolved forecast per link).
+        ``rows`` must be distinct within a call (one resolved forecast per link). With
+        ``order`` (each error's position in the stream), the errors reach the fleet prior only
+        at :meth:`flush_prior`, summed in that order: the prior then depends on which errors
+        came before a flush, not on how they were grouped into calls (batch invariance).
         """
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
@@ -173,7 +186,24 @@ class OnlineCombiner:
             np.nan_to_num(e)
             / np.maximum(np.abs(np.asarray(level, float)), self.level_floor)[:, None]
         )
-        n = has.sum(axis=0)
+        if order is not None:
+            pending = self.__dict__.setdefault("pending_", {})
+            pending.setdefault(j, []).append((np.asarray(order), rel * has, has))
+            return
+        self._add_prior(j, (rel * has).sum(axis=0), has.sum(axis=0))
+
+    def _add_prior(self, j: int, total: np.ndarray, n: np.ndarray) -> None:
         dp = (1.0 - 1.0 / self.prior_memory) ** n
-        self.prior_loss_[j] = dp * self.prior_loss_[j] + (rel * has).sum(axis=0)
+        self.prior_loss_[j] = dp * self.prior_loss_[j] + total
         self.prior_count_[j] = dp * self.prior_count_[j] + n
+
+    def flush_prior(self) -> None:
+        """Add the errors fed with an ``order`` to the fleet prior, in stream order."""
+        pending = self.__dict__.get("pending_") or {}
+        for j, parts in sorted(pending.items()):
+            order = np.concatenate([p[0] for p in parts])
+            idx = np.argsort(order, kind="stable")
+            rel = np.concatenate([p[1] for p in parts])[idx]
+            has = np.concatenate([p[2] for p in parts])
+            self._add_prior(j, rel.sum(axis=0), has.sum(axis=0))
+        self.pending_: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}

@@ -22,15 +22,27 @@ One call of :meth:`OnlineForecaster.process` handles a batch of link records in 
    afterwards retrain it in the background every
    ``retrain_every`` records or when drift is detected.
 
+**Steps.** Whatever touches more than one link happens only at *step boundaries*, after every
+``step_records`` input records (counted over all calls): the LSTM's warm-up fit, scheduled and
+drift retrains (with ``background=False``), the interval quantiles the next forecasts use, the
+fleet prior of the combiner and the estimate of the sampling interval. Between boundaries each
+link is handled on its own, record by record. So the same records in the same order give the
+same forecasts however they are cut into batches (a file, a live stream, a backlog after a
+restart; with the application shell's event-time order also six partitions or one): tested
+in ``tests/models/test_forecast_ensemble.py``. A background retrain is swapped in at the start of
+a call, when it is done: live, its timing is the machine's.
+
 A forecast is returned for a record once its link has a full window and every horizon has
-interval residuals at the start of its chunk. Pure code: no Kafka, no files, no clock other than timing a retrain.
+interval residuals at the last step boundary. Pure code: no Kafka, no files, no clock other
+than timing a retrain.
 
 Examples
 --------
 Before the LSTM's warm-up the ensemble of baselines is published:
 
 >>> import numpy as np
->>> f = OnlineForecaster(window=4, horizons=(1,), warmup_windows=10**9, min_residuals=5)
+>>> f = OnlineForecaster(window=4, horizons=(1,), warmup_windows=10**9, min_residuals=5,
+...                      step_records=5)
 >>> ts = np.arange(20.0)
 >>> run = lambda t: f.process(["a"] * len(t), t, 100 + t, 1 + 0 * t, 1 + 0 * t, 0 * t)
 >>> len(run(ts[:10]).index)            # intervals need min_residuals residuals first
@@ -58,7 +70,7 @@ from models.forecast.ensemble import OnlineCombiner
 from models.forecast.intervals import ResidualQuantiles
 from models.forecast.lstm import LSTMForecaster
 from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
-from models.forecast.windows import FEATURES, LinkHistory, key_chunks, step_features
+from models.forecast.windows import FEATURES, LinkHistory, key_chunks, row_sum, step_features
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +130,8 @@ class OnlineForecaster(RetrainsInBackground):
         ADWIN confidence and errors averaged per ADWIN update.
     background
         Retrain in a background thread (``False``: synchronously, for reproducible runs).
+    step_records
+        Input records between two step boundaries (see the module docstring).
     retrain_pause_s
         Sleep after each training minibatch of a background retrain.
     learning_rate, batch_size
@@ -152,6 +166,7 @@ class OnlineForecaster(RetrainsInBackground):
         learning_rate: float = 3e-3,
         batch_size: int = 256,
         seed: int = 0,
+        step_records: int = 100,
     ) -> None:
         self.window, self.horizons, self.units = window, tuple(horizons), units
         self.batch_size, self.capacity = batch_size, capacity
@@ -165,6 +180,9 @@ class OnlineForecaster(RetrainsInBackground):
         self.drift_delta, self.drift_chunk = drift_delta, drift_chunk
         self.retrain_pause_s = retrain_pause_s
         self.background, self.learning_rate, self.seed = background, learning_rate, seed
+        if step_records < 1:
+            raise ValueError(f"step_records must be >= 1, got {step_records}")
+        self.step_records = step_records
         if capacity < window + max(self.horizons) + 64:
             raise ValueError(f"capacity {capacity} too small for window {window} + horizons")
         self.members = MEMBERS
@@ -193,6 +211,13 @@ class OnlineForecaster(RetrainsInBackground):
         H, M = len(self.horizons), len(MEMBERS)
         self.fc_ = np.full((0, capacity, M, H), np.nan)  # member forecasts made at (row, step)
         self.pub_ = np.full((0, capacity, H, 3), np.nan)  # published value, lower, upper
+
+    # step state (class defaults: a checkpoint from before step boundaries restores with them)
+    step_records = 100
+    seen_ = 0  # input records handed to process(), over all calls
+    drift_pending_ = False  # drift seen since the last boundary: retrain at the next one
+    bounds_: tuple[np.ndarray, bool] | None = None  # interval quantiles and "have" at the last one
+    gaps_: list[np.ndarray] | None = None  # sampling gaps seen until the interval is known
 
     def _new_model(self) -> LSTMForecaster:
         return LSTMForecaster(
@@ -237,11 +262,18 @@ class OnlineForecaster(RetrainsInBackground):
         )
         limit = self.capacity - self.window - max(self.horizons)
         parts: list[tuple[Any, ...]] = []
-        for a, b in key_chunks(keys, limit):
-            i, *rest = self._process_chunk(
-                keys[a:b], ts[a:b], tp[a:b], rtt[a:b], jitter[a:b], loss[a:b], events
-            )
-            parts.append((i + a, *rest))
+        n, step = len(keys), self.step_records
+        cuts = list(range(step - self.seen_ % step, n, step))
+        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+            for a, b in key_chunks(keys[lo:hi], limit):
+                a, b = a + lo, b + lo
+                i, *rest = self._process_chunk(
+                    keys[a:b], ts[a:b], tp[a:b], rtt[a:b], jitter[a:b], loss[a:b], events
+                )
+                parts.append((i + a, *rest))
+                self.seen_ += b - a
+            if self.seen_ % step == 0:
+                self._boundary(events)
         H, M = len(self.horizons), len(MEMBERS)
         if not parts or not sum(len(p[0]) for p in parts):
             empty = np.zeros((0, H))
@@ -283,7 +315,7 @@ class OnlineForecaster(RetrainsInBackground):
         self.records_ += len(rows)
         self.since_retrain_ += len(rows)
         if self.interval_ is None:
-            self._estimate_interval(rows, steps)
+            self._collect_gaps(rows, steps)
         vals = throughput[ok]
         fc = np.full((len(rows), len(MEMBERS), len(self.horizons)), np.nan)
         fc[:, PERSISTENCE] = vals[:, None]
@@ -298,21 +330,24 @@ class OnlineForecaster(RetrainsInBackground):
         self.fc_[rows, pos] = fc
         self.pub_[rows, pos] = np.nan
         weights = np.zeros((len(rows), len(self.horizons), len(MEMBERS)))
-        q = np.array([self.quantiles_.bounds(h) for h in self.horizons])  # (H, 2), chunk start
-        have = min(self.quantiles_.n_[h] for h in self.horizons) >= self.min_residuals
+        if self.bounds_ is None:
+            self._snapshot_bounds()
+        assert self.bounds_ is not None
+        q, have = self.bounds_  # (H, 2) and "enough residuals", as of the last boundary
+        order = self.seen_ + np.flatnonzero(ok)  # each record's position in the stream
         # record by record per link (the k-th record of every link at once): resolve, combine
         first = hist.count[rows] - np.bincount(rows, minlength=len(hist.count))[rows]
         rank = steps - first
         for k in range(int(rank.max()) + 1 if len(rank) else 0):
             sel = np.flatnonzero(rank == k)
-            self._resolve(rows[sel], steps[sel], vals[sel])
+            self._resolve(rows[sel], steps[sel], vals[sel], order[sel])
             sel = sel[full[sel]]
             if not len(sel):
                 continue
             w = self.combiner_.weights(
                 rows[sel], np.isfinite(fc[sel]).transpose(0, 2, 1), fc[sel, EWMA, 0]
             )
-            value = (w * np.nan_to_num(fc[sel]).transpose(0, 2, 1)).sum(axis=2)
+            value = row_sum(w * np.nan_to_num(fc[sel]).transpose(0, 2, 1))
             weights[sel] = w
             lv = np.log1p(value)
             self.pub_[rows[sel], pos[sel]] = np.stack(
@@ -320,10 +355,6 @@ class OnlineForecaster(RetrainsInBackground):
             ).clip(0.0)
         # score after forecasting: a record can resolve a forecast made earlier in this batch
         self._score(rows, steps, vals, events)
-        if not self.ready:  # after this chunk's forecasts: its windows' targets train the fit
-            self._maybe_warm_up(events)
-        elif self.since_retrain_ >= self.retrain_every:
-            self._retrain("scheduled", events)
         out = np.flatnonzero(full) if have else np.zeros(0, np.int64)
         pub = self.pub_[rows[out], pos[out]]  # (n, H, 3)
         return (
@@ -344,15 +375,39 @@ class OnlineForecaster(RetrainsInBackground):
             self.fc_ = np.concatenate([self.fc_, np.full((extra, *self.fc_.shape[1:]), np.nan)])
             self.pub_ = np.concatenate([self.pub_, np.full((extra, *self.pub_.shape[1:]), np.nan)])
 
-    def _estimate_interval(self, rows: np.ndarray, steps: np.ndarray) -> None:
+    def _boundary(self, events: list[str]) -> None:
+        """A step boundary: everything that touches more than one link (module docstring)."""
+        self.combiner_.flush_prior()
+        if self.interval_ is None and self.gaps_:
+            gaps = np.concatenate(self.gaps_)
+            if len(gaps) >= 3:
+                self.interval_ = float(np.median(gaps))
+                self.gaps_ = None
+        # after the forecasts of the step: its windows' targets train the fit
+        if not self.ready:
+            self._maybe_warm_up(events)
+        elif self.since_retrain_ >= self.retrain_every:
+            self._retrain("scheduled", events)
+        elif self.drift_pending_:
+            self._retrain("drift", events)
+        self.drift_pending_ = False
+        self._snapshot_bounds()
+
+    def _snapshot_bounds(self) -> None:
+        """The interval quantiles (and whether every horizon has enough residuals) that the
+        forecasts until the next boundary use."""
+        q = np.array([self.quantiles_.bounds(h) for h in self.horizons])  # (H, 2)
+        have = min(self.quantiles_.n_[h] for h in self.horizons) >= self.min_residuals
+        self.bounds_ = (q, bool(have))
+
+    def _collect_gaps(self, rows: np.ndarray, steps: np.ndarray) -> None:
+        """Sampling gaps seen before the interval is known (estimated at the next boundary)."""
         hist = self.history_
         m = steps >= 1
-        if m.sum() < 3:
-            return
         gaps = hist.times_at(rows[m], steps[m]) - hist.times_at(rows[m], steps[m] - 1)
         gaps = gaps[np.isfinite(gaps) & (gaps > 0)]
         if len(gaps):
-            self.interval_ = float(np.median(gaps))
+            self.gaps_ = [*(self.gaps_ or []), gaps]
 
     def _resolved(
         self, rows: np.ndarray, steps: np.ndarray, h: int
@@ -368,7 +423,9 @@ class OnlineForecaster(RetrainsInBackground):
             m &= np.abs(gap - h * dt) <= self.step_tolerance * dt
         return m, src
 
-    def _resolve(self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray) -> None:
+    def _resolve(
+        self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray, order: np.ndarray
+    ) -> None:
         """Members' errors on the forecasts these records resolve -> the combiner (causal)."""
         cap = self.capacity
         for j, h in enumerate(self.horizons):
@@ -377,7 +434,7 @@ class OnlineForecaster(RetrainsInBackground):
                 continue
             r, s = rows[m], src[m] % cap
             f = self.fc_[r, s, :, j]  # (n, M)
-            self.combiner_.update(r, j, np.abs(f - vals[m, None]), f[:, EWMA])
+            self.combiner_.update(r, j, np.abs(f - vals[m, None]), f[:, EWMA], order[m])
 
     def _score(
         self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray, events: list[str]
@@ -407,7 +464,7 @@ class OnlineForecaster(RetrainsInBackground):
                 err = np.abs(np.log1p(y[lstm]) - np.log1p(f[lstm, LSTM]))
                 if self.drift_.update(err):
                     events.append(f"drift detected after {self.records_} records")
-                    self._retrain("drift", events)
+                    self.drift_pending_ = True  # the retrain starts at the next boundary
 
     def training_set(self, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
         """Windows and log targets available in the buffers (a random sample of ``limit``)."""
