@@ -72,6 +72,7 @@ def forecaster(args: argparse.Namespace, rule: str, irregular: bool) -> OnlineFo
         warmup_windows=args.warmup_windows, warmup_epochs=4,
         retrain_every=args.retrain_every, retrain_windows=args.retrain_windows, retrain_epochs=2,
         rule=rule, memory=args.memory, eta=args.eta, prior_strength=args.prior_strength,
+        shrink=args.shrink,
         step_tolerance=None if irregular else 0.5, background=False, seed=args.seed,
     )  # fmt: skip
 
@@ -229,7 +230,8 @@ def consumer_flags(args: argparse.Namespace, rule: str) -> list[str]:
         "--warmup-windows", str(args.warmup_windows), "--retrain-every", str(args.retrain_every),
         "--retrain-windows", str(args.retrain_windows), "--retrain-epochs", "2",
         "--ensemble-rule", rule, "--ensemble-memory", str(args.memory),
-        "--ensemble-eta", str(args.eta), "--seed", str(args.seed), "--sync-retrain",
+        "--ensemble-eta", str(args.eta), "--ensemble-shrink", str(args.shrink),
+        "--seed", str(args.seed), "--sync-retrain",
         "--accuracy-every", "1000", "--tf-threads", "1",
     ]  # fmt: skip
 
@@ -315,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory", type=float, default=50.0)
     p.add_argument("--eta", type=float, default=20.0)
     p.add_argument("--prior-strength", type=float, default=10.0)
+    p.add_argument("--shrink", type=float, default=1000.0, help="the combiner's fleet shrinkage")
     p.add_argument("--warmup-windows", type=int, default=30000)
     p.add_argument("--retrain-every", type=int, default=10000)
     p.add_argument("--retrain-windows", type=int, default=16384)
@@ -361,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             argv if argv is not None else sys.argv[1:]
         )
         res["settings"] = {"memory": args.memory, "eta": args.eta, "batch": args.batch,
-                           "prior_strength": args.prior_strength,
+                           "prior_strength": args.prior_strength, "shrink": args.shrink,
                            "warmup_windows": args.warmup_windows,
                            "retrain_every": args.retrain_every,
                            "retrain_windows": args.retrain_windows, "seed": args.seed}  # fmt: skip

@@ -80,6 +80,7 @@ class BandwidthProcessor(LSTMProcessor):
             rule=a.ensemble_rule,
             memory=a.ensemble_memory,
             eta=a.ensemble_eta,
+            shrink=a.ensemble_shrink,
             background=not a.sync_retrain,
             batch_size=a.fit_batch,
             retrain_pause_s=a.retrain_pause,
@@ -107,6 +108,13 @@ class BandwidthProcessor(LSTMProcessor):
             "--ensemble-memory", type=float, default=50.0, help="recent errors per link weighed"
         )
         m.add_argument("--ensemble-eta", type=float, default=20.0, help="EWA temperature")
+        m.add_argument(
+            "--ensemble-shrink",
+            type=float,
+            default=1000.0,
+            help="pseudo-errors of the fleet's relative errors in every link's weights "
+            "(0: each link's own recent errors alone)",
+        )
         m.add_argument(
             "--publish-every", type=int, default=1, help="publish every Nth interval per link"
         )

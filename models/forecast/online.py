@@ -120,7 +120,7 @@ class OnlineForecaster(RetrainsInBackground):
         a horizon needs before forecasts are returned.
     ewma_alpha, harmonic_k
         Smoothing of the EWMA member, values in the harmonic-mean member.
-    rule, memory, eta, prior_strength
+    rule, memory, eta, prior_strength, shrink
         The combination (see :class:`~models.forecast.ensemble.OnlineCombiner`).
     step_tolerance
         A forecast ``h`` steps ahead is scored (and its error used) only if its target came
@@ -158,6 +158,7 @@ class OnlineForecaster(RetrainsInBackground):
         memory: float = 50.0,
         eta: float = 20.0,
         prior_strength: float = 10.0,
+        shrink: float = 1000.0,
         step_tolerance: float | None = 0.5,
         drift_delta: float = 0.002,
         drift_chunk: int = 200,
@@ -191,7 +192,7 @@ class OnlineForecaster(RetrainsInBackground):
         self.harmonic_ = HarmonicBaseline(harmonic_k)
         self.combiner_ = OnlineCombiner(
             MEMBERS, self.horizons, rule=rule, memory=memory, eta=eta,
-            prior_strength=prior_strength, default="persistence",
+            prior_strength=prior_strength, default="persistence", shrink=shrink,
         )  # fmt: skip
         self.accuracy_ = AccuracyTracker(
             self.horizons, sources=("model", *MEMBERS), baselines=MEMBERS[1:]

@@ -166,6 +166,25 @@ def test_combiner_prior_and_validation() -> None:
         OnlineCombiner(("a",), (1,), rule="mean")
 
 
+def test_shrink_keeps_the_fleet_s_errors_in_every_weight() -> None:
+    """A link's few recent errors favour "a" by chance; the fleet's many say "b" is better:
+    with shrink the fleet's view weighs in, without it the link's own errors decide."""
+    fleet, link, level = np.arange(30), np.array([40]), np.full(30, 100.0)
+    c = {k: OnlineCombiner(("a", "b"), (1,), rule="ftl", memory=50, prior_strength=0, shrink=k)
+         for k in (0.0, 1000.0)}  # fmt: skip
+    for comb in c.values():
+        for t in range(200):  # "b" is 20% better across the fleet
+            comb.update(fleet, 0, np.tile([[1.2, 1.0]], (30, 1)), level, order=t * 30 + fleet)
+        comb.flush_prior()
+        for _ in range(3):  # the new link: three errors where "a" happened to win
+            comb.update(link, 0, np.array([[0.9, 1.1]]), np.array([100.0]))
+    avail = np.ones((1, 1, 2), bool)
+    assert c[0.0].weights(link, avail, np.array([100.0]))[0, 0].tolist() == [1.0, 0.0]
+    assert c[1000.0].weights(link, avail, np.array([100.0]))[0, 0].tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="shrink"):
+        OnlineCombiner(("a",), (1,), shrink=-1.0)
+
+
 def test_harmonic_baseline_matches_definition() -> None:
     rng = np.random.default_rng(4)
     x = rng.uniform(1, 10, 50)
