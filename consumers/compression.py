@@ -87,6 +87,7 @@ class CompressionConsumer:
 
     def _output(self, rec: Any, d: Decision) -> Output:
         policy, t = self.policy, d.times
+        version = d.version or policy.version  # the policy that decided (an update may follow)
         names, act = policy.names, policy.transfer.table.actions[d.action]
         base, best = names.index(policy.best_fixed_), int(t.argmin())
         pred = Prediction(
@@ -94,7 +95,7 @@ class CompressionConsumer:
             node_id=rec.node_id,
             peer_id=rec.peer_id,
             event_time=rec.timestamp,
-            model_version=policy.version,
+            model_version=version,
             value=float(1.0 - t[d.action] / t[base]),
             target="compression",
             extra={
@@ -111,7 +112,7 @@ class CompressionConsumer:
                 "regret": float(t[d.action] / t[best] - 1.0),
                 "previous": names[d.previous] if d.previous is not None else None,
                 "transfer_mib": policy.transfer.transfer_mib,
-                "model_version": policy.version,
+                "model_version": version,
             },
         )
         return Output(self.topic, rec.node_id.encode(), encode(pred))

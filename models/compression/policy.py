@@ -44,6 +44,7 @@ from models.compression._keras import keras as _keras
 from models.compression.portable import Dense, PortablePolicy
 from models.compression.states import FEATURE_NAMES, features
 from models.compression.transfer import TransferModel
+from models.forecast import tfrt
 
 __all__ = ["CompressionPolicy"]
 
@@ -141,7 +142,12 @@ class CompressionPolicy:
         if not self._updating:
             self._compile(_keras(self.threads), model, self.learning_rate * self.update_lr_factor)
             self._updating = True
-        model.fit(x, y, epochs=self.update_epochs, batch_size=self.batch_size, verbose=0)
+        # the shuffle comes from (seed, update number), not from the process-wide random state
+        # (which left two runs on the same states with different policies): the same states
+        # give the same update, also after a restore (the number is in the exported policy)
+        rng = np.random.default_rng([self.seed, self.updates_])
+        tfrt.fit_shuffled(model, x, y, epochs=self.update_epochs, batch_size=self.batch_size,
+                          rng=rng)  # fmt: skip
         self.n_seen_ += len(x)
         self.updates_ += 1
         self._refresh()

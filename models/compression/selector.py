@@ -47,7 +47,8 @@ __all__ = ["Decision", "LinkSelector"]
 
 @dataclass(frozen=True, eq=False)
 class Decision:
-    """A link's new action: ``row`` of the input, confidence and every action's expected time."""
+    """A link's new action: ``row`` of the input, confidence, every action's expected time and
+    the version of the policy that decided it."""
 
     row: int
     link: str
@@ -55,6 +56,7 @@ class Decision:
     previous: int | None
     confidence: float
     times: np.ndarray
+    version: str = ""
 
 
 class LinkSelector:
@@ -119,12 +121,29 @@ class LinkSelector:
         return self.agreed / self.decided if self.decided else float("nan")
 
     def decide(self, links: Sequence[str], states: np.ndarray) -> list[Decision]:
-        """Pick an action for each state, in order; return the switches (then learn)."""
+        """Pick an action for each state, in order; return the switches (then learn).
+
+        Inline (``background=False``), the states are decided in pieces that end where a
+        micro-batch update is due, and the update runs there: every update learns exactly
+        ``train_every`` states and the states after it are decided by the updated policy, so
+        the decisions do not depend on how the states were cut into calls.
+        """
         s = np.asarray(states, dtype=np.float64).reshape(len(links), len(STATE_FIELDS))
-        if not len(s):
-            return []
+        out: list[Decision] = []
+        start = 0
+        while start < len(s):
+            stop = len(s)
+            if self.train and not self.background:
+                due = self.train_every - sum(len(p) for p in self._pending)
+                stop = min(stop, start + max(due, 1))
+            out += self._decide(links[start:stop], s[start:stop], start)
+            start = stop
+        return out
+
+    def _decide(self, links: Sequence[str], s: np.ndarray, offset: int) -> list[Decision]:
         times = self.transfer.times(s)
         proba = self.policy.predict_proba(s)
+        version = str(self.policy.version)
         pick = proba.argmax(axis=1)
         self.decided += len(s)
         self.agreed += int((times[np.arange(len(s)), pick] <= times.min(axis=1)).sum())
@@ -136,7 +155,9 @@ class LinkSelector:
             if prev is not None and times[i, prev] < times[i, new] * (1.0 + self.min_improvement):
                 continue
             self.current[link] = new
-            out.append(Decision(i, link, new, prev, float(proba[i, new]), times[i]))
+            out.append(
+                Decision(offset + i, link, new, prev, float(proba[i, new]), times[i], version)
+            )
         self.switches += len(out)
         if self.train:
             self._learn(s)

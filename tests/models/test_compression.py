@@ -253,9 +253,13 @@ class ScriptedPolicy:
         self.transfer, self.picks, self.updates, self.fitted = transfer, picks, 0, []
         self.names = transfer.names
 
+    @property
+    def version(self) -> str:
+        return f"scripted-{self.updates}"
+
     def predict_proba(self, s: np.ndarray) -> np.ndarray:
         p = np.full((len(s), len(self.names)), 0.01)
-        p[np.arange(len(s)), self.picks.pop(0)] = 0.95
+        p[np.arange(len(s)), self.picks.pop(0)[: len(s)]] = 0.95  # a call may be a piece
         return p
 
     def partial_fit(self, s: np.ndarray) -> None:
@@ -291,13 +295,39 @@ def test_selector_learns_in_micro_batches_with_a_bounded_replay(
 ):
     n = 100
     batches = [states[i : i + n] for i in range(0, 10 * n, n)]
-    policy = ScriptedPolicy(model, [[0] * n for _ in batches])
+    policy = ScriptedPolicy(model, [[0] * n for _ in range(2 * len(batches))])
     sel = LinkSelector(policy, train_every=250, replay=300, seed=1)
     for b in batches:
         sel.decide([f"l{i}" for i in range(n)], b)
-    assert policy.updates == 3  # after 300, 600 and 900 states
-    assert policy.fitted == [300, 600, 600]  # new states + as many replayed (up to the reservoir)
-    assert len(sel._reservoir) == 300 and sel._seen == 900
+    assert policy.updates == 4  # exactly at 250, 500, 750 and 1,000 states (inside calls)
+    assert policy.fitted == [250, 500, 500, 500]  # new states + as many replayed (up to 300)
+    assert len(sel._reservoir) == 300 and sel._seen == 1000
+
+
+def test_inline_decisions_do_not_depend_on_how_states_are_cut_into_calls(
+    model: TransferModel, states: np.ndarray
+):
+    """An inline update runs exactly every ``train_every`` states, inside a call if need be,
+    and a decision names the policy version that made it."""
+    from models.compression.policy import CompressionPolicy
+
+    base = CompressionPolicy(model, epochs=2, update_epochs=1, seed=3).fit(states[:400])
+    text = base.to_portable().to_json()
+    runs = []
+    for per_call in (7, 100, 1000):
+        from models.compression.portable import PortablePolicy
+
+        policy = CompressionPolicy.from_portable(PortablePolicy.from_json(text), model,
+                                                 update_epochs=1, seed=3)  # fmt: skip
+        sel = LinkSelector(policy, train_every=120, replay=200, seed=1, min_improvement=0.0)
+        links = [f"l{i % 13}" for i in range(len(states))]
+        got = []
+        for a in range(0, len(states), per_call):
+            got += [(a + d.row, d.action, d.version, round(d.confidence, 12))
+                    for d in sel.decide(links[a : a + per_call], states[a : a + per_call])]  # fmt: skip
+        runs.append((got, policy.updates_, policy.version))
+    assert runs[0][1] == len(states) // 120 and len({v for _r, _a, v, _c in runs[0][0]}) > 2
+    assert runs[0] == runs[1] == runs[2]
 
 
 class SlowPolicy(ScriptedPolicy):
