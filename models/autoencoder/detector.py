@@ -12,6 +12,13 @@ first fitted once ``warmup_windows`` windows exist, then retrained in the backgr
 ``retrain_every`` samples (same :class:`~models.forecast.retrain.BackgroundTrainer` as the
 forecaster), and swapped in between batches with a new version.
 
+**Steps.** What is shared between nodes or feeds back into later samples changes only at step
+boundaries, after every ``step_samples`` samples (counted over all calls): the threshold
+learns the step's unflagged errors and is the one the next step's flags use, a node's latest
+flag (which slows its baseline and volatility) takes effect, and the warm-up fit and
+retrains (with ``background=False``) run. So the same samples in the same order give the same
+scores however they are cut into batches (as the bandwidth forecaster, whose module says more).
+
 Examples
 --------
 Before warm-up nothing is scored:
@@ -98,6 +105,8 @@ class ConsensusDetector(RetrainsInBackground):
         small degradation one window's error misses. ``volatility_ratio=0`` turns it off.
     background
         Retrain in a background thread (``False``: inline, reproducible).
+    step_samples
+        Samples between two step boundaries (see the module docstring).
     retrain_pause_s
         Sleep after each training minibatch of a background retrain: a retrain takes longer
         but leaves the CPU to inference (ingestion) on a 2-core machine.
@@ -107,6 +116,11 @@ class ConsensusDetector(RetrainsInBackground):
 
     volatility_: NodeVolatility | None = None  # a checkpoint from before it restores without
     volatility_ratio = 0.0
+    # step state (class defaults: a checkpoint from before step boundaries restores with them)
+    step_samples = 100
+    seen_ = 0  # samples handed to process(), over all calls
+    pending_: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None  # this step's
+    # (rows, flags, unflagged errors), applied at the next boundary
 
     def __init__(
         self,
@@ -131,7 +145,11 @@ class ConsensusDetector(RetrainsInBackground):
         retrain_pause_s: float = 0.01,
         batch_size: int = 256,
         seed: int = 0,
+        step_samples: int = 100,
     ) -> None:
+        if step_samples < 1:
+            raise ValueError(f"step_samples must be >= 1, got {step_samples}")
+        self.step_samples = step_samples
         self.window, self.units, self.latent = window, units, latent
         self.feature_weights, self.trim = tuple(feature_weights), trim
         self.warmup_windows, self.warmup_epochs = warmup_windows, warmup_epochs
@@ -198,10 +216,15 @@ class ConsensusDetector(RetrainsInBackground):
         events: list[str] = []
         self._swap(events)
         limit = self.capacity - self.window
-        parts = [
-            (a, self._process_chunk(samples[a:b], events))
-            for a, b in key_chunks([s.node for s in samples], limit)
-        ]
+        n, step = len(samples), self.step_samples
+        cuts = list(range(step - self.seen_ % step, n, step))
+        parts = []
+        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+            for a, b in key_chunks([s.node for s in samples[lo:hi]], limit):
+                parts.append((a + lo, self._process_chunk(samples[a + lo : b + lo], events)))
+                self.seen_ += b - a
+            if self.seen_ % step == 0:
+                self._boundary(events)
         parts = [(a, p) for a, p in parts if len(p.index)]
         if len(parts) == 1 and parts[0][0] == 0:
             out = parts[0][1]
@@ -258,8 +281,6 @@ class ConsensusDetector(RetrainsInBackground):
         self.since_retrain_ += len(rows)
         pos = steps % self.capacity
         self.flag_[rows, pos] = False
-        if not self.ready:
-            self._maybe_warm_up(events)
         full = steps >= self.window - 1
         empty = np.zeros(0)
         thr = self.threshold_.value
@@ -288,14 +309,14 @@ class ConsensusDetector(RetrainsInBackground):
         # squashed with the threshold the flags used (before it learns this batch), so that
         # score >= 0.5 is the flag; the threshold learns only the windows no rule flagged
         squashed = self.threshold_.squash(raw)
-        self.threshold_.update(raw[(raw < thr) & ~flagged])
         self.flag_[r, s % self.capacity] = flagged
-        self.node_flag_[r] = flagged  # in order: the node's last window of the batch wins
+        # the threshold and the nodes' flags take this chunk in at the next step boundary
+        pending = self.pending_ if self.pending_ is not None else []
+        pending.append((r, flagged, raw[(raw < thr) & ~flagged]))
+        self.pending_ = pending
         version = self.version_
         if self.volatility_ is not None:
             squashed = np.maximum(squashed, self.volatility_.score(vol))
-        if self.since_retrain_ >= self.retrain_every:
-            self._retrain(events)
         return ScoreBatch(
             index=np.flatnonzero(ok)[full],
             raw=raw,
@@ -311,6 +332,17 @@ class ConsensusDetector(RetrainsInBackground):
         )
 
     # -- internals -----------------------------------------------------------------------------
+    def _boundary(self, events: list[str]) -> None:
+        """A step boundary: what the step's samples feed back (module docstring)."""
+        for rows, flagged, normal in self.pending_ or []:
+            self.threshold_.update(normal)
+            self.node_flag_[rows] = flagged  # in order: a node's last window of the step wins
+        self.pending_ = []
+        if not self.ready:
+            self._maybe_warm_up(events)
+        elif self.since_retrain_ >= self.retrain_every:
+            self._retrain(events)
+
     def _grow(self, n_rows: int) -> None:
         have = len(self.node_flag_)
         if n_rows > have:

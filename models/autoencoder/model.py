@@ -32,6 +32,7 @@ import numpy as np
 from models.forecast import tfrt
 from models.forecast.lstm import _pause_callbacks
 from models.forecast.scaling import RobustScaler
+from models.forecast.windows import row_sum
 
 
 class LSTMAutoencoder(tfrt.KerasPickling):
@@ -123,13 +124,13 @@ class LSTMAutoencoder(tfrt.KerasPickling):
         if not len(x):
             return np.zeros(0)
         xs = self.scaler_.transform(x)
-        rec = self._infer(xs).numpy()
+        rec = tfrt.infer_padded(self._infer, xs)  # a window's score never depends on its batch
         w = np.asarray(self.weights, dtype=np.float64)
-        per_step = (xs - rec) ** 2 @ w / w.sum()  # (n, window)
+        per_step = row_sum(((xs - rec) ** 2).astype(np.float64) * w) / w.sum()  # (n, window)
         if self.trim:
             per_step = np.partition(per_step, self.window - self.trim - 1, axis=1)
             per_step = per_step[:, : self.window - self.trim]
-        return per_step.mean(axis=1)
+        return row_sum(per_step) / per_step.shape[1]
 
     def get_weights(self) -> list[np.ndarray]:
         """The network's weights."""

@@ -6,7 +6,8 @@ the network predicts ``log1p(throughput[t + h]) - ref`` for every horizon at onc
 head over the last LSTM state). Inference calls the model inside one ``tf.function`` with a
 ``(None, window, features)`` signature: no retracing across batch sizes, and about 8x faster
 than ``model.predict`` for a batch of 1,000 windows. Batches are padded to a multiple of
-:data:`INFER_BLOCK` rows, so a window's forecast does not depend on its batch.
+:data:`~models.forecast.tfrt.INFER_BLOCK` rows, so a window's forecast does not depend on its
+batch.
 
 TensorFlow is imported lazily (:mod:`models.forecast.tfrt`) when the network is first built.
 
@@ -41,11 +42,6 @@ import numpy as np
 from models.forecast import tfrt
 from models.forecast.scaling import StandardScaler
 from models.forecast.windows import CALENDAR_COLUMNS, FEATURES, LEVEL_COLUMNS, normalize_windows
-
-#: Inference batches are padded to a multiple of this many rows: the kernels TensorFlow picks
-#: for a small or odd batch (one row: a matrix-vector product) round differently, so a window
-#: would get a forecast that depends on which other windows were in its batch.
-INFER_BLOCK = 32
 
 
 class LSTMForecaster(tfrt.KerasPickling):
@@ -153,14 +149,9 @@ class LSTMForecaster(tfrt.KerasPickling):
         if self.net_ is None:
             raise RuntimeError("LSTMForecaster.predict before fit")
         x, ref = self._prepare(raw)
-        n = len(x)
-        if not n:
+        if not len(x):
             return np.zeros((0, len(self.horizons)))
-        xs = self.x_scaler_.transform(x)
-        pad = -n % INFER_BLOCK
-        if pad:
-            xs = np.concatenate([xs, np.zeros((pad, *xs.shape[1:]), dtype=xs.dtype)])
-        z = self._infer(xs).numpy()[:n]
+        z = tfrt.infer_padded(self._infer, self.x_scaler_.transform(x))
         return self.y_scaler_.inverse(z) + ref[:, None]
 
     # -- state -----------------------------------------------------------------------------

@@ -60,6 +60,24 @@ def keras() -> Any:
     return _keras
 
 
+#: Inference batches are padded to a multiple of this many rows: the kernels TensorFlow picks
+#: for a small or odd batch (one row: a matrix-vector product) round differently, so a row's
+#: output would depend on which other rows were in its batch.
+INFER_BLOCK = 32
+
+
+def infer_padded(fn: Any, x: Any) -> Any:
+    """``fn(x).numpy()`` with ``x`` padded by zero rows to a multiple of :data:`INFER_BLOCK`
+    and the padding's outputs dropped: each row's output is the same in any batch."""
+    import numpy as np
+
+    n = len(x)
+    pad = -n % INFER_BLOCK
+    if pad:
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
+    return fn(x).numpy()[:n]
+
+
 def fit_shuffled(
     net: Any,
     x: Any,

@@ -211,3 +211,24 @@ def test_a_congested_fastest_link_is_not_a_consensus_incident() -> None:
         flagged[weights] = n2
     assert flagged[(4.0, 1.0, 1.0)] >= 20  # the RTT's error used to make it one
     assert flagged[None] <= 2  # the default reads the RTT but does not score it
+
+
+def test_the_same_samples_give_the_same_scores_however_they_are_batched() -> None:
+    """The threshold, the nodes' flags and the fits change only at step boundaries and a
+    window's error does not depend on its batch: batches of 37, 500 or 3,000 samples give bit
+    for bit the same scores, flags and versions."""
+    samples = list(_samples(8, 600, seed=0, bad=(3, 450, 520)))
+    runs = []
+    for per_batch in (37, 500, 3000):
+        d = ConsensusDetector(window=10, units=8, latent=3, warmup_windows=1500, warmup_epochs=2,
+                              retrain_every=1200, background=False, batch_size=32, seed=0)  # fmt: skip
+        got: dict[int, tuple[float, bool, int, float]] = {}
+        for a in range(0, len(samples), per_batch):
+            out = d.process(samples[a : a + per_batch])
+            for k, i in enumerate(out.index.tolist()):
+                got[a + i] = (out.score[k], bool(out.flagged[k]), int(out.versions[k]),
+                              out.thresholds[k])  # fmt: skip
+        runs.append(got)
+    assert len(runs[0]) > 2000 and len({v[2] for v in runs[0].values()}) >= 3
+    assert any(v[1] for v in runs[0].values())
+    assert runs[0] == runs[1] == runs[2]
