@@ -43,7 +43,7 @@ from models.autoencoder.model import LSTMAutoencoder
 from models.autoencoder.threshold import AdaptiveThreshold
 from models.autoencoder.volatility import NodeVolatility
 from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
-from models.forecast.windows import LinkHistory, key_chunks
+from models.forecast.windows import LinkHistory, key_chunks, step_pieces
 
 
 @dataclass
@@ -216,14 +216,12 @@ class ConsensusDetector(RetrainsInBackground):
         events: list[str] = []
         self._swap(events)
         limit = self.capacity - self.window
-        n, step = len(samples), self.step_samples
-        cuts = list(range(step - self.seen_ % step, n, step))
         parts = []
-        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+        for lo, hi in step_pieces(len(samples), self.seen_, self.step_samples):
             for a, b in key_chunks([s.node for s in samples[lo:hi]], limit):
                 parts.append((a + lo, self._process_chunk(samples[a + lo : b + lo], events)))
                 self.seen_ += b - a
-            if self.seen_ % step == 0:
+            if self.seen_ % self.step_samples == 0:
                 self._boundary(events)
         parts = [(a, p) for a, p in parts if len(p.index)]
         if len(parts) == 1 and parts[0][0] == 0:

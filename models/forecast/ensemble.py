@@ -111,6 +111,8 @@ class OnlineCombiner:
         self.prior_count_ = np.zeros((H, M))
 
     shrink = 0.0  # a checkpoint from before ``shrink`` restores without it
+    # errors fed with an ``order``, per horizon index, until :meth:`flush_prior`
+    pending_: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] | None = None
 
     def _grow(self, rows: np.ndarray) -> None:
         if len(rows) and rows.max() >= len(self.started_):
@@ -209,8 +211,9 @@ class OnlineCombiner:
             / np.maximum(np.abs(np.asarray(level, float)), self.level_floor)[:, None]
         )
         if order is not None:
-            pending = self.__dict__.setdefault("pending_", {})
-            pending.setdefault(j, []).append((np.asarray(order), rel * has, has))
+            if self.pending_ is None:
+                self.pending_ = {}
+            self.pending_.setdefault(j, []).append((np.asarray(order), rel * has, has))
             return
         self._add_prior(j, (rel * has).sum(axis=0), has.sum(axis=0))
 
@@ -221,11 +224,10 @@ class OnlineCombiner:
 
     def flush_prior(self) -> None:
         """Add the errors fed with an ``order`` to the fleet prior, in stream order."""
-        pending = self.__dict__.get("pending_") or {}
-        for j, parts in sorted(pending.items()):
+        for j, parts in sorted((self.pending_ or {}).items()):
             order = np.concatenate([p[0] for p in parts])
             idx = np.argsort(order, kind="stable")
             rel = np.concatenate([p[1] for p in parts])[idx]
             has = np.concatenate([p[2] for p in parts])
             self._add_prior(j, rel.sum(axis=0), has.sum(axis=0))
-        self.pending_: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self.pending_ = {}

@@ -70,7 +70,14 @@ from models.forecast.ensemble import OnlineCombiner
 from models.forecast.intervals import ResidualQuantiles
 from models.forecast.lstm import LSTMForecaster
 from models.forecast.retrain import BackgroundTrainer, RetrainsInBackground
-from models.forecast.windows import FEATURES, LinkHistory, key_chunks, row_sum, step_features
+from models.forecast.windows import (
+    FEATURES,
+    LinkHistory,
+    key_chunks,
+    row_sum,
+    step_features,
+    step_pieces,
+)
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +270,7 @@ class OnlineForecaster(RetrainsInBackground):
         )
         limit = self.capacity - self.window - max(self.horizons)
         parts: list[tuple[Any, ...]] = []
-        n, step = len(keys), self.step_records
-        cuts = list(range(step - self.seen_ % step, n, step))
-        for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+        for lo, hi in step_pieces(len(keys), self.seen_, self.step_records):
             for a, b in key_chunks(keys[lo:hi], limit):
                 a, b = a + lo, b + lo
                 i, *rest = self._process_chunk(
@@ -273,7 +278,7 @@ class OnlineForecaster(RetrainsInBackground):
                 )
                 parts.append((i + a, *rest))
                 self.seen_ += b - a
-            if self.seen_ % step == 0:
+            if self.seen_ % self.step_records == 0:
                 self._boundary(events)
         H, M = len(self.horizons), len(MEMBERS)
         if not parts or not sum(len(p[0]) for p in parts):

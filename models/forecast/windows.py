@@ -117,6 +117,17 @@ def normalize_windows(
     return x, ref
 
 
+def step_pieces(n: int, seen: int, step: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` slices of a batch of ``n`` items that end at every step
+    boundary (a multiple of ``step`` items counted over all batches; ``seen`` came before).
+
+    >>> step_pieces(10, seen=7, step=4)       # boundaries after items 8, 12 and 16 overall
+    [(0, 1), (1, 5), (5, 9), (9, 10)]
+    """
+    cuts = list(range(step - seen % step, n, step))
+    return list(zip([0, *cuts], [*cuts, n], strict=True))
+
+
 def key_chunks(keys: Sequence[Hashable], limit: int) -> list[tuple[int, int]]:
     """Split a batch into consecutive ``(start, stop)`` slices with at most ``limit`` records
     of any one key each (arrival order is kept).
