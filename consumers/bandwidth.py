@@ -59,7 +59,10 @@ class BandwidthProcessor(LSTMProcessor):
         self.topic = settings.topic("predictions")
         self.forecaster = state if state is not None else self._new()
         self.published = 0
-        self.last_accuracy = self.forecaster.records_
+        # the forecaster reports its accuracy at step boundaries (the same wherever the records
+        # come from); set here too for a forecaster restored from a checkpoint
+        self.forecaster.report_every = args.accuracy_every
+        self.forecaster.reset_accuracy_at = args.reset_accuracy_at
         self.last_version = self.forecaster.version_
         self.outputs_on = True
 
@@ -119,13 +122,18 @@ class BandwidthProcessor(LSTMProcessor):
             "--publish-every", type=int, default=1, help="publish every Nth interval per link"
         )
         m.add_argument(
-            "--accuracy-every", type=int, default=100000, help="records between accuracy logs"
+            "--accuracy-every",
+            type=int,
+            default=100000,
+            help="records between accuracy reports (log line and bandwidth_accuracy records, "
+            "made at step boundaries)",
         )
         m.add_argument(
             "--reset-accuracy-at",
             type=int,
             default=0,
-            help="restart the accuracy figures after N records (e.g. after a warm-up)",
+            help="restart the accuracy figures after N records (e.g. after a warm-up; at the "
+            "step boundary, every 100 records, where the count is passed)",
         )
 
     # -- handling ----------------------------------------------------------------------------
@@ -135,9 +143,6 @@ class BandwidthProcessor(LSTMProcessor):
         if not keep:
             return []
         f = self.forecaster
-        reset_at = self.args.reset_accuracy_at
-        if reset_at and f.records_ < reset_at <= f.records_ + len(keep):
-            f.accuracy_.reset()
         out = f.process(*forecaster_inputs(keep))
         for e in out.events:
             log.info("%s", e)
@@ -175,18 +180,17 @@ class BandwidthProcessor(LSTMProcessor):
                             },
                         )
                     )
-        if f.records_ - self.last_accuracy >= self.args.accuracy_every:
-            acc = self.accuracy_records(keep[-1].timestamp)
-            if acc:  # nothing scored yet (still warming up): try again with the next batch
-                self.last_accuracy = f.records_
-                preds.extend(acc)
+        for last, version, summary in f.take_reports():
+            preds.extend(self.accuracy_records(keep[last].timestamp, version, summary))
         return preds
 
-    def accuracy_records(self, when: Any) -> list[Prediction]:
+    def accuracy_records(
+        self, when: Any, version: str, summary: dict[int, Any]
+    ) -> list[Prediction]:
         """The running accuracy per horizon as predictions (value = MAE), and a log line."""
         f = self.forecaster
         out = []
-        for h, s in f.accuracy_.summary().items():
+        for h, s in summary.items():
             if not s["n"]:
                 continue
             log.info(
@@ -211,7 +215,7 @@ class BandwidthProcessor(LSTMProcessor):
                     kind="bandwidth_accuracy",
                     node_id="fleet",
                     event_time=when,
-                    model_version=f.model_version,
+                    model_version=version,
                     target="throughput_mbps",
                     horizon=h,
                     value=round(s["mae"], 4),

@@ -21,6 +21,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -63,8 +64,12 @@ class AccuracyTracker:
             raise ValueError(f"baselines not among the sources: {sorted(unknown)}")
         self.reset()
 
+    pending_: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]] | None
+    pending_ = None  # deferred updates (a tracker pickled before deferral restores with none)
+
     def reset(self) -> None:
         """Start a new measuring period."""
+        self.pending_ = []
         self.n_ = dict.fromkeys(self.horizons, 0)
         self.abs_ = {h: dict.fromkeys(self.sources, 0.0) for h in self.horizons}
         self.ape_ = {h: dict.fromkeys(self.sources, 0.0) for h in self.horizons}
@@ -78,14 +83,42 @@ class AccuracyTracker:
         *,
         lower: np.ndarray,
         upper: np.ndarray,
+        defer: bool = False,
         **forecasts: np.ndarray,
     ) -> None:
         """Score a batch of forecasts made ``horizon`` steps before ``actual`` (one keyword
-        argument per source)."""
+        argument per source). With ``defer`` they are added at :meth:`flush`, each horizon's
+        in one sum: the totals then depend on what came before a flush, not on how it was cut
+        into calls (float sums of different groupings differ in the last bit)."""
         if not len(actual):
             return
         if set(forecasts) != set(self.sources):
             raise ValueError(f"expected forecasts {self.sources}, got {sorted(forecasts)}")
+        if defer:
+            if self.pending_ is None:
+                self.pending_ = []
+            self.pending_.append((horizon, actual, lower, upper, forecasts))
+            return
+        self._add(horizon, actual, lower, upper, forecasts)
+
+    def flush(self) -> None:
+        """Add the deferred updates, per horizon in the order they came."""
+        pending, self.pending_ = self.pending_ or [], []
+        for h in self.horizons:
+            parts = [p for p in pending if p[0] == h]
+            if parts:
+                actual, lower, upper = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+                fc = {k: np.concatenate([p[4][k] for p in parts]) for k in self.sources}
+                self._add(h, actual, lower, upper, fc)
+
+    def _add(
+        self,
+        horizon: int,
+        actual: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        forecasts: dict[str, np.ndarray],
+    ) -> None:
         denom = np.maximum(np.abs(actual), self.mape_floor)
         for name in self.sources:
             err = np.abs(forecasts[name] - actual)
@@ -100,8 +133,13 @@ class AccuracyTracker:
 
         ``mae``/``mape`` are the model's; ``mae_<source>`` the others'. ``skill`` is
         ``1 - mae / min(baseline MAEs)``: the share of the best baseline's error the model
-        removes (0.25 = 25% lower MAE); ``best_baseline`` names that baseline.
+        removes (0.25 = 25% lower MAE); ``best_baseline`` names that baseline. Deferred
+        updates count (on a copy; they stay deferred).
         """
+        if self.pending_:
+            done = copy.deepcopy(self)
+            done.flush()
+            return done.summary()
         out: dict[int, dict[str, Any]] = {}
         for h in self.horizons:
             n = self.n_[h]

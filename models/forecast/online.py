@@ -226,6 +226,11 @@ class OnlineForecaster(RetrainsInBackground):
     drift_pending_ = False  # drift seen since the last boundary: retrain at the next one
     bounds_: tuple[np.ndarray, bool] | None = None  # interval quantiles and "have" at the last one
     gaps_: list[np.ndarray] | None = None  # sampling gaps seen until the interval is known
+    report_every = 0  # records between accuracy reports (0: none), set by the caller
+    reset_accuracy_at = 0  # restart the accuracy figures once this many records were read
+    reports_: list[tuple[int, str, dict[int, dict[str, Any]]]] | None = None  # not yet taken
+    last_report_: int | None = None  # records_ at the last report
+    records_at_boundary_: int | None = None  # records_ at the last boundary
 
     def _new_model(self) -> LSTMForecaster:
         return LSTMForecaster(
@@ -264,6 +269,7 @@ class OnlineForecaster(RetrainsInBackground):
         chunks that each fit the ring buffers (:func:`~models.forecast.windows.key_chunks`).
         """
         events: list[str] = []
+        self.reports_ = []  # reports index this call's records
         self._swap(events)
         ts, tp, rtt, jitter, loss = (
             np.asarray(x, dtype=float) for x in (ts, throughput, rtt, jitter, loss)
@@ -279,7 +285,7 @@ class OnlineForecaster(RetrainsInBackground):
                 parts.append((i + a, *rest))
                 self.seen_ += b - a
             if self.seen_ % self.step_records == 0:
-                self._boundary(events)
+                self._boundary(events, hi - 1)
         H, M = len(self.horizons), len(MEMBERS)
         if not parts or not sum(len(p[0]) for p in parts):
             empty = np.zeros((0, H))
@@ -381,9 +387,11 @@ class OnlineForecaster(RetrainsInBackground):
             self.fc_ = np.concatenate([self.fc_, np.full((extra, *self.fc_.shape[1:]), np.nan)])
             self.pub_ = np.concatenate([self.pub_, np.full((extra, *self.pub_.shape[1:]), np.nan)])
 
-    def _boundary(self, events: list[str]) -> None:
-        """A step boundary: everything that touches more than one link (module docstring)."""
+    def _boundary(self, events: list[str], last: int) -> None:
+        """A step boundary: everything that touches more than one link (module docstring);
+        ``last`` is the step's last record (its index in this call's input)."""
         self.combiner_.flush_prior()
+        self._report(last)
         if self.interval_ is None and self.gaps_:
             gaps = np.concatenate(self.gaps_)
             if len(gaps) >= 3:
@@ -398,6 +406,31 @@ class OnlineForecaster(RetrainsInBackground):
             self._retrain("drift", events)
         self.drift_pending_ = False
         self._snapshot_bounds()
+
+    def _report(self, last: int) -> None:
+        """The accuracy at this boundary: a restart of the figures once ``reset_accuracy_at``
+        records have been read, a report once ``report_every`` more have been scored."""
+        acc = self.accuracy_
+        acc.flush()
+        before, self.records_at_boundary_ = self.records_at_boundary_, self.records_
+        if self.last_report_ is None:  # the first boundary (or one restored from before reports)
+            self.last_report_ = self.records_
+        if before is None:
+            return
+        if self.reset_accuracy_at and before < self.reset_accuracy_at <= self.records_:
+            acc.reset()
+        if self.report_every and self.records_ - self.last_report_ >= self.report_every:
+            summary = acc.summary()
+            if any(s["n"] for s in summary.values()):  # nothing scored yet: not now
+                self.last_report_ = self.records_
+                self.reports_ = [*(self.reports_ or []), (last, self.model_version, summary)]
+
+    def take_reports(self) -> list[tuple[int, str, dict[int, dict[str, Any]]]]:
+        """Accuracy reports of the last :meth:`process` call: ``(index of the record it was
+        made after, the model version then, summary)`` each. Made at step boundaries, so the same records give the
+        same reports however they arrive; take them after every call."""
+        out, self.reports_ = self.reports_ or [], []
+        return out
 
     def _snapshot_bounds(self) -> None:
         """The interval quantiles (and whether every horizon has enough residuals) that the
@@ -463,6 +496,7 @@ class OnlineForecaster(RetrainsInBackground):
                 fe = f[every]
                 self.accuracy_.update(
                     h, y[every], model=pub[every, 0], lower=pub[every, 1], upper=pub[every, 2],
+                    defer=True,
                     **{name: fe[:, i] for i, name in enumerate(MEMBERS)},
                 )  # fmt: skip
             lstm = np.isfinite(f[:, LSTM])

@@ -14,9 +14,12 @@ from models.forecast.ensemble import OnlineCombiner
 from models.forecast.online import OnlineForecaster
 
 
-def _feed(f: OnlineForecaster, tput: np.ndarray, per_batch: int) -> dict[tuple[int, int], Any]:
+def _feed(
+    f: OnlineForecaster, tput: np.ndarray, per_batch: int, reports: list[Any] | None = None
+) -> dict[tuple[int, int], Any]:
     """Feed ``tput`` ``(links, ticks)`` tick by tick in batches; published rows by
-    ``(link, tick)`` -> ``(value, lower, upper, weights)`` arrays ``(H,)``/``(H, M)``."""
+    ``(link, tick)`` -> ``(value, lower, upper, weights)`` arrays ``(H,)``/``(H, M)``; the
+    accuracy reports go to ``reports`` as ``(record index, model version, summary)``."""
     links, ticks = tput.shape
     keys = [(f"n{i}", "p") for i in range(links)]
     k = np.tile(np.arange(links), ticks)
@@ -27,6 +30,8 @@ def _feed(f: OnlineForecaster, tput: np.ndarray, per_batch: int) -> dict[tuple[i
     for a in range(0, len(y), per_batch):
         s = slice(a, a + per_batch)
         b = f.process([keys[i] for i in k[s]], t[s], y[s], ones[s], ones[s], 0 * ones[s])
+        if reports is not None:
+            reports += [(a + i, v, summary) for i, v, summary in f.take_reports()]
         for row, i in enumerate(b.index.tolist()):
             j = a + i
             out[(int(k[j]), int(t[j]))] = (b.value[row], b.lower[row], b.upper[row], b.weights[row])
@@ -63,9 +68,11 @@ def test_the_same_records_give_the_same_forecasts_however_they_are_batched() -> 
     runs, versions = [], []
     for per_batch in (37, 500, 3000):
         f = _small(**kw)
-        runs.append(_feed(f, tput, per_batch))
-        versions.append((f.version_, [r["at_record"] for r in f.retrains_]))
-    assert versions[0][0] >= 3 and versions[0] == versions[1] == versions[2]
+        f.report_every, reports = 500, []
+        runs.append(_feed(f, tput, per_batch, reports))
+        versions.append((f.version_, [r["at_record"] for r in f.retrains_], reports))
+    assert versions[0][0] >= 3 and len(versions[0][2]) >= 5
+    assert versions[0] == versions[1] == versions[2]  # fits and accuracy reports too
     assert len(runs[0]) > 2500 and runs[0].keys() == runs[1].keys() == runs[2].keys()
     for key, first in runs[0].items():
         for other in (runs[1][key], runs[2][key]):
