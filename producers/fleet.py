@@ -280,13 +280,12 @@ class Fleet:
         cong = 1.0 / (1.0 + np.exp(-(util - 0.9) / 0.06))
         peer_up = ~self.has_peer | self.alive[self.peer]
         headroom = np.clip(1.0 - cross, 0.05, 1.0) * avail
-        if self.tcp:
-            target = np.minimum(demand, headroom) * (1.0 - 0.5 * cong)
-            target *= fx.tput_mult * (1.0 - warm[ln]) * np.where(peer_up, 1.0, 0.01)
-            tput = self._tcp(target, cong)
+        goodput = np.minimum(demand, headroom) * (1.0 - 0.5 * cong)
+        factor = fx.tput_mult * (1.0 - warm[ln]) * np.where(peer_up, 1.0, 0.01)
+        if self.tcp:  # the goodput is the target a TCP-like sender converges to
+            tput = self._tcp(goodput * factor, cong)
         else:
-            tput = np.minimum(demand, headroom) * (1.0 - 0.5 * cong) * (1.0 + 0.02 * zl[3])
-            tput *= fx.tput_mult * (1.0 - warm[ln]) * np.where(peer_up, 1.0, 0.01)
+            tput = goodput * (1.0 + 0.02 * zl[3]) * factor
         tput = np.clip(tput, 0.0, 1e6)
         rtt = (
             topo.base_rtt_ms * (1.0 + 0.01 * zl[4]) + self.queue_ms * cong * np.exp(0.2 * zl[5])
