@@ -22,8 +22,9 @@ baselines over *all* test samples are printed beside them to check the reference
 scripts/kafka-local.sh start``): the recording is replayed onto fresh 6-partition topics
 (``producers.replay --speed max``), ``python -m consumers.bandwidth`` reads it from the
 beginning with the same forecaster settings (every fit inline) and publishes its forecasts and
-running accuracy, and the last ``bandwidth_accuracy`` record per horizon is read back from the
-predictions topic. The same consumer is also run on the file (``--from-file``): both tables are
+running accuracy; the table is its final summary (``--summary``), and the last
+``bandwidth_accuracy`` record per horizon read back from the predictions topic is kept in the
+JSON beside it. The same consumer is also run on the file (``--from-file``): both tables are
 printed, and they must be the same answer.
 
 **Simulator** (``--recording``, e.g. ``python -m producers.synthetic --nodes 10 --links 2
@@ -240,6 +241,7 @@ def run_kafka(args: argparse.Namespace, rule: str) -> dict[str, Any]:
     """replay -> Kafka (6 partitions) -> consumers.bandwidth -> predictions topic, read back;
     and the same consumer on the file."""
     import os
+    import shutil
     import subprocess
     import tempfile
     import uuid
@@ -273,7 +275,9 @@ def run_kafka(args: argparse.Namespace, rule: str) -> dict[str, Any]:
     env["DWCP_STATE_DIR"] = str(work / "state-file")
     run("consumers.bandwidth", "--from-file", str(args.recording), *flags,
         "--summary", str(work / "file.json"))  # fmt: skip
-    summary = lambda name: json.loads((work / name).read_text())["bandwidth"]["accuracy"]  # noqa: E731
+    kafka, file = (json.loads((work / n).read_text())["bandwidth"]["accuracy"]
+                   for n in ("kafka.json", "file.json"))  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
     return {
         "data": str(args.recording),
         "protocol": "replay -> 6 partitions -> consumers.bandwidth (fits inline), online from "
@@ -281,9 +285,9 @@ def run_kafka(args: argparse.Namespace, rule: str) -> dict[str, Any]:
         "horizon) and the consumer's final summary; the same consumer on the file beside it",
         "rule": rule,
         "seconds": round(kafka_s, 1),
-        "accuracy": summary("kafka.json"),
+        "accuracy": kafka,
         "accuracy_published_last": last,
-        "accuracy_from_file": summary("file.json"),
+        "accuracy_from_file": file,
     }
 
 
@@ -334,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         "--statistical", action="store_true", help="also measure river HoltWinters/SNARIMAX alone"
     )
     args = p.parse_args(argv)
+    if args.kafka and not args.recording:
+        p.error("--kafka needs --recording (Pensieve is streamed in process only)")
     tfrt.configure_threads(1, 1)
     out_path = Path(args.out)
     doc = json.loads(out_path.read_text()) if out_path.exists() else {}
