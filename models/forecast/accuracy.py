@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 _SOURCES = ("model", "persistence", "ewma")
+#: A deferred update: horizon, actual, lower, upper and the forecasts by source.
+_Pending = tuple[int, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]
 
 
 class AccuracyTracker:
@@ -64,8 +66,8 @@ class AccuracyTracker:
             raise ValueError(f"baselines not among the sources: {sorted(unknown)}")
         self.reset()
 
-    pending_: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]] | None
-    pending_ = None  # deferred updates (a tracker pickled before deferral restores with none)
+    # deferred updates (a tracker pickled before deferral restores with none)
+    pending_: list[_Pending] | None = None
 
     def reset(self) -> None:
         """Start a new measuring period."""

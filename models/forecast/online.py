@@ -409,7 +409,8 @@ class OnlineForecaster(RetrainsInBackground):
 
     def _report(self, last: int) -> None:
         """The accuracy at this boundary: a restart of the figures once ``reset_accuracy_at``
-        records have been read, a report once ``report_every`` more have been scored."""
+        records have been read, a report once ``report_every`` more records have been read
+        since the last one (and something was scored)."""
         acc = self.accuracy_
         acc.flush()
         before, self.records_at_boundary_ = self.records_at_boundary_, self.records_
@@ -427,8 +428,8 @@ class OnlineForecaster(RetrainsInBackground):
 
     def take_reports(self) -> list[tuple[int, str, dict[int, dict[str, Any]]]]:
         """Accuracy reports of the last :meth:`process` call: ``(index of the record it was
-        made after, the model version then, summary)`` each. Made at step boundaries, so the same records give the
-        same reports however they arrive; take them after every call."""
+        made after, the model version then, summary)`` each. Made at step boundaries, so the
+        same records give the same reports however they arrive; take them after every call."""
         out, self.reports_ = self.reports_ or [], []
         return out
 
