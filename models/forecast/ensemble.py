@@ -129,15 +129,17 @@ class OnlineCombiner:
             return
         r = rows[new]
         self.started_[r] = True
-        k = self.prior_strength
-        if k <= 0:
-            return
+        if self.prior_strength > 0:
+            self.loss_[r], self.count_[r] = self._pseudo_errors(level[new], self.prior_strength)
+
+    def _pseudo_errors(self, level: np.ndarray, k: float) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` pseudo-errors per (horizon, member) from the fleet's relative errors, scaled
+        by each link's ``level``: their sum ``(n, H, M)`` and count (0 where none is known)."""
         with np.errstate(invalid="ignore", divide="ignore"):
             rel = np.where(self.prior_count_ > 0, self.prior_loss_ / self.prior_count_, np.nan)
         known = np.isfinite(rel)
-        lvl = np.maximum(np.abs(level[new]), self.level_floor)[:, None, None]
-        self.loss_[r] = np.where(known, k * rel * lvl, 0.0)
-        self.count_[r] = np.where(known, k, 0.0)
+        lvl = np.maximum(np.abs(np.asarray(level, float)), self.level_floor)[:, None, None]
+        return np.where(known, k * rel * lvl, 0.0), np.where(known, k, 0.0)
 
     def weights(self, rows: np.ndarray, available: np.ndarray, level: np.ndarray) -> np.ndarray:
         """Weights ``(n, H, M)`` (rows sum to 1) for forecasts made now on ``rows``.
@@ -149,14 +151,9 @@ class OnlineCombiner:
         self._grow(rows)
         self._start(rows, np.asarray(level, dtype=float))
         count, loss = self.count_[rows], self.loss_[rows]
-        k = self.shrink
-        if k > 0:  # the fleet's relative errors, worth k pseudo-errors, in every weight
-            with np.errstate(invalid="ignore", divide="ignore"):
-                rel = np.where(self.prior_count_ > 0, self.prior_loss_ / self.prior_count_, np.nan)
-            known = np.isfinite(rel)
-            lvl = np.maximum(np.abs(np.asarray(level, float)), self.level_floor)[:, None, None]
-            loss = loss + np.where(known, k * np.nan_to_num(rel) * lvl, 0.0)
-            count = count + np.where(known, k, 0.0)
+        if self.shrink > 0:  # the fleet's relative errors, worth `shrink` pseudo-errors
+            extra_loss, extra_count = self._pseudo_errors(level, self.shrink)
+            loss, count = loss + extra_loss, count + extra_count
         ok = available & (count > 1e-9)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(ok, loss / np.where(ok, count, 1.0), np.inf)
