@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from models.forecast.baselines import EWMABaseline, HarmonicBaseline  # noqa: E402
 from producers.config import FleetConfig  # noqa: E402
 from producers.fleet import Fleet  # noqa: E402
 
@@ -87,20 +88,14 @@ def simulate(model: str, nodes: int, links: int, interval: float, steps: int, se
     return done
 
 
-def _ewma(y: np.ndarray, alpha: float = 0.3) -> np.ndarray:
-    out = np.empty(len(y))
-    acc = y[0]
-    for i, x in enumerate(y):
-        acc = alpha * x + (1 - alpha) * acc
-        out[i] = acc
-    return out
+def _ewma(y: np.ndarray) -> np.ndarray:
+    """The forecaster's EWMA(0.3) member over one series."""
+    return EWMABaseline(0.3).update(np.zeros(len(y), np.int64), y)
 
 
-def _harmonic(y: np.ndarray, k: int = 5) -> np.ndarray:
-    inv = 1.0 / np.maximum(y, EPS)
-    c = np.concatenate([[0.0], np.cumsum(inv)])
-    n = np.minimum(np.arange(1, len(y) + 1), k)
-    return n / (c[1:] - c[np.arange(1, len(y) + 1) - n])
+def _harmonic(y: np.ndarray) -> np.ndarray:
+    """The forecaster's harmonic-mean-of-5 member over one series."""
+    return HarmonicBaseline(5).update(np.zeros(len(y), np.int64), y)
 
 
 def _acf(x: np.ndarray, lag: int) -> float:
