@@ -56,10 +56,12 @@ from models.reliability.generic import (
     epoch,
     generic_fields,
     generic_values,
-    transform,
     untransform,
 )
 from models.reliability.trend import TrendTracker
+from stream.schema import Telemetry
+
+asinh, isfinite, log, sqrt = math.asinh, math.isfinite, math.log, math.sqrt
 
 __all__ = ["METRICS", "MetricSpec", "NodeContext", "FeatureRow", "field_getter"]
 
@@ -123,12 +125,15 @@ COVERED_BY: dict[str, str] = {
 #: Node metrics that also get a rate-of-change feature (``<name>_rate``).
 RATE_METRICS = ("mem_util", "disk_util")
 Z_CLIP = 50.0
+_GENERIC_FLOOR2 = GENERIC_FLOOR * GENERIC_FLOOR
 
 
 def field_getter(rec: Any) -> Any:
     """``get(name)`` for a mapping or an attribute record (``Telemetry``); missing -> None."""
     if isinstance(rec, Mapping):
         return rec.get
+    if type(rec) is Telemetry:  # every schema field is an attribute (None when absent)
+        return rec.__getattribute__
     return lambda name: getattr(rec, name, None)
 
 
@@ -161,7 +166,7 @@ class FeatureRow:
     """Features of one record.
 
     ``z`` maps feature name -> signed z-score (0 while a baseline warms up); ``values``
-    holds the raw values and ``baselines`` the baseline means in raw units (for alerts);
+    holds the raw values and :attr:`baselines` the baseline means in raw units (for alerts);
     ``peer_unreachable`` is True when the record says its peer is unreachable (no transfer
     streams to it), which is evidence about the *peer*, not this node. ``warm`` is False
     while a node or link baseline the row's z-scores need is still warming up: its zeros
@@ -174,13 +179,29 @@ class FeatureRow:
     new_tick: bool
     z: dict[str, float]
     values: dict[str, float] = field(default_factory=dict)
-    baselines: dict[str, float] = field(default_factory=dict)
     peer_unreachable: bool = False
     trend: float = 0.0
     warm: bool = True
     generic: list[str] = field(default_factory=list)  # generic feature names in ``z``
     _x: dict[str, float] = field(default_factory=dict, repr=False)
     _counts: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
+    # baseline means in transformed units and each table metric's log offset: the raw-unit
+    # baselines are only read for an alert's explanation, so they are computed then
+    _means: dict[str, float] = field(default_factory=dict, repr=False)
+    _offsets: Mapping[str, float] = field(default_factory=dict, repr=False)
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        """Baseline mean of each scored metric in raw units (``values``' units)."""
+        out = {}
+        offsets = self._offsets
+        for name, mean in self._means.items():
+            offset = offsets.get(name)
+            if offset is None:  # a generic feature
+                out[name] = untransform(mean)
+            else:
+                out[name] = math.exp(mean) - offset if offset else mean
+        return out
 
 
 class _Node:
@@ -263,6 +284,20 @@ class NodeContext:
         self.links_: dict[tuple[str, str | None], dict[str, _Stat]] = {}
         # (node_id, peer_id) -> counter feature -> (event time, value) of its last sample
         self.counters_: dict[tuple[str, str | None], dict[str, tuple[float, float]]] = {}
+        self._plan()
+
+    def _plan(self) -> None:
+        """Per table metric ``(name, link scope, log offset, floor squared)`` and the offsets
+        by name: the hot loops read tuples instead of :class:`MetricSpec` attributes."""
+        self.plan_ = tuple((m.name, m.scope == "link", m.offset, m.floor * m.floor)
+                           for m in self.metrics)  # fmt: skip
+        self.offsets_ = {m.name: m.offset for m in self.metrics}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("plan_", None)  # derived from ``metrics``: rebuilt on restore
+        state.pop("offsets_", None)
+        return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint from before generic features restores as it was: the table alone
@@ -270,6 +305,7 @@ class NodeContext:
         state.setdefault("generic_fields_", ())
         state.setdefault("counters_", {})
         self.__dict__.update(state)
+        self._plan()
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -287,41 +323,52 @@ class NodeContext:
         node_id, peer_id, ts = get("node_id"), get("peer_id"), get("timestamp")
         node = self.nodes_.get(node_id) or _Node()
         link = self.links_.get((node_id, peer_id)) or {}
+        nstats = node.stats
         new_tick = node.last_time is None or ts != node.last_time
         z: dict[str, float] = {}
         xs: dict[str, float] = {}
         values: dict[str, float] = {}
-        baselines: dict[str, float] = {}
+        means: dict[str, float] = {}
         mc = self.min_count
         cold = False
-        for m in self.metrics:
-            v = get(m.name)
+        plan, offsets = self.plan_, self.offsets_
+        # the arithmetic is _Stat.z's and MetricSpec.transform's, inlined (the same floats)
+        for name, on_link, offset, floor2 in plan:
+            v = get(name)
             if v is None:
                 continue
             v = float(v)
-            if not math.isfinite(v):
+            if not isfinite(v):
                 continue
-            x = m.transform(v)
-            xs[m.name] = x
-            values[m.name] = v
-            st = (link if m.scope == "link" else node.stats).get(m.name)
+            x = log((v if v > 0.0 else 0.0) + offset) if offset else v
+            xs[name] = x
+            values[name] = v
+            st = (link if on_link else nstats).get(name)
             if st is None:
-                z[m.name] = 0.0
+                z[name] = 0.0
                 cold = True
                 continue
-            cold = cold or st.n < mc
-            z[m.name] = st.z(x, m.floor, mc)
-            baselines[m.name] = math.exp(st.mean) - m.offset if m.offset else st.mean
+            mean = st.mean
+            means[name] = mean
+            if st.n < mc:
+                cold = True
+                z[name] = 0.0
+                continue
+            zz = (x - mean) / sqrt(st.var + floor2)
+            z[name] = Z_CLIP if zz > Z_CLIP else (-Z_CLIP if zz < -Z_CLIP else zz)
         generic: list[str] = []
         counts: dict[str, tuple[float, float]] = {}
         if self.generic:
             prev = self.counters_.get((node_id, peer_id)) or {}
-            t = epoch(ts)
+            t: float | None = None  # event time in epoch seconds, read once a counter needs it
+            t_read = False
             for name, v, counter in generic_values(get, self.generic_fields_):
-                if not math.isfinite(v):
+                if not isfinite(v):
                     continue
                 generic.append(name)
                 if counter:
+                    if not t_read:
+                        t, t_read = epoch(ts), True
                     if t is not None:
                         counts[name] = (t, v)
                     r = counter_rate(prev.get(name), t, v, counter) if t is not None else None
@@ -329,7 +376,7 @@ class NodeContext:
                         z[name] = 0.0
                         continue
                     v = r
-                x = transform(v)
+                x = asinh(v)  # generic.transform
                 xs[name] = x
                 values[name] = v
                 st = link.get(name)
@@ -337,9 +384,14 @@ class NodeContext:
                     z[name] = 0.0
                     cold = True
                     continue
-                cold = cold or st.n < mc
-                z[name] = st.z(x, GENERIC_FLOOR, mc)
-                baselines[name] = untransform(st.mean)
+                mean = st.mean
+                means[name] = mean
+                if st.n < mc:
+                    cold = True
+                    z[name] = 0.0
+                    continue
+                zz = (x - mean) / sqrt(st.var + _GENERIC_FLOOR2)
+                z[name] = Z_CLIP if zz > Z_CLIP else (-Z_CLIP if zz < -Z_CLIP else zz)
         q = z.get("queue_depth", 0.0)
         if q > 1.0:
             for name in QUEUE_EXPLAINS:
@@ -374,13 +426,14 @@ class NodeContext:
             new_tick=new_tick,
             z=z,
             values=values,
-            baselines=baselines,
             peer_unreachable=streams is not None and streams == 0 and peer_id is not None,
             trend=trend,
             warm=not cold,
             generic=generic,
             _x=xs,
             _counts=counts,
+            _means=means,
+            _offsets=offsets,
         )
 
     # -- learning -----------------------------------------------------------------------------
@@ -395,15 +448,20 @@ class NodeContext:
             link = self.links_[key] = {"": _Stat()}  # "": consecutive protected samples in .n
         alpha = 2.0 / (self.span + 1.0)
         z, xs = row.z, row._x
+        plan = self.plan_
         link_dev = node_dev = 0.0
-        for m in self.metrics:
-            a = abs(z.get(m.name, 0.0))
-            if m.scope == "link":
-                link_dev = max(link_dev, a)
-            else:
-                node_dev = max(node_dev, a)
+        for name, on_link, _offset, _floor2 in plan:
+            a = z.get(name, 0.0)
+            a = -a if a < 0.0 else a  # abs(), also of -0.0
+            if on_link:
+                if a > link_dev:
+                    link_dev = a
+            elif a > node_dev:
+                node_dev = a
         for name in row.generic:
-            link_dev = max(link_dev, abs(z.get(name, 0.0)))
+            a = abs(z.get(name, 0.0))
+            if a > link_dev:
+                link_dev = a
         w_link = w_node = 1.0
         run = link[""]
         if link_dev > self.protect_z:
@@ -411,7 +469,8 @@ class NodeContext:
             w_link = self.protect_weight if run.n <= self.protect_max else 1.0
         else:
             run.n = 0
-        if row.new_tick:
+        new_tick = row.new_tick
+        if new_tick:
             if node_dev > self.protect_z:
                 node.protected += 1
             else:
@@ -420,22 +479,24 @@ class NodeContext:
             w_node = self.protect_weight
         if row.peer_unreachable:
             w_link = 0.0  # a link to a dead peer says nothing about this link's normal
-        for m in self.metrics:
-            x = xs.get(m.name)
+        a_link, a_node = alpha * w_link, alpha * w_node
+        nstats = node.stats
+        for name, on_link, _offset, _floor2 in plan:
+            x = xs.get(name)
             if x is None:
                 continue
-            if m.scope == "link":
+            if on_link:
                 if w_link == 0.0:
                     continue
-                stats, w = link, w_link
+                stats, w = link, a_link
             else:
-                if not row.new_tick:
+                if not new_tick:
                     continue  # node metrics repeat on every link of the tick: learn once
-                stats, w = node.stats, w_node
-            st = stats.get(m.name)
+                stats, w = nstats, a_node
+            st = stats.get(name)
             if st is None:
-                st = stats[m.name] = _Stat()
-            st.update(x, alpha * w)
+                st = stats[name] = _Stat()
+            st.update(x, w)
         if w_link > 0.0:
             for name in row.generic:
                 x = xs.get(name)
@@ -444,14 +505,14 @@ class NodeContext:
                 st = link.get(name)
                 if st is None:
                     st = link[name] = _Stat()
-                st.update(x, alpha * w_link)
+                st.update(x, a_link)
         if row._counts:
             last = self.counters_.setdefault(key, {})
             for name, tv in row._counts.items():
                 before = last.get(name)
                 if before is None or tv[0] > before[0]:
                     last[name] = tv
-        if row.new_tick:
+        if new_tick:
             self.trend_.learn_one(row.node_id, xs)
             for name in RATE_METRICS:
                 x = xs.get(name)
@@ -461,7 +522,7 @@ class NodeContext:
                     st = node.rates.get(name)
                     if st is None:
                         st = node.rates[name] = _Stat()
-                    st.update(xs[name + "_rate"], alpha * w_node)
+                    st.update(xs[name + "_rate"], a_node)
                 past = node.past.get(name)
                 if past is None:
                     past = node.past[name] = deque(maxlen=self.rate_lag)
