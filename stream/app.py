@@ -70,6 +70,7 @@ from typing import Any
 
 import msgspec
 
+from stream import collector
 from stream.alignment import Aligner
 from stream.checkpoint import CheckpointStore
 from stream.cli import add_common_arguments, build_parser, group_for, processor_args, settings_from
@@ -468,11 +469,13 @@ class App:
             **self._loop_options(),
         )
         try:
-            if install_signals:
-                with handle_signals(loop.stop):
+            # the restored state is frozen while the loop runs (stream.collector)
+            with collector.tuned(s.gc_threshold):
+                if install_signals:
+                    with handle_signals(loop.stop):
+                        stats = loop.run()
+                else:
                     stats = loop.run()
-            else:
-                stats = loop.run()
         finally:
             self.health.stopping = True
             for proc, view in zip(self.processors, self.views, strict=True):

@@ -59,6 +59,7 @@ class Settings:
     log_level: str = "INFO"
     metrics_port: int = 0  # Prometheus /metrics, /healthz, /readyz over HTTP; 0 = not served
     metrics_host: str = "0.0.0.0"
+    gc_threshold: int = 50_000  # young-generation threshold of the collector; 0 = Python's own
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -77,6 +78,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.gc_threshold < 0:
+            raise SettingsError(f"gc_threshold must be >= 0 (0 keeps Python's default), got {self.gc_threshold}")
         if not 0 <= self.metrics_port <= 65535:
             raise SettingsError(f"metrics_port must be 0 (off) or a TCP port, got {self.metrics_port}")
         if not self.bootstrap_servers.strip():

@@ -28,6 +28,7 @@ def test_defaults_env_and_flags_precedence():
         ({"DWCP_PARTITIONS": "0"}, "partitions must be >= 1, got 0"),
         ({"DWCP_BACKEND": "librdkafka"}, "backend 'librdkafka' is not one of kafka-python, confluent"),
         ({"DWCP_SECURITY_PROTOCOL": "TLS"}, "security_protocol 'TLS' is not one of"),
+        ({"DWCP_GC_THRESHOLD": "-1"}, "gc_threshold must be >= 0 .0 keeps Python's default., got -1"),
     ],
 )
 def test_bad_settings_fail_fast_with_the_key_in_the_message(env, message):
