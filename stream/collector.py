@@ -5,7 +5,7 @@ allocates many short-lived objects per record (decoded records, feature rows, ou
 which form reference cycles that need the collector. With CPython's default thresholds
 (700, 10, 10) the collector runs a young collection every 700 allocations and, every hundred of
 those, walks the whole old heap: on the four-model pipeline that was about a quarter of its
-time (``bench/results/collector.json``).
+time (``python bench/bench_processing.py``).
 
 :func:`tuned` wraps the loop: it starts when the state is restored, before the first record,
 and ends when the loop stops:
