@@ -58,6 +58,7 @@ class BandwidthProcessor(LSTMProcessor):
         self.args = args
         self.topic = settings.topic("predictions")
         self.forecaster = state if state is not None else self._new()
+        self.forecaster.fit_where(not args.sync_retrain, args.retrain_pause)  # also if restored
         self.published = 0
         # the forecaster reports its accuracy at step boundaries (the same wherever the records
         # come from); set here too for a forecaster restored from a checkpoint

@@ -67,6 +67,7 @@ class ConsensusProcessor(LSTMProcessor):
             self.tracker = IncidentTracker(
                 SOURCE, open_after=args.open_after, resolve_after_s=args.resolve_after
             )
+        self.detector.fit_where(not args.sync_retrain, args.retrain_pause)  # also if restored
         self.last_version = self.detector.version_
         self.alerts = 0
         self.keep_scores = bool(args.labels)

@@ -89,7 +89,11 @@ class ReliabilityProcessor(app.Processor):
 
     def add_shard(self, shard: int, state: Any | None) -> None:
         state = state or {}
-        one = _Shard(state.get("detector") or self._new(self.args))
+        restored = state.get("detector")
+        one = _Shard(restored or self._new(self.args))
+        if restored is not None:  # refits run where this run says, not where the saver's did
+            params = self._params(self.args)
+            one.detector.forest_.run_where(params["background"], params.get("forest_swap_after"))
         # what --labels evaluates: kept in the checkpoint, so a restarted run is judged whole
         if self.keep and state.get("evaluation"):
             one.flags, one.alerts_seen = state["evaluation"]
@@ -108,11 +112,15 @@ class ReliabilityProcessor(app.Processor):
         return self.shards[0].detector
 
     @staticmethod
-    def _new(args: argparse.Namespace) -> ReliabilityDetector:
+    def _params(args: argparse.Namespace) -> dict[str, Any]:
         params = detector_params(args, background=not args.from_file)
         if params.get("background"):  # background fits, installed where the records say
             params.setdefault("forest_swap_after", SWAP_AFTER)
-        return ReliabilityDetector(**params)
+        return params
+
+    @classmethod
+    def _new(cls, args: argparse.Namespace) -> ReliabilityDetector:
+        return ReliabilityDetector(**cls._params(args))
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

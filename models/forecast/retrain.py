@@ -62,6 +62,11 @@ class BackgroundTrainer:
         self._lock = threading.Lock()
         self.completed = 0
 
+    def run_where(self, background: bool, pause_s: float) -> None:
+        """Where the next retrains run (between retrains: a restored model follows the run's
+        flags, not those of the run that saved it)."""
+        self.background, self.pause_s = background, pause_s
+
     @property
     def busy(self) -> bool:
         """True while a retrain runs."""

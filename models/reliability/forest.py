@@ -214,6 +214,17 @@ class ForestDetector:
             self.buf_ = np.hstack([self.buf_, np.zeros((self.window, extra))])
             self.n_features = n_features
 
+    def run_where(self, background: bool, swap_after: int | None) -> None:
+        """Where later refits run (a restored forest follows the run's settings, not those of
+        the run that saved it), and ``swap_after`` for a forest that installs refits when they
+        are ready; one that installs them at fixed points (a refit may be pending) keeps its
+        points, inline or in the background alike."""
+        if swap_after is not None and swap_after < 0:
+            raise ValueError(f"swap_after must be >= 0 or None, got {swap_after}")
+        self.background = background
+        if self.swap_after is None:
+            self.swap_after = swap_after
+
     def set_executor(self, executor: Executor | None) -> None:
         """Run later background refits in ``executor`` (``None``: a worker thread)."""
         self.executor = executor

@@ -144,3 +144,19 @@ def test_forecasts_do_not_depend_on_how_links_are_batched(tmp_path: Path) -> Non
     assert grouped.keys() == interleaved.keys()
     diff = max(abs(grouped[k] - interleaved[k]) / (1.0 + abs(v)) for k, v in interleaved.items())
     assert diff < 1e-3
+
+
+def test_a_restored_forecaster_fits_where_this_run_says() -> None:
+    """A checkpoint saved by an inline-fit run (a file) must not make a live run fit inline,
+    blocking its loop for every retrain; nor the other way round."""
+    parse = bandwidth.build_parser().parse_args
+    live = [f for f in SMALL if f != "--sync-retrain"]
+    saved = bandwidth.BandwidthProcessor(Settings(), parse(SMALL), None).forecaster
+    assert not saved.background and not saved.trainer_.background
+    restored = bandwidth.BandwidthProcessor(
+        Settings(), parse([*live, "--retrain-pause", "0.05"]), pickle.loads(pickle.dumps(saved))
+    ).forecaster
+    assert restored.background and restored.trainer_.background
+    assert restored.retrain_pause_s == restored.trainer_.pause_s == 0.05
+    back = bandwidth.BandwidthProcessor(Settings(), parse(SMALL), pickle.loads(pickle.dumps(restored)))
+    assert not back.forecaster.background and not back.forecaster.trainer_.background

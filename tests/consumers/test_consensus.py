@@ -132,3 +132,16 @@ def test_scores_do_not_depend_on_how_nodes_are_batched() -> None:
     assert grouped.keys() == interleaved.keys()
     diff = max(abs(grouped[k] - v) / (1e-6 + abs(v)) for k, v in interleaved.items())
     assert diff < 1e-3
+
+
+def test_a_restored_detector_fits_where_this_run_says() -> None:
+    """A checkpoint saved by an inline-fit run must not make a live run fit inline."""
+    parse = consensus.build_parser().parse_args
+    saved = consensus.ConsensusProcessor(Settings(), parse(SMALL), None)
+    assert not saved.detector.background and not saved.detector.trainer_.background
+    live = [f for f in SMALL if f != "--sync-retrain"]
+    state = pickle.loads(pickle.dumps((saved.sampler, saved.detector, saved.tracker)))
+    restored = consensus.ConsensusProcessor(Settings(), parse(live), state).detector
+    assert restored.background and restored.trainer_.background
+    back = consensus.ConsensusProcessor(Settings(), parse(SMALL), pickle.loads(pickle.dumps(state)))
+    assert not back.detector.background and not back.detector.trainer_.background

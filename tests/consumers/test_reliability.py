@@ -132,3 +132,26 @@ def test_the_metrics_count_its_alerts_open_incidents_and_forest_refits(tmp_path:
     assert fits[(("model", "iforest"), ("processor", "reliability"))] >= 1
     [(labels, one)] = app.metrics.samples("dwcp_model_info").items()
     assert one == 1 and dict(labels)["version"].startswith("if-s0-v")
+
+
+def test_a_restored_detector_refits_where_this_run_says(tmp_path: Path):
+    """A checkpoint saved by a file run (inline refits, installed when fitted) restored by a
+    live run refits in the background and installs at fixed points, as a new live detector
+    does; a file run restoring a live checkpoint refits inline at the same points."""
+    from stream.settings import Settings
+
+    parse = reliability.build_parser().parse_args
+    saved = reliability.ReliabilityProcessor(Settings(), parse(["--from-file", str(tmp_path)]), None)
+    forest = saved.detector.forest_
+    assert not forest.background and forest.swap_after is None
+    state = {"detector": saved.detector}
+    live = reliability.ReliabilityProcessor(Settings(), parse(["--refit-in", "thread"]), state)
+    try:
+        fresh = reliability.ReliabilityProcessor._new(parse([]))
+        assert live.detector.forest_.background and fresh.forest_.background
+        assert live.detector.forest_.swap_after == fresh.forest_.swap_after is not None
+    finally:
+        live.close()
+    again = reliability.ReliabilityProcessor(Settings(), parse(["--from-file", str(tmp_path)]), state)
+    assert not again.detector.forest_.background
+    assert again.detector.forest_.swap_after == fresh.forest_.swap_after
