@@ -205,13 +205,6 @@ class ConsensusDetector(RetrainsInBackground):
         """Version label written into alerts."""
         return f"consensus-ae-v{self.version_}"
 
-    def fit_where(self, background: bool, pause_s: float) -> None:
-        """Run the first fit and later retrains in the background (or inline), pausing
-        ``pause_s`` per minibatch: set after a restore, so a checkpoint saved by an inline-fit
-        run (a file) does not make a live run fit inline, nor the other way round."""
-        self.background, self.retrain_pause_s = background, pause_s
-        self.trainer_.run_where(background, pause_s)
-
     def process(self, samples: Sequence[NodeSample]) -> ScoreBatch:
         """Append node samples in order and score the full windows.
 

@@ -138,9 +138,9 @@ class RetrainsInBackground:
 
     The host class provides ``model_``, ``trainer_``, ``background``, ``retrain_pause_s``,
     ``_new_model()`` (an untrained model of the same shape) and ``_swap(events)`` (swap a
-    finished retrain in). The mixin gives it :meth:`finish` and pickling. An idle trainer is
-    pickled with its model (its optimizer moments and training-order generator), so a
-    retrain after a restore is the retrain that would have run without it. A trainer that is
+    finished retrain in). The mixin gives it :meth:`finish`, :meth:`fit_where` and pickling.
+    An idle trainer is pickled with its model (its optimizer moments and training-order
+    generator), so a retrain after a restore is the retrain that would have run without it. A trainer that is
     mid-retrain in its thread, or holds a result not swapped in yet, is not: the restored
     object gets a fresh trainer holding a copy of the serving model (that retrain is lost;
     :meth:`finish` before the checkpoint keeps it, as the consumers do on shutdown).
@@ -156,6 +156,13 @@ class RetrainsInBackground:
 
     def _swap(self, events: list[str]) -> None:
         raise TypeError(f"{type(self).__name__} must define _swap()")
+
+    def fit_where(self, background: bool, pause_s: float) -> None:
+        """Run the first fit and later retrains in the background (or inline), pausing
+        ``pause_s`` per minibatch: set after a restore, so a checkpoint saved by an inline-fit
+        run (a file) does not make a live run fit inline, nor the other way round."""
+        self.background, self.retrain_pause_s = background, pause_s
+        self.trainer_.run_where(background, pause_s)
 
     def finish(self, timeout: float | None = None) -> None:
         """Wait for a running retrain and swap it in (call before a checkpoint)."""
