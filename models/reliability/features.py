@@ -125,7 +125,6 @@ COVERED_BY: dict[str, str] = {
 #: Node metrics that also get a rate-of-change feature (``<name>_rate``).
 RATE_METRICS = ("mem_util", "disk_util")
 Z_CLIP = 50.0
-_GENERIC_FLOOR2 = GENERIC_FLOOR * GENERIC_FLOOR
 
 
 def field_getter(rec: Any) -> Any:
@@ -384,14 +383,9 @@ class NodeContext:
                     z[name] = 0.0
                     cold = True
                     continue
-                mean = st.mean
-                means[name] = mean
-                if st.n < mc:
-                    cold = True
-                    z[name] = 0.0
-                    continue
-                zz = (x - mean) / sqrt(st.var + _GENERIC_FLOOR2)
-                z[name] = Z_CLIP if zz > Z_CLIP else (-Z_CLIP if zz < -Z_CLIP else zz)
+                cold = cold or st.n < mc
+                z[name] = st.z(x, GENERIC_FLOOR, mc)
+                means[name] = st.mean
         q = z.get("queue_depth", 0.0)
         if q > 1.0:
             for name in QUEUE_EXPLAINS:
