@@ -183,6 +183,7 @@ def build_selector(args: argparse.Namespace, state: Any | None, out: TextIO) -> 
         policy,
         min_improvement=args.min_improvement,
         train_every=args.train_every,
+        update_below=args.update_below,
         train=not args.no_train,
         background=not args.sync_train,
     )
@@ -216,6 +217,14 @@ class CompressionProcessor(app.Processor):
         )
         p.add_argument("--train-every", type=int, default=4096, help="records per micro-batch update")
         p.add_argument("--no-train", action="store_true", help="decide only; never update the policy")
+        p.add_argument(
+            "--update-below",
+            type=_share,
+            default=0.99,
+            metavar="AGREEMENT",
+            help="take a due micro-batch update only if the policy agreed with the teacher on at "
+            "most this share of its records (default 0.99; 1 = update every time)",
+        )
         p.add_argument(
             "--sync-train",
             action="store_true",
@@ -263,7 +272,8 @@ class CompressionProcessor(app.Processor):
         sel, c = self.selector, self.consumer
         return (
             f"compression: links {len(sel.current):,d}  published {c.published:,d}  "
-            f"agreement {sel.agreement:.2%}  updates {c.policy.updates_}  model {c.policy.version}"
+            f"agreement {sel.agreement:.2%}  updates {c.policy.updates_} (skipped "
+            f"{sel.updates_skipped})  model {c.policy.version}"
         )
 
     def close(self) -> None:
@@ -277,8 +287,20 @@ class CompressionProcessor(app.Processor):
             "skipped": c.skipped,
             "agreement": round(sel.agreement, 6),
             "updates": c.policy.updates_,
+            "updates_skipped": sel.updates_skipped,
             "model_version": self.model_version,
         }
+
+
+def _share(text: str) -> float:
+    """A share in [0, 1] (``--update-below``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
 
 
 def _configure(args: argparse.Namespace) -> None:

@@ -304,6 +304,28 @@ def test_selector_learns_in_micro_batches_with_a_bounded_replay(
     assert len(sel._reservoir) == 300 and sel._seen == 1000
 
 
+def test_a_due_update_is_skipped_when_the_policy_already_agreed_on_its_states(
+    model: TransferModel, states: np.ndarray
+):
+    """``update_below``: a micro-batch the policy already got right (agreement above it) is
+    not learnt from, only remembered for replay; 1.0 updates every time."""
+    n = 100
+    best = model.times(states[: 5 * n]).argmin(axis=1)
+    wrong = (best + 1) % len(model.names)
+    # batch k: the teacher's pick for all but k of its states (agreement 1.0, 0.99, ... 0.96)
+    picks = [[int(w) if i < k else int(b) for i, (b, w) in enumerate(zip(best[k * n : (k + 1) * n],
+             wrong[k * n : (k + 1) * n], strict=True))] for k in range(5)]  # fmt: skip
+    for below, updates in ((1.0, 5), (0.99, 4), (0.975, 2), (0.0, 0)):
+        policy = ScriptedPolicy(model, [list(p) for p in picks])
+        sel = LinkSelector(policy, train_every=n, replay=300, seed=1, update_below=below)
+        for k in range(5):
+            sel.decide([f"l{i}" for i in range(n)], states[k * n : (k + 1) * n])
+        assert policy.updates == updates and sel.updates_skipped == 5 - updates
+        assert sel._seen == 5 * n  # skipped states still join the replay reservoir
+    with pytest.raises(ValueError, match="update_below must be in"):
+        LinkSelector(policy, update_below=1.5)
+
+
 def test_inline_decisions_do_not_depend_on_how_states_are_cut_into_calls(
     model: TransferModel, states: np.ndarray
 ):
