@@ -153,7 +153,9 @@ class BandwidthProcessor(LSTMProcessor):
             horizons = f.horizons
             value, lower, upper = out.value.tolist(), out.lower.tolist(), out.upper.tolist()
             versions = out.versions.tolist()
-            weights = out.weights.round(3).tolist()
+            rounded = out.weights.round(3)
+            weights = rounded.tolist()
+            leads = rounded.argmax(axis=2).tolist()  # the first largest weight, as max() picks
             names = out.members
             for i, k in enumerate(out.index.tolist()):
                 r = keep[k]
@@ -162,7 +164,7 @@ class BandwidthProcessor(LSTMProcessor):
                     continue
                 for j, h in enumerate(horizons):
                     w = weights[i][j]
-                    lead = max(range(len(names)), key=w.__getitem__)
+                    lead = leads[i][j]
                     preds.append(
                         Prediction(
                             kind="bandwidth_forecast",
