@@ -4,8 +4,8 @@ A processor holds a large, long-lived heap (trees, forests, per-link baselines, 
 allocates many short-lived objects per record (decoded records, feature rows, outputs), none of
 which form reference cycles that need the collector. With CPython's default thresholds
 (700, 10, 10) the collector runs a young collection every 700 allocations and, every hundred of
-those, walks the whole old heap: on the four-model pipeline that was about a quarter of its
-time (``python bench/bench_processing.py``).
+those, walks the whole old heap: on the four-model pipeline that was about a fifth of its time
+(1.26x faster without it, ``python bench/bench_processing.py``).
 
 :func:`tuned` wraps the loop: it starts when the state is restored, before the first record,
 and ends when the loop stops:
