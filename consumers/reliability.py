@@ -282,7 +282,8 @@ class ReliabilityProcessor(app.Processor):
             {
                 "file": source,
                 "seed": a.seed,
-                "threshold": a.threshold,
+                # the detectors' own: a restored detector keeps the threshold it was saved with
+                "threshold": _one_or_all([d.threshold for d in detectors], a.threshold),
                 "warmup_s": a.warmup_s,
                 "records": len(flags),
             }
@@ -353,6 +354,12 @@ def detector_params(args: argparse.Namespace, background: bool = False) -> dict[
                 f"bad --param {item!r}: VALUE must be JSON (a number, true, {{...}})"
             ) from None
     return params
+
+
+def _one_or_all(values: list[float], default: float) -> float | list[float]:
+    """The value all of ``values`` share, else all the distinct ones (``default`` if none)."""
+    distinct = sorted(set(values))
+    return distinct[0] if len(distinct) == 1 else (distinct or default)
 
 
 class _ScoreWriter:

@@ -155,3 +155,26 @@ def test_a_restored_detector_refits_where_this_run_says(tmp_path: Path):
     again = reliability.ReliabilityProcessor(Settings(), parse(["--from-file", str(tmp_path)]), state)
     assert not again.detector.forest_.background
     assert again.detector.forest_.swap_after == fresh.forest_.swap_after
+
+
+def test_the_evaluation_reports_the_threshold_the_restored_detector_used(tmp_path: Path):
+    """A detector restored from a checkpoint keeps the threshold it was saved with; the
+    ``--labels`` evaluation must report that one, not the flag's default."""
+    from producers import synthetic
+    from stream.app import App
+
+    rec = tmp_path / "fleet.jsonl"
+    assert synthetic.main(["--output", str(rec), "--rate", "0", "--nodes", "4", "--seed", "3",
+                           "--count", "4000", "--progress-interval", "0"]) == 0  # fmt: skip
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    common = ["--labels", str(rec.with_suffix(".labels.jsonl")), "--with-state", "--state-dir",
+              str(tmp_path / "s"), "--param", "warmup=300", "--param", "background=false"]  # fmt: skip
+    for path, flags, name in ((rec, ["--threshold", "0.99"], "a"), (empty, [], "b")):
+        App([reliability.ReliabilityProcessor],
+            ["--from-file", str(path), *common, *flags, "--output-dir", str(tmp_path / name),
+             "--summary", str(tmp_path / f"{name}.json")], environ={}).run(install_signals=False)  # fmt: skip
+    first, restored = (json.loads((tmp_path / f"{n}.json").read_text())["reliability"] for n in "ab")
+    assert first["evaluation"]["config"]["threshold"] == 0.99
+    assert restored["evaluation"]["config"]["threshold"] == 0.99  # the flag's default is 0.995
+    assert restored["evaluation"]["config"]["records"] == first["evaluation"]["config"]["records"] > 0
