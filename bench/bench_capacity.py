@@ -76,6 +76,7 @@ QUIX_VENV = ROOT / ".cache" / "bench" / "quix-venv"
 QUIX_VERSION = "3.28.1"
 PROCESSORS = ("reliability", "consensus", "bandwidth", "compression")
 NODES, LINKS, INTERVAL, SEED = 20, 4, 5.0, 3
+FLEET = f"{NODES} nodes x {LINKS} links, {INTERVAL:g} s, seed {SEED}"
 #: A sustained rate leaves at most this many seconds of input unread when production stops
 #: and drains within MAX_DRAIN_S (an aligned consumer holds its newest records until its
 #: partitions have been idle --align-idle-ms, 5 s, after the last one).
@@ -574,8 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         started = True
     doc: dict[str, Any] = {"rule": {"max_lag_s": MAX_LAG_S, "max_drain_s": MAX_DRAIN_S,
                                     "max_slope": 0.05},
-                           "cpus": os.cpu_count(), "seconds": a.seconds, "fleet":
-                           f"{NODES} nodes x {LINKS} links, {INTERVAL:g} s, seed {SEED}",
+                           "cpus": os.cpu_count(), "seconds": a.seconds, "fleet": FLEET,
                            "deployment": "separate" if a.separate else "one process",
                            "rates": []}  # fmt: skip
     topics: list[Settings] = []

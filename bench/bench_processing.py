@@ -44,6 +44,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "processing.json"
 PIPELINE = ["consumers", "run", *cap.PROCESSORS, "--bandwidth.warmup-windows", "3000",
             "--consensus.warmup-windows", "3000"]  # fmt: skip
 RELIABILITY = ["consumers", "run", "reliability"]
+BARE_HST = "bare HST loop (river, pre-decoded)"
 #: label -> (argv tail after ``python -m``, extra environment)
 CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "pipeline": (PIPELINE, {}),
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "--output", str(live)),
                        check=True, env=cap._env(), stdout=subprocess.DEVNULL)  # fmt: skip
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in configs}
-        runs["bare HST loop (river, pre-decoded)"] = []
+        runs[BARE_HST] = []
         values = live.read_bytes().splitlines()
         for rep in range(args.reps):
             for label, (tail, env) in configs.items():
@@ -105,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rep {rep + 1}: {label}: {r['rate']:,.0f} records/s "
                       f"(loop {r['loop_s']:.1f} s, cpu {r['cpu_s']:.1f} s)", flush=True)  # fmt: skip
             rate = cap.bare_hst(values)
-            runs["bare HST loop (river, pre-decoded)"].append({"rate": rate})
+            runs[BARE_HST].append({"rate": rate})
             print(f"rep {rep + 1}: bare HST loop: {rate:,.0f} records/s", flush=True)
     medians = {k: round(statistics.median(r["rate"] for r in v)) for k, v in runs.items()}
-    hst = medians["bare HST loop (river, pre-decoded)"]
+    hst = medians[BARE_HST]
     ratios: dict[str, float] = {}
     for label in configs:
         ratios[f"{label} / bare HST"] = round(medians[label] / hst, 3)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:60s} {v:.3f}x")
     if args.json:
         doc = {"command": "python bench/bench_processing.py --json", "date": time.strftime("%Y-%m-%d"),
-               "cpus": os.cpu_count(), "fleet": f"{cap.NODES} nodes x {cap.LINKS} links, {cap.INTERVAL:g} s, seed {cap.SEED}", "records": args.records,
+               "cpus": os.cpu_count(), "fleet": cap.FLEET, "records": args.records,
                "warm_records": args.warm_records, "warm_s": round(warm_s, 1), "reps": args.reps,
                "median_rate": medians, "ratios": ratios, "runs": runs}  # fmt: skip
         RESULTS.write_text(json.dumps(doc, indent=2) + "\n")

@@ -123,6 +123,11 @@ FIT_WAIT_S = 120.0
 takes longer counts as failed and the same forest is fitted inline."""
 
 
+def _check_swap_after(swap_after: int | None) -> None:
+    if swap_after is not None and swap_after < 0:
+        raise ValueError(f"swap_after must be >= 0 or None, got {swap_after}")
+
+
 class ForestDetector:
     """IsolationForest with a sliding window, periodic background refits and atomic swaps.
 
@@ -172,8 +177,7 @@ class ForestDetector:
         clock: Callable[[], float] = time.monotonic,
         swap_after: int | None = None,
     ) -> None:
-        if swap_after is not None and swap_after < 0:
-            raise ValueError(f"swap_after must be >= 0 or None, got {swap_after}")
+        _check_swap_after(swap_after)
         self.n_features = n_features
         self.window = window
         self.refit_every = refit_every
@@ -219,8 +223,7 @@ class ForestDetector:
         the run that saved it), and ``swap_after`` for a forest that installs refits when they
         are ready; one that installs them at fixed points (a refit may be pending) keeps its
         points, inline or in the background alike."""
-        if swap_after is not None and swap_after < 0:
-            raise ValueError(f"swap_after must be >= 0 or None, got {swap_after}")
+        _check_swap_after(swap_after)
         self.background = background
         if self.swap_after is None:
             self.swap_after = swap_after
