@@ -47,7 +47,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from models.reliability.generic import (
@@ -188,6 +188,24 @@ class FeatureRow:
     # baselines are only read for an alert's explanation, so they are computed then
     _means: dict[str, float] = field(default_factory=dict, repr=False)
     _offsets: Mapping[str, float] = field(default_factory=dict, repr=False)
+
+    def __setstate__(self, state: Any) -> None:
+        # pending ticks' rows are checkpointed: a row pickled before a field existed gets its
+        # default, and one from before the raw-unit baselines were derived (they were a field)
+        # keeps them as they were (an offset of 0 reads a mean as it is)
+        slots = dict(state[1] if isinstance(state, tuple) else state)
+        old = slots.pop("baselines", None)
+        if old is not None:
+            slots.setdefault("_means", dict(old))
+            slots.setdefault("_offsets", dict.fromkeys(old, 0.0))
+        for f in fields(self):
+            if f.name in slots:
+                value = slots[f.name]
+            elif f.default_factory is not MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
 
     @property
     def baselines(self) -> dict[str, float]:
