@@ -110,8 +110,11 @@ class ReliabilityDetector:
         Score (a quantile among normal records) at which a record is flagged.
     seed
         Seed of all randomness (trees and forests).
-    span, protect_z
-        Of the per-node context (:class:`NodeContext`).
+    span, protect_z, queue_explain
+        Of the per-node context (:class:`NodeContext`). ``queue_explain`` is how much of the
+        link metrics' deviations a longer queue explains (a margin on their learned coupling
+        to the queue; ``None``: the fixed rule of before 2026-12-07). Chosen on the simulator
+        shapes of seeds 7 and 2 (README).
     hst_trees, hst_height, hst_window
         Of the Half-Space Trees.
     forest_window, forest_refit_every, forest_trees, background, refit_interval_s, forest_swap_after
@@ -174,6 +177,7 @@ class ReliabilityDetector:
         seed: int = 0,
         span: int = 360,
         protect_z: float = 4.0,
+        queue_explain: float | None = 3.0,
         hst_trees: int = 10,
         hst_height: int = 8,
         hst_window: int = 250,
@@ -225,6 +229,7 @@ class ReliabilityDetector:
         self.seed = seed
         self.span = span
         self.protect_z = protect_z
+        self.queue_explain = queue_explain
         self.weights = dict(
             weights
             or {
@@ -250,6 +255,7 @@ class ReliabilityDetector:
             trend_lag=trend_lag,
             trend_k=trend_k,
             trend_min_z=trend_min_z,
+            queue_explain=queue_explain,
             generic=generic_metrics,
         )
         names = self.context_.feature_names
@@ -315,6 +321,7 @@ class ReliabilityDetector:
         state.setdefault("protected_max_", 0.0)
         state.setdefault("protect_overrides_", 0)
         state.setdefault("n_features_dropped_", 0)
+        state.setdefault("queue_explain", None)  # its context keeps the fixed rule too
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
         state.setdefault("hst_learned_", state["hst_"].n_learned_ if "hst_" in state else 0)

@@ -8,8 +8,11 @@ are taken in log space first, and each metric has a floor on its standard deviat
 nearly constant metric (disk usage) does not turn noise into huge scores.
 
 Queueing explains latency: when a link's queue is longer than usual (congestion, which is
-normal operation), the z-scores of RTT, jitter, loss and retransmits are reduced by the
-queue's own z-score, so congestion is not mistaken for a path fault.
+normal operation), the other link metrics' z-scores move toward 0 by what the queue explains,
+so congestion is not mistaken for a path fault. How much a queue explains is learned from the
+fleet: each link metric's least-squares slope on the queue's z-score over the rows where the
+queue is up (:class:`_Coupling`), times a margin (``queue_explain``). A path fault moves
+latency, loss and throughput *without* a longer queue, or far beyond what its queue explains.
 
 Two more features carry per-node context that a baseline cannot: ``restart`` (1 right after a
 node (re)started, from ``uptime_s``) and the rate of change of slow node metrics
@@ -101,9 +104,16 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("error_count", "node", 1.0, 0.3),
     MetricSpec("consensus_latency_ms", "node", 0.1, 0.08),
 )
-#: Metrics whose rise queueing explains: their z-score is reduced by the queue's (congestion
-#: is normal operation; a path fault raises latency and loss *without* a longer queue).
+#: Metrics whose rise queueing explains by the fixed rule (``queue_explain=None``, and every
+#: metric until its slope is learned): their z-score is reduced by the queue's.
 QUEUE_EXPLAINS = ("rtt_ms", "jitter_ms", "packet_loss", "retransmits")
+#: The coupling to the queue is learned from rows whose queue z-score is above this (below, a
+#: queue of a few packets moves by counting noise, and nothing moves with it) ...
+QUEUE_LEARN_ABOVE = 2.0
+#: ... with this weight after a fast start (about the last 1,000 such rows of the fleet) ...
+QUEUE_ALPHA = 0.001
+#: ... and is used once a metric has this many of them.
+QUEUE_MIN_ROWS = 20
 
 #: Fields outside :data:`METRICS` that measure what a field in it measures already (DWCP's
 #: bytes per interval are its throughput times the interval; AMST's rate and stream count are
@@ -160,6 +170,28 @@ class _Stat:
         self.var = (1.0 - a) * (self.var + a * d * d)
 
 
+class _Coupling:
+    """Least-squares slope, through the origin, of one link metric's z-score on the queue's,
+    exponentially weighted (a fast start, then ``alpha``)."""
+
+    __slots__ = ("zq", "qq", "n")
+
+    def __init__(self) -> None:
+        self.zq = 0.0  # mean of z * q
+        self.qq = 0.0  # mean of q * q
+        self.n = 0
+
+    @property
+    def slope(self) -> float:
+        return self.zq / self.qq if self.qq > 0.0 else 0.0
+
+    def update(self, z: float, q: float, alpha: float) -> None:
+        self.n += 1
+        a = max(alpha, 1.0 / self.n)
+        self.zq += a * (z * q - self.zq)
+        self.qq += a * (q * q - self.qq)
+
+
 @dataclass(slots=True)
 class FeatureRow:
     """Features of one record.
@@ -188,6 +220,8 @@ class FeatureRow:
     # baselines are only read for an alert's explanation, so they are computed then
     _means: dict[str, float] = field(default_factory=dict, repr=False)
     _offsets: Mapping[str, float] = field(default_factory=dict, repr=False)
+    # with the queue up: its z-score and the link metrics' z-scores before it explained them
+    _queue: tuple[float, dict[str, float]] | None = field(default=None, repr=False)
 
     def __setstate__(self, state: Any) -> None:
         # pending ticks' rows are checkpointed: a row pickled before a field existed gets its
@@ -259,6 +293,13 @@ class NodeContext:
         Slope window (samples) and CUSUM allowance of the node trend score
         (:class:`~models.reliability.trend.TrendTracker`, on :data:`RATE_METRICS`); a metric
         counts in it only while its level's z-score is at least ``trend_min_z``.
+    queue_explain
+        While a link's queue z-score ``q`` is above 1, each other link metric of the table moves
+        toward 0 by ``queue_explain x slope x q`` (never past it), ``slope`` being its learned
+        coupling to the queue (module docstring). The margin covers the coupling's curve: a
+        long queue comes with more than the slope's share of latency. ``None``: the fixed rule
+        of before (RTT, jitter, loss and retransmits reduced by ``q``), which is also used for
+        each metric until its coupling has :data:`QUEUE_MIN_ROWS` rows.
     metrics
         The :class:`MetricSpec` table (default :data:`METRICS`).
     generic
@@ -278,6 +319,7 @@ class NodeContext:
         trend_lag: int = 24,
         trend_k: float = 1.0,
         trend_min_z: float = 0.0,
+        queue_explain: float | None = 3.0,
         metrics: tuple[MetricSpec, ...] = METRICS,
         generic: bool = True,
     ) -> None:
@@ -291,6 +333,9 @@ class NodeContext:
         self.trend_lag = trend_lag
         self.trend_k = trend_k
         self.trend_min_z = trend_min_z
+        if queue_explain is not None and not queue_explain >= 0.0:
+            raise ValueError(f"queue_explain must be >= 0 or None, got {queue_explain}")
+        self.queue_explain = queue_explain
         self.metrics = metrics
         self.generic = generic
         self.generic_fields_ = (
@@ -301,6 +346,7 @@ class NodeContext:
         self.links_: dict[tuple[str, str | None], dict[str, _Stat]] = {}
         # (node_id, peer_id) -> counter feature -> (event time, value) of its last sample
         self.counters_: dict[tuple[str, str | None], dict[str, tuple[float, float]]] = {}
+        self.couplings_: dict[str, _Coupling] = {}  # link metric -> its coupling to the queue
         self._plan()
 
     def _plan(self) -> None:
@@ -309,11 +355,15 @@ class NodeContext:
         self.plan_ = tuple((m.name, m.scope == "link", m.offset, m.floor * m.floor)
                            for m in self.metrics)  # fmt: skip
         self.offsets_ = {m.name: m.offset for m in self.metrics}
+        self.coupled_ = tuple(
+            m.name for m in self.metrics if m.scope == "link" and m.name != "queue_depth"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("plan_", None)  # derived from ``metrics``: rebuilt on restore
         state.pop("offsets_", None)
+        state.pop("coupled_", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -321,6 +371,9 @@ class NodeContext:
         state.setdefault("generic", False)
         state.setdefault("generic_fields_", ())
         state.setdefault("counters_", {})
+        # one from before the learned coupling keeps the fixed rule
+        state.setdefault("queue_explain", None)
+        state.setdefault("couplings_", {})
         self.__dict__.update(state)
         self._plan()
 
@@ -405,11 +458,27 @@ class NodeContext:
                 z[name] = st.z(x, GENERIC_FLOOR, mc)
                 means[name] = st.mean
         q = z.get("queue_depth", 0.0)
+        queue: tuple[float, dict[str, float]] | None = None
         if q > 1.0:
-            for name in QUEUE_EXPLAINS:
-                v = z.get(name)
-                if v is not None and v > 0.0:
-                    z[name] = max(0.0, v - q)
+            margin = self.queue_explain
+            if margin is None:
+                for name in QUEUE_EXPLAINS:
+                    v = z.get(name)
+                    if v is not None and v > 0.0:
+                        z[name] = max(0.0, v - q)
+            else:
+                queue = (q, {name: z[name] for name in self.coupled_ if name in z})
+                couplings = self.couplings_
+                for name, v in queue[1].items():
+                    c = couplings.get(name)
+                    if c is None or c.n < QUEUE_MIN_ROWS:
+                        e = q if name in QUEUE_EXPLAINS else 0.0  # the fixed rule until learned
+                    else:
+                        e = margin * c.slope * q
+                    if v > 0.0 and e > 0.0:
+                        z[name] = max(0.0, v - e)
+                    elif v < 0.0 and e < 0.0:
+                        z[name] = min(0.0, v - e)
             z["queue_depth"] = min(q, 3.0)
         for name in RATE_METRICS:
             past = node.past.get(name)
@@ -446,6 +515,7 @@ class NodeContext:
             _counts=counts,
             _means=means,
             _offsets=offsets,
+            _queue=queue,
         )
 
     # -- learning -----------------------------------------------------------------------------
@@ -518,6 +588,15 @@ class NodeContext:
                 if st is None:
                     st = link[name] = _Stat()
                 st.update(x, a_link)
+        queue = row._queue
+        if queue is not None and queue[0] > QUEUE_LEARN_ABOVE and w_link > 0.0 and row.warm:
+            q = queue[0]
+            couplings = self.couplings_
+            for name, v in queue[1].items():
+                c = couplings.get(name)
+                if c is None:
+                    c = couplings[name] = _Coupling()
+                c.update(v, q, QUEUE_ALPHA)
         if row._counts:
             last = self.counters_.setdefault(key, {})
             for name, tv in row._counts.items():

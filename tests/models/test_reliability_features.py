@@ -3,9 +3,16 @@ checkpoints, and how a longer queue explains the link metrics it moves."""
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+import math
 import pickle
+import random
+from typing import Any
 
-from models.reliability.features import FeatureRow
+import pytest
+
+from models.reliability.features import QUEUE_EXPLAINS, QUEUE_MIN_ROWS, FeatureRow, NodeContext
 
 # A FeatureRow pickled by the code of 91ff857, when the raw-unit baselines were a field (pending
 # ticks hold rows, so every reliability checkpoint of that time has some): made with
@@ -35,3 +42,94 @@ def test_a_row_survives_a_pickle_round_trip() -> None:
     back = pickle.loads(pickle.dumps(row))
     assert back == row
     assert back.baselines == row.baselines
+
+
+T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+
+
+def congested_link(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """One link whose congestion comes in episodes: the queue grows, and RTT, jitter and loss
+    with it (a convex curve: a long queue adds more than its share), throughput drops."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        jam = i % 400 >= 385  # the last 15 samples of every 400, at one of 5 strengths
+        cong = 0.3 + 0.7 * ((i // 400) % 5) / 4 if jam else 0.02 * rng.random()
+        out.append(
+            {
+                "node_id": "a",
+                "peer_id": "b",
+                "timestamp": T0 + dt.timedelta(seconds=10 * i),
+                "rtt_ms": 40.0 * (1 + 0.01 * rng.gauss(0, 1)) + 60.0 * cong**1.5,
+                "jitter_ms": 1.0 * math.exp(0.2 * rng.gauss(0, 1)) + 10.0 * cong,
+                "packet_loss": 1e-4 * math.exp(0.3 * rng.gauss(0, 1)) + 0.04 * cong**3,
+                "queue_depth": round(2 + 60 * cong + rng.random() * 2),
+                "throughput_mbps": 500.0 * (1 - 0.5 * cong) * (1 + 0.02 * rng.gauss(0, 1)),
+            }
+        )
+    return out
+
+
+def test_a_learned_coupling_explains_congestion_and_leaves_a_path_fault() -> None:
+    recs = congested_link(3600)
+    learned, fixed = NodeContext(), NodeContext(queue_explain=None)
+    for r in recs:
+        learned.learn_one(r)
+        fixed.learn_one(r)
+    slope = {name: c.slope for name, c in learned.couplings_.items()}
+    assert slope["rtt_ms"] > 0.5 and slope["packet_loss"] > 0.5  # they rise with the queue
+    assert slope["throughput_mbps"] < 0  # it falls
+    assert learned.couplings_["rtt_ms"].n >= QUEUE_MIN_ROWS
+
+    jam = dict(congested_link(4000)[-1], timestamp=T0 + dt.timedelta(seconds=40_000))
+    a, b = learned.score_one(jam).z, fixed.score_one(jam).z
+    assert a["queue_depth"] == b["queue_depth"] == 3.0  # the queue is up, clipped as before
+    for name in ("rtt_ms", "jitter_ms", "packet_loss"):
+        assert 0.0 <= a[name] < b[name]  # explained further than the fixed rule does
+    assert b["throughput_mbps"] <= a["throughput_mbps"] <= 0.0  # never past 0
+
+    fault = dict(recs[-20], rtt_ms=400.0, packet_loss=0.05, timestamp=jam["timestamp"])
+    a, b = learned.score_one(fault).z, fixed.score_one(fault).z
+    assert a["queue_depth"] < 1.0  # the queue as usual: nothing explains the fault
+    for name, least in (("rtt_ms", 10.0), ("packet_loss", 3.0)):
+        assert a[name] > least
+        assert a[name] == pytest.approx(b[name], rel=1e-3)  # (baselines learned a bit apart)
+
+
+def test_a_context_from_before_the_coupling_keeps_the_fixed_rule() -> None:
+    recs = congested_link(1600)
+    old = NodeContext(queue_explain=None)
+    for r in recs:
+        old.learn_one(r)
+    state = old.__getstate__()
+    del state["queue_explain"], state["couplings_"]  # what a checkpoint of 72ac972 holds
+    restored = NodeContext.__new__(NodeContext)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert restored.queue_explain is None
+    for r in congested_link(2000)[1600:]:
+        assert restored.learn_one(r).z == old.learn_one(r).z
+
+
+def test_the_fixed_rule_takes_the_queue_off_latency_and_loss_until_a_coupling_is_learned() -> None:
+    ctx = NodeContext(queue_explain=None)
+    recs = congested_link(1200)
+    for r in recs[:-1]:
+        ctx.learn_one(r)
+    unlearned = copy.deepcopy(ctx)  # the same baselines, no coupling learned yet
+    unlearned.queue_explain = 3.0
+    q_up = recs[-1]  # the last sample of an episode
+    a, b = ctx.score_one(q_up), unlearned.score_one(q_up)
+    assert a._queue is None and b._queue is not None
+    q, before = b._queue
+    assert q > 1.0 and before["rtt_ms"] > q
+    for name in QUEUE_EXPLAINS:
+        if name in before and before[name] > 0:
+            assert a.z[name] == max(0.0, before[name] - q)
+    assert a.z["throughput_mbps"] == before["throughput_mbps"]  # not in the fixed rule
+    assert a.z == b.z
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan])
+def test_a_negative_margin_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="queue_explain"):
+        NodeContext(queue_explain=bad)
