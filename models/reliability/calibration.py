@@ -110,6 +110,32 @@ class TailQuantile:
         ):
             self._rebuild()
 
+    def learn_exact(self, xs: list[float]) -> None:
+        """:meth:`learn_one` of each value in order, the buffer written at once: for values
+        learned within :meth:`stable_for` (the scale can change only after the last of them,
+        so rebuilding once at the end is the same); more values go one at a time."""
+        vals = [x for x in xs if math.isfinite(x)]
+        k = len(vals)
+        if k <= 1 or self._flat or k > self.stable_for():
+            for x in vals:
+                self.learn_one(x)
+            return
+        w, start = self.window, self.n_ % self.window
+        if k >= w:  # only the last window's worth stays, where learn_one would put it
+            idx = (start + np.arange(k - w, k)) % w
+            self.buf_[idx] = vals[k - w :]
+        else:
+            first = min(k, w - start)
+            self.buf_[start : start + first] = vals[:first]
+            self.buf_[: k - first] = vals[first:]
+        before = self.n_
+        self.n_ += k
+        self._since += k
+        if self._since >= self.refresh or (
+            before < self.min_count <= self.n_ and self._sorted.size == 0
+        ):
+            self._rebuild()
+
     def learn_many(self, xs: np.ndarray) -> None:
         """Add many normal scores (same result as :meth:`learn_one` in a loop)."""
         for x in np.asarray(xs, dtype=float):
@@ -144,8 +170,37 @@ class TailQuantile:
             return 0.5
         return 1.0 - self.tail * math.exp(-(x - self._edge) / self._scale)
 
+    def stable_for(self) -> int:
+        """How many more records the current scale scores: the next ``stable_for()`` records,
+        each scored and then learned (or not) one after another, get the scores
+        :meth:`score_exact` gives them now, because the scale can change no earlier than after
+        the last of them is learned. At least 1."""
+        if self._flat:
+            return 1  # any learned value that differs from the tail rebuilds
+        k = self.refresh - self._since
+        if self._sorted.size == 0 and self.n_ < self.min_count:
+            k = min(k, self.min_count - self.n_)
+        return max(1, k)
+
+    def score_exact(self, xs: np.ndarray) -> np.ndarray:
+        """:meth:`score_one` of every value, bit for bit: numpy for the ranks (the same IEEE
+        operations in the same order), :meth:`score_one` itself above the tail's edge (its
+        ``math.exp``) and for values that are not finite."""
+        xs = np.asarray(xs, dtype=float)
+        s = self._sorted
+        if s.size == 0:
+            return np.full(xs.shape, 0.5)
+        hi = s.searchsorted(xs, side="right").astype(float)
+        if self.mid_rank:
+            out = 0.5 * (hi + s.searchsorted(xs, side="left")) / s.size
+        else:
+            out = hi / s.size
+        for i in np.flatnonzero(~(xs <= self._edge)):  # the tail, nan and +inf
+            out[i] = self.score_one(float(xs[i]))
+        return out
+
     def score_many(self, xs: np.ndarray) -> np.ndarray:
-        """Vectorised :meth:`score_one`."""
+        """Vectorised :meth:`score_one` (the same up to rounding; :meth:`score_exact` is exact)."""
         xs = np.asarray(xs, dtype=float)
         s = self._sorted
         if s.size == 0:
@@ -218,6 +273,24 @@ class ScoreCombiner:
             wsum += w
             if name not in self.mean_only:
                 top = max(top, s)
+        return total / max(wsum, 1e-12) + self.max_weight * top
+
+    def raw_exact(self, calibrated: dict[str, np.ndarray], n: int) -> np.ndarray:
+        """:meth:`raw` of ``n`` records at once, bit for bit (each detector's calibrated
+        scores an array; surprises with ``math.log10``, sums in :meth:`raw`'s order)."""
+        total = np.zeros(n)
+        top = np.zeros(n)
+        wsum = 0.0
+        for name, w in self.weights.items():
+            u = calibrated.get(name)
+            if u is None:
+                s = np.full(n, surprise(0.5))
+            else:
+                s = np.array([surprise(x) for x in u.tolist()], dtype=float)
+            total = total + w * s
+            wsum += w
+            if name not in self.mean_only:
+                top = np.maximum(top, s)
         return total / max(wsum, 1e-12) + self.max_weight * top
 
     def score_one(self, calibrated: dict[str, float]) -> float:

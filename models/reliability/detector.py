@@ -395,60 +395,90 @@ class ReliabilityDetector:
         thr, comb, cals = self.threshold, self.combiner_, self.calibrators_
         final = comb.final_
         hst_raw = self.hst_.score_learn_many(xs)  # river's scores, the batch at once
-        hst_learned = self.hst_.learned_after_
+        hst_learned = self.hst_.learned_after_.tolist()
+        devs = self._deviations(rows, raw_x)
+        trends = np.array([r.trend for r in rows], dtype=float)
         out: list[RecordScore] = []
         alerts: list[Alert] = []
         normal_idx: list[int] = []
         alpha = 1.0 / self.protect_window
-        for i, (rec, row) in enumerate(zip(records, rows, strict=True)):
-            self.n_seen_ += 1
-            warm = row.warm
-            self.n_warm_ += warm
-            h = float(hst_raw[i])
-            self.hst_learned_ = int(hst_learned[i])  # the version as of this record
-            dev = _deviation(row)
-            cal = self._calibrated(row, h, float(forest_raw[i]), float(residual_raw[i]), dev)
-            combined = comb.raw(cal)  # once, for the score and the learning
-            score = final.score_one(combined) if warm and self.n_warm_ > self.warmup else 0.0
-            flagged = score >= thr and not row.peer_unreachable
-            out.append(
-                RecordScore(
-                    score,
-                    flagged,
-                    row.peer_unreachable,
-                    cal["hst"],
-                    cal["forest"],
-                    cal["deviation"],
-                    cal["trend"],
-                    cal["residual"],
+        n = len(rows)
+        a = 0
+        while a < n:
+            # as many records as no calibrator can rescale within: each is scored with the
+            # scales it would have met one record at a time (TailQuantile.stable_for)
+            b = min(n, a + min(c.stable_for() for c in (*cals.values(), final)))
+            h_l, f_l, r_l = (x[a:b].tolist() for x in (hst_raw, forest_raw, residual_raw))
+            dv_l, tr_l = devs[a:b].tolist(), trends[a:b].tolist()
+            if b - a > 1:
+                cal = self._calibrated_exact(
+                    hst_raw[a:b], forest_raw[a:b], residual_raw[a:b], devs[a:b], trends[a:b]
                 )
-            )
-            learn = warm and score < self.learn_below and not self.tracker_.watching(row.node_id)
-            if warm:
-                share = self.protected_share_
-                share += ((not learn) - share) * alpha
-                self.protected_share_ = share
-                if share > self.protected_max_:
-                    self.protected_max_ = share
-                if not learn and share > self.max_protected:
-                    learn = True
-                    self.protect_overrides_ += 1
-            if learn:
-                # learn everything but open incidents and the far tail: protecting by the
-                # flag itself would truncate the scale at the threshold and let it run away.
-                # Rows with cold baselines (z = 0 by default) are not learned: with many
-                # records per sample the warm-up could otherwise end before the baselines
-                # do, and the first real z-scores would open incidents everywhere for good
-                normal_idx.append(i)
-                cals["hst"].learn_one(h)
-                cals["forest"].learn_one(float(forest_raw[i]))
-                cals["deviation"].learn_one(dev)
-                cals["trend"].learn_one(row.trend)
-                if math.isfinite(residual_raw[i]):
-                    cals["residual"].learn_one(float(residual_raw[i]))
-                if self.n_warm_ > self.warmup // 2:  # once the components have a scale
-                    final.learn_one(combined)
-            alerts += self._track(rec, row, score)
+                combined_all = comb.raw_exact(cal, b - a)
+                final_all = final.score_exact(combined_all).tolist()
+                combined_l = combined_all.tolist()
+                cal_l = {k: v.tolist() for k, v in cal.items()}
+            else:  # one record (a flat calibrator's tail rescales at any value): plain floats
+                one = self._calibrated(rows[a], h_l[0], f_l[0], r_l[0], dv_l[0])
+                combined_l = [comb.raw(one)]
+                final_all = [final.score_one(combined_l[0])]
+                cal_l = {k: [v] for k, v in one.items()}
+            hst_l, forest_l, dev_l = cal_l["hst"], cal_l["forest"], cal_l["deviation"]
+            trend_l, res_l = cal_l["trend"], cal_l["residual"]
+            learned: list[int] = []  # the chunk's rows the calibrators learn
+            final_learned: list[float] = []
+            for j in range(b - a):
+                i = a + j
+                rec, row = records[i], rows[i]
+                self.n_seen_ += 1
+                warm = row.warm
+                self.n_warm_ += warm
+                self.hst_learned_ = hst_learned[i]  # the version as of this record
+                score = final_all[j] if warm and self.n_warm_ > self.warmup else 0.0
+                flagged = score >= thr and not row.peer_unreachable
+                out.append(
+                    RecordScore(
+                        score,
+                        flagged,
+                        row.peer_unreachable,
+                        hst_l[j],
+                        forest_l[j],
+                        dev_l[j],
+                        trend_l[j],
+                        res_l[j],
+                    )
+                )
+                learn = (
+                    warm and score < self.learn_below and not self.tracker_.watching(row.node_id)
+                )
+                if warm:
+                    share = self.protected_share_
+                    share += ((not learn) - share) * alpha
+                    self.protected_share_ = share
+                    if share > self.protected_max_:
+                        self.protected_max_ = share
+                    if not learn and share > self.max_protected:
+                        learn = True
+                        self.protect_overrides_ += 1
+                if learn:
+                    # learn everything but open incidents and the far tail: protecting by the
+                    # flag itself would truncate the scale at the threshold and let it run
+                    # away. Rows with cold baselines (z = 0 by default) are not learned: with
+                    # many records per sample the warm-up could otherwise end before the
+                    # baselines do, and the first real z-scores would open incidents
+                    # everywhere for good
+                    normal_idx.append(i)
+                    learned.append(j)
+                    if self.n_warm_ > self.warmup // 2:  # once the components have a scale
+                        final_learned.append(combined_l[j])
+                alerts += self._track(rec, row, score)
+            # the calibrators learn the chunk's normal rows at its end: nothing in the chunk
+            # read their scales after scoring it, and none can rescale before its last row
+            for name, vals in (("hst", h_l), ("forest", f_l), ("deviation", dv_l),
+                               ("trend", tr_l), ("residual", r_l)):  # fmt: skip
+                cals[name].learn_exact([vals[j] for j in learned])  # (residual: finite only)
+            final.learn_exact(final_learned)
+            a = b
         # the forest learns at step boundaries of the whole stream only, never at a batch's end
         buf = self.forest_pending_
         buf.extend(xs[normal_idx])
@@ -518,6 +548,32 @@ class ReliabilityDetector:
         :func:`_absent_as_0` gives the forest's)."""
         z = row.z
         return [z.get(n, math.nan) for n in self.feature_names_]
+
+    def _deviations(self, rows: Sequence[FeatureRow], raw_x: np.ndarray) -> np.ndarray:
+        """``_deviation`` of every row: the largest |z| of its columns, unless a feature was
+        ever dropped (beyond ``max_features``, in ``z`` but in no column): then row by row."""
+        if self.n_features_dropped_ or not raw_x.shape[1]:
+            return np.array([_deviation(r) for r in rows], dtype=float)
+        a = np.abs(raw_x)
+        return np.where(np.isnan(a), 0.0, a).max(axis=1)  # absent: not in z; max() of none: 0
+
+    def _calibrated_exact(
+        self, h: np.ndarray, f: np.ndarray, r: np.ndarray, dev: np.ndarray, trend: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """:meth:`_calibrated` of many rows, bit for bit, with the calibrators' current scales."""
+        cals = self.calibrators_
+        t = cals["trend"].score_exact(trend)
+        res = np.full(len(r), 0.5)
+        finite = np.isfinite(r)
+        if finite.any():
+            res[finite] = cals["residual"].score_exact(r[finite])
+        return {
+            "hst": cals["hst"].score_exact(h),
+            "forest": cals["forest"].score_exact(f),
+            "deviation": cals["deviation"].score_exact(dev),
+            "trend": np.where(t >= self.trend_gate, t, 0.5),
+            "residual": res,
+        }
 
     def _calibrated(
         self, row: FeatureRow, h: float, f: float, r: float, dev: float
