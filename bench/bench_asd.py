@@ -51,6 +51,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.alerting import IncidentTracker  # noqa: E402
+from models.reliability.detector import DETECTORS as COMPONENTS  # noqa: E402
 from models.evaluation.points import (  # noqa: E402
     best_f1,
     event_precision,
@@ -247,8 +248,9 @@ def ours_result(
 ) -> dict[str, Any]:
     test = pd.concat([df[df["split"] == "test"] for df in frames.values()])
     scores = scores.assign(t=pd.to_datetime(scores["timestamp"], utc=True))
+    parts = [c for c in COMPONENTS if c in scores.columns]
     merged = test.merge(
-        scores[["node_id", "t", "score", "flagged"]], on=["node_id", "t"], how="left"
+        scores[["node_id", "t", "score", "flagged", *parts]], on=["node_id", "t"], how="left"
     )
     missing = int(merged["score"].isna().sum())
     if missing:
@@ -260,6 +262,11 @@ def ours_result(
         segs,
         alert_events(alerts),
     )
+    # which component ranks the segments (chosen with the labels: a diagnostic, not a result)
+    res["component_best_f1"] = {
+        c: round(best_f1(merged["label"].to_numpy(int), merged[c].to_numpy(float))["f1"], 4)
+        for c in parts
+    }
     res["per_server_best_f1"] = {
         node: round(best_f1(g["label"].to_numpy(int), g["score"].to_numpy(float))["f1"], 4)
         for node, g in merged.groupby("node_id")
@@ -307,6 +314,10 @@ def print_table(title: str, rows: dict[str, dict[str, Any]]) -> None:
     print(f"{'method':<24}" + "".join(f"{c.replace('_', ' '):>21}" for c in cols))
     for name, r in rows.items():
         print(f"{name:<24}" + "".join(f"{r[c]:>21}" for c in cols))
+    for name, r in rows.items():
+        if r.get("component_best_f1"):
+            parts = ", ".join(f"{c} {v}" for c, v in r["component_best_f1"].items())
+            print(f"{name}: best F1 (labels) of each component alone: {parts}")
 
 
 def main(argv: list[str] | None = None) -> int:

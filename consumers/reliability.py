@@ -10,7 +10,7 @@ checkpointed by the shell's rule (after a commit every ``--checkpoint-interval``
 revoke, on shutdown) under ``<state-dir>/reliability-<group>/`` and restored on start.
 
 Offline extras, for any run: ``--scores-output`` writes one score in [0, 1] per scored record
-(CSV or JSON lines), ``--labels`` evaluates the run against ground truth in the summary
+(CSV or JSON lines), with each component's calibrated score beside it (:data:`COMPONENTS`), ``--labels`` evaluates the run against ground truth in the summary
 (``--summary FILE.json``) and, with ``--report-dir``, as JSON + Markdown
 (:mod:`models.evaluation`). A file run refits the forest inline at deterministic record counts
 (``--param background=false``, the default there), so a file scores the same every time for a
@@ -42,6 +42,7 @@ import orjson
 
 from models.evaluation import RecordFlag, evaluate
 from models.reliability import ReliabilityDetector
+from models.reliability.detector import DETECTORS
 from stream import app, workers
 from stream.errors import DwcpError
 from stream.kafka import Message
@@ -161,7 +162,8 @@ class ReliabilityProcessor(app.Processor):
         o.add_argument(
             "--scores-output",
             metavar="FILE",
-            help="one score per scored record, in order: .csv or JSON lines ('-' = stdout)",
+            help="one score per scored record, in order: .csv or JSON lines ('-' = stdout), "
+            "with each component's calibrated score (hst, forest, deviation, trend, residual)",
         )
         o.add_argument(
             "--labels", metavar="FILE", help="ground-truth labels (JSON lines) to evaluate against"
@@ -195,7 +197,7 @@ class ReliabilityProcessor(app.Processor):
             for rec, sc in zip(recs, scored, strict=True):
                 if self.keep:
                     one.flags.append(RecordFlag(rec.node_id, rec.timestamp, sc.flagged))
-                self.scores.write(rec.node_id, rec.timestamp, sc.score, sc.flagged, "")
+                self.scores.write(rec.node_id, rec.timestamp, sc.score, sc.flagged, "", sc)
             if self.keep:
                 one.alerts_seen += alerts
         return [Output(self.topic, a.node_id.encode(), encode(a)) for a in alerts]
@@ -362,6 +364,11 @@ def _one_or_all(values: list[float], default: float) -> float | list[float]:
     return distinct[0] if len(distinct) == 1 else (distinct or default)
 
 
+#: The detector's components, each calibrated to a quantile among normal records, written
+#: beside the score by ``--scores-output`` (which of them found a record rare).
+COMPONENTS = DETECTORS
+
+
 class _ScoreWriter:
     """One line per input record: CSV (``.csv``) or JSON lines; ``None`` path: nothing."""
 
@@ -379,22 +386,29 @@ class _ScoreWriter:
             self.f = sys.stdout
         if path and path.endswith(".csv"):
             self.csv = csv.writer(self.f)
-            self.csv.writerow(["node_id", "timestamp", "score", "flagged", "error"])
+            self.csv.writerow(["node_id", "timestamp", "score", "flagged", "error", *COMPONENTS])
 
-    def write(self, node: Any, ts: Any, score: Any, flagged: bool, error: str) -> None:
+    def write(
+        self, node: Any, ts: Any, score: Any, flagged: bool, error: str, parts: Any = None
+    ) -> None:
+        """One line; ``parts`` (a :class:`RecordScore`) adds each component's calibrated score
+        (which detector saw the record as rare: :data:`COMPONENTS`)."""
         if self.f is None:
             return
         t = ts.isoformat() if ts is not None else ""
         s = f"{score:.6f}" if isinstance(score, float) else ""
+        comp = [f"{getattr(parts, c):.6f}" for c in COMPONENTS] if parts is not None else []
         if self.csv is not None:
-            self.csv.writerow([node or "", t, s, int(flagged), error])
+            self.csv.writerow([node or "", t, s, int(flagged), error, *comp])
         else:
-            row = {
+            row: dict[str, Any] = {
                 "node_id": node,
                 "timestamp": t or None,
                 "score": float(s) if s else None,
                 "flagged": flagged,
             }
+            if comp:
+                row["components"] = {c: float(v) for c, v in zip(COMPONENTS, comp, strict=True)}
             if error:
                 row["error"] = error
             self.f.write(orjson.dumps(row).decode() + "\n")

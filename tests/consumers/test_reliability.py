@@ -3,6 +3,7 @@ letters (never a crash), gzip reads like plain, and CSV columns map onto the sch
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 from pathlib import Path
@@ -10,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from consumers import reliability
-from stream.records import DeadLetter, decode
+from consumers.reliability import COMPONENTS
+from models.reliability import ReliabilityDetector
+from stream.records import DeadLetter, decode, encode
+from stream.schema import decode_telemetry
 
 LINES = [
     b'{"timestamp":"2026-01-05T00:00:00Z","node_id":"n-001","rtt_ms":1.5,"cpu_util":0.2}\n',
@@ -178,3 +182,31 @@ def test_the_evaluation_reports_the_threshold_the_restored_detector_used(tmp_pat
     assert first["evaluation"]["config"]["threshold"] == 0.99
     assert restored["evaluation"]["config"]["threshold"] == 0.99  # the flag's default is 0.995
     assert restored["evaluation"]["config"]["records"] == first["evaluation"]["config"]["records"] > 0
+
+
+def test_the_scores_file_names_the_components_behind_each_score(tmp_path: Path):
+    from producers.encode import RecordEncoder
+    from producers.fleet import Fleet, FleetConfig
+
+    fleet = Fleet(FleetConfig(nodes=6, seed=4, interval_s=5.0, incident_rate=0.0))
+    enc = RecordEncoder(fleet.topology)
+    recs = [r for _ in range(250) for r in enc.records(fleet.step())]
+    recs[-5] = {**recs[-5], "rtt_ms": 50 * recs[-5]["rtt_ms"]}
+    lines = [encode(r) for r in recs]
+    path = tmp_path / "fleet.jsonl"
+    path.write_bytes(b"".join(x + b"\n" for x in lines))
+    scores = tmp_path / "scores.csv"
+    argv = ["--from-file", str(path), "--no-checkpoint", "--scores-output", str(scores)]
+    assert reliability.main([*argv, "--param", "warmup=500"]) == 0
+    rows = list(csv.DictReader(scores.read_text().splitlines()))
+    assert list(rows[0])[-5:] == ["hst", "forest", "deviation", "trend", "residual"]
+    ordered = sorted(map(decode_telemetry, lines), key=lambda r: (r.timestamp, r.node_id))
+    want, _ = ReliabilityDetector(warmup=500).process(ordered)  # in event-time order, as read
+    assert len(rows) == len(want)
+    for row, sc in zip(rows, want, strict=True):
+        assert row["score"] == f"{sc.score:.6f}"
+        assert [row[c] for c in COMPONENTS] == [f"{getattr(sc, c):.6f}" for c in COMPONENTS]
+    jump = decode_telemetry(lines[-5])  # the record whose RTT jumped: the plain deviation's
+    key = (jump.node_id, jump.timestamp.isoformat())
+    at = [r for r in rows if (r["node_id"], r["timestamp"]) == key]
+    assert max(float(r["deviation"]) for r in at) > 0.999
