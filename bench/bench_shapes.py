@@ -12,9 +12,14 @@ overlap a label of their node), overall and per category.
 ``tuned`` marks the shapes the defaults were chosen on (the ``queue_explain`` margin on seeds
 7 and 2; earlier parameters on seed 1, which is not here); the others are held out.
 
+``--components`` also writes the scores (``--scores-output``) and reports, per run, the
+record-level best F1 of the final score and of each component alone (a record is positive
+inside a label's window of its node; the 60 s after it count neither way; chosen with the
+labels, so a diagnostic of which component ranks the incidents, not a result).
+
 Usage::
 
-    python bench/bench_shapes.py [--only CONFIG,...] [--shapes NAME,...] [--json]
+    python bench/bench_shapes.py [--only CONFIG,...] [--shapes NAME,...] [--components] [--json]
 
 ``--json`` writes ``bench/results/shapes.json``. Each run takes 5-40 s on a 2-core machine.
 """
@@ -32,10 +37,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "shapes.json"
 CACHE = ROOT / ".cache" / "bench" / "shapes"
 WARMUP_S = 1800
+POST_S = 60
+COMPONENTS = ("hst", "forest", "deviation", "trend", "residual")  # --scores-output's columns
 
 #: name -> (producers.synthetic arguments, chosen on it)
 SHAPES: dict[str, tuple[list[str], bool]] = {
@@ -95,12 +105,38 @@ def record(name: str, args: list[str]) -> Path:
     return path
 
 
-def evaluate(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
+def component_f1(scores: Path, labels: Path) -> dict[str, float]:
+    """Record-level best F1 (chosen with the labels) of the score and of each component."""
+    sys.path.insert(0, str(ROOT))
+    from models.evaluation.points import best_f1
+
+    df = pd.read_csv(scores)
+    df = df[df["score"].notna()]
+    t = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
+    node = df["node_id"].to_numpy()
+    y = np.zeros(len(df), dtype=int)
+    after = np.zeros(len(df), dtype=bool)
+    for line in labels.read_text().splitlines():
+        lab = json.loads(line)
+        start, end = (pd.Timestamp(lab[k]) for k in ("start", "end"))
+        mine = node == lab["node_id"]
+        y[mine & (t >= start).to_numpy() & (t <= end).to_numpy()] = 1
+        after |= mine & (t > end).to_numpy() & (t <= end + pd.Timedelta(seconds=POST_S)).to_numpy()
+    keep = (t >= t.min() + pd.Timedelta(seconds=WARMUP_S)).to_numpy() & (~after | (y == 1))
+    return {
+        c: round(best_f1(y[keep], df[c].to_numpy(float)[keep])["f1"], 4)
+        for c in ("score", *COMPONENTS)
+    }
+
+
+def evaluate(data: Path, extra: list[str], work: Path, components: bool = False) -> dict[str, Any]:
     """One scoring run: the consumer's evaluation report, trimmed, and its wall time."""
     labels = _labels(data)
     argv = [sys.executable, "-m", "consumers.reliability", "--from-file", str(data),
             "--labels", str(labels), "--warmup-s", str(WARMUP_S), "--no-checkpoint",
             "--report-dir", str(work), "--report-name", "report", *extra]  # fmt: skip
+    if components:
+        argv += ["--scores-output", str(work / "scores.csv")]
     t0 = time.monotonic()
     run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
     if run.returncode != 0:
@@ -120,6 +156,7 @@ def evaluate(data: Path, extra: list[str], work: Path) -> dict[str, Any]:
             for k, v in rep["categories"].items()
         },
         "wall_s": round(wall, 1),
+        **({"best_f1_alone": component_f1(work / "scores.csv", labels)} if components else {}),
     }
 
 
@@ -131,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated configuration labels (default all)")
     ap.add_argument("--shapes", help="comma-separated shape names (default all)")
+    ap.add_argument("--components", action="store_true",
+                    help="also the record-level best F1 of each component alone (labels)")  # fmt: skip
     ap.add_argument("--json", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
     args = ap.parse_args(argv)
     configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only.split(",")}
@@ -142,11 +181,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, (gen, _tuned) in shapes.items():
             data = record(name, gen)
             for label, extra in configs.items():
-                r = evaluate(data, extra, Path(tmp))
+                r = evaluate(data, extra, Path(tmp), args.components)
                 results[label][name] = r
                 print(f"{name} | {label}: recall {_pct(r['recall'])}, FPR {_pct(r['fpr'])}, "
                       f"precision {_pct(r['precision'])} ({r['alert_incidents']} alert incidents, "
                       f"{r['wall_s']} s)", flush=True)  # fmt: skip
+                if "best_f1_alone" in r:
+                    print("  record-level best F1 (labels): " + ", ".join(
+                        f"{k} {v}" for k, v in r["best_f1_alone"].items()), flush=True)  # fmt: skip
     summary: dict[str, dict[str, Any]] = {}
     for label, by_shape in results.items():
         held = [r for n, r in by_shape.items() if not shapes[n][1]]
