@@ -151,8 +151,12 @@ def evaluate(data: Path, extra: list[str], work: Path, components: bool = False)
         "alert_incidents": o["alert_incidents"],
         "incidents": o["incidents"],
         "categories": {
-            k: {"incidents": v["incidents"], "recall": v["recall"], "alerts": v.get("alerts"),
-                "precision": v.get("precision")}  # fmt: skip
+            k: {
+                "incidents": v["incidents"],
+                "recall": v["recall"],
+                "alerts": v.get("alerts"),
+                "precision": v.get("precision"),
+            }  # fmt: skip
             for k, v in rep["categories"].items()
         },
         "wall_s": round(wall, 1),
