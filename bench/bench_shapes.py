@@ -215,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     for label, s in summary.items():
         print(f"{label}: " + ", ".join(f"{k} {_pct(v)}" for k, v in s.items()))
     if args.json:
-        doc = {"command": "python bench/bench_shapes.py --json", "date": time.strftime("%Y-%m-%d"),
+        command = " ".join(
+            ["python bench/bench_shapes.py", *(sys.argv[1:] if argv is None else argv)]
+        )
+        doc = {"command": command, "date": time.strftime("%Y-%m-%d"),
                "cpus": os.cpu_count(), "warmup_s": WARMUP_S,
                "shapes": {n: {"synthetic": g, "tuned": t} for n, (g, t) in shapes.items()},
                "configs": configs, "summary": summary, "results": results}  # fmt: skip
