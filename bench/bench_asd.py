@@ -51,13 +51,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from models.alerting import IncidentTracker  # noqa: E402
-from models.reliability.detector import DETECTORS as COMPONENTS  # noqa: E402
 from models.evaluation.points import (  # noqa: E402
     best_f1,
     event_precision,
     point_scores,
     segment_recall,
 )
+from models.reliability.detector import DETECTORS as COMPONENTS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "real" / "asd"
