@@ -10,9 +10,9 @@ checkpointed by the shell's rule (after a commit every ``--checkpoint-interval``
 revoke, on shutdown) under ``<state-dir>/reliability-<group>/`` and restored on start.
 
 Offline extras, for any run: ``--scores-output`` writes one score in [0, 1] per scored record
-(CSV or JSON lines), with each component's calibrated score beside it (:data:`COMPONENTS`), ``--labels`` evaluates the run against ground truth in the summary
-(``--summary FILE.json``) and, with ``--report-dir``, as JSON + Markdown
-(:mod:`models.evaluation`). A file run refits the forest inline at deterministic record counts
+(CSV or JSON lines) with each component's calibrated score beside it (:data:`COMPONENTS`);
+``--labels`` evaluates the run against ground truth in the summary (``--summary FILE.json``)
+and, with ``--report-dir``, as JSON + Markdown (:mod:`models.evaluation`). A file run refits the forest inline at deterministic record counts
 (``--param background=false``, the default there), so a file scores the same every time for a
 given ``--seed``. Background refits (the default on the stream) are installed
 ``forest_swap_after`` learned records after they start (:data:`SWAP_AFTER`), not when they
