@@ -41,11 +41,14 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script without an install
+from models.evaluation.points import best_f1  # noqa: E402
+from models.reliability.detector import DETECTORS as COMPONENTS  # noqa: E402  (--scores-output's)
+
 RESULTS = ROOT / "bench" / "results" / "shapes.json"
 CACHE = ROOT / ".cache" / "bench" / "shapes"
 WARMUP_S = 1800
 POST_S = 60
-COMPONENTS = ("hst", "forest", "deviation", "trend", "residual")  # --scores-output's columns
 
 #: name -> (producers.synthetic arguments, chosen on it)
 SHAPES: dict[str, tuple[list[str], bool]] = {
@@ -107,9 +110,6 @@ def record(name: str, args: list[str]) -> Path:
 
 def component_f1(scores: Path, labels: Path) -> dict[str, float]:
     """Record-level best F1 (chosen with the labels) of the score and of each component."""
-    sys.path.insert(0, str(ROOT))
-    from models.evaluation.points import best_f1
-
     df = pd.read_csv(scores)
     df = df[df["score"].notna()]
     t = pd.to_datetime(df["timestamp"], utc=True, format="ISO8601")
