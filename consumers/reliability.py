@@ -44,7 +44,7 @@ from models.evaluation import RecordFlag, evaluate
 from models.reliability import ReliabilityDetector
 from models.reliability.detector import DETECTORS
 from stream import app, workers
-from stream.errors import DwcpError
+from stream.errors import DwcpError, SettingsError
 from stream.kafka import Message
 from stream.loop import Output
 from stream.metrics import ProcessorMetrics
@@ -121,7 +121,11 @@ class ReliabilityProcessor(app.Processor):
 
     @classmethod
     def _new(cls, args: argparse.Namespace) -> ReliabilityDetector:
-        return ReliabilityDetector(**cls._params(args))
+        params = cls._params(args)
+        try:
+            return ReliabilityDetector(**params)
+        except (TypeError, ValueError) as e:  # a --param the detector refuses: say which
+            raise SettingsError(f"bad detector parameter (--param): {e}") from None
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

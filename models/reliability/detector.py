@@ -64,7 +64,7 @@ import numpy as np
 
 from models.alerting import IncidentTracker
 from models.reliability.calibration import ScoreCombiner, TailQuantile
-from models.reliability.features import FeatureRow, NodeContext
+from models.reliability.features import RISES_ONLY, FeatureRow, NodeContext
 from models.reliability.forest import ForestDetector
 from models.reliability.heartbeat import HeartbeatTracker
 from models.reliability.hst import HSTDetector
@@ -110,11 +110,12 @@ class ReliabilityDetector:
         Score (a quantile among normal records) at which a record is flagged.
     seed
         Seed of all randomness (trees and forests).
-    span, protect_z, queue_explain
+    span, protect_z, queue_explain, rises_only
         Of the per-node context (:class:`NodeContext`). ``queue_explain`` is how much of the
         link metrics' deviations a longer queue explains (a margin on their learned coupling
         to the queue; ``None``: the fixed rule of before 2026-12-07). Chosen on the simulator
-        shapes of seeds 7 and 2 (README).
+        shapes of seeds 7 and 2 (README). ``rises_only``: metrics whose fall is no evidence
+        (:data:`~models.reliability.features.RISES_ONLY`; ``()``: all two-sided, as before).
     hst_trees, hst_height, hst_window
         Of the Half-Space Trees.
     forest_window, forest_refit_every, forest_trees, background, refit_interval_s, forest_swap_after
@@ -178,6 +179,7 @@ class ReliabilityDetector:
         span: int = 360,
         protect_z: float = 4.0,
         queue_explain: float | None = 3.0,
+        rises_only: tuple[str, ...] = RISES_ONLY,
         hst_trees: int = 10,
         hst_height: int = 8,
         hst_window: int = 250,
@@ -230,6 +232,7 @@ class ReliabilityDetector:
         self.span = span
         self.protect_z = protect_z
         self.queue_explain = queue_explain
+        self.rises_only = tuple(rises_only)
         self.weights = dict(
             weights
             or {
@@ -256,6 +259,7 @@ class ReliabilityDetector:
             trend_k=trend_k,
             trend_min_z=trend_min_z,
             queue_explain=queue_explain,
+            rises_only=self.rises_only,
             generic=generic_metrics,
         )
         names = self.context_.feature_names
@@ -322,6 +326,7 @@ class ReliabilityDetector:
         state.setdefault("protect_overrides_", 0)
         state.setdefault("n_features_dropped_", 0)
         state.setdefault("queue_explain", None)  # its context keeps the fixed rule too
+        state.setdefault("rises_only", ())  # and two-sided metrics
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
         state.setdefault("hst_learned_", state["hst_"].n_learned_ if "hst_" in state else 0)

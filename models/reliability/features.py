@@ -134,6 +134,12 @@ COVERED_BY: dict[str, str] = {
 
 #: Node metrics that also get a rate-of-change feature (``<name>_rate``).
 RATE_METRICS = ("mem_util", "disk_util")
+#: Metrics whose fall is no evidence of a fault, so their negative z-scores (and their rates')
+#: count 0: a disk that empties was cleaned up (rotated logs, a purge). Counted, a daily clean-up
+#: gave the largest |z| of most normal records that had a large one (simulator, seed 23), so
+#: the deviation detector's normal tail was heavy and a real deviation elsewhere ranked low, and
+#: it slowed the node's baselines (protection) for hours after every clean-up.
+RISES_ONLY = ("disk_util",)
 Z_CLIP = 50.0
 
 
@@ -300,6 +306,10 @@ class NodeContext:
         long queue comes with more than the slope's share of latency. ``None``: the fixed rule
         of before (RTT, jitter, loss and retransmits reduced by ``q``), which is also used for
         each metric until its coupling has :data:`QUEUE_MIN_ROWS` rows.
+    rises_only
+        Metrics (of the table) whose fall is no evidence: a negative z-score of theirs, and of
+        their rate of change, counts 0 (:data:`RISES_ONLY`; ``()``: every metric two-sided,
+        as before 2026-12-07).
     metrics
         The :class:`MetricSpec` table (default :data:`METRICS`).
     generic
@@ -320,6 +330,7 @@ class NodeContext:
         trend_k: float = 1.0,
         trend_min_z: float = 0.0,
         queue_explain: float | None = 3.0,
+        rises_only: tuple[str, ...] = RISES_ONLY,
         metrics: tuple[MetricSpec, ...] = METRICS,
         generic: bool = True,
     ) -> None:
@@ -336,6 +347,10 @@ class NodeContext:
         if queue_explain is not None and not queue_explain >= 0.0:
             raise ValueError(f"queue_explain must be >= 0 or None, got {queue_explain}")
         self.queue_explain = queue_explain
+        unknown = [n for n in rises_only if n not in {m.name for m in metrics}]
+        if unknown:
+            raise ValueError(f"rises_only names metrics outside the table: {unknown}")
+        self.rises_only = tuple(rises_only)
         self.metrics = metrics
         self.generic = generic
         self.generic_fields_ = (
@@ -374,6 +389,7 @@ class NodeContext:
         # one from before the learned coupling keeps the fixed rule
         state.setdefault("queue_explain", None)
         state.setdefault("couplings_", {})
+        state.setdefault("rises_only", ())  # and one from before one-sided metrics: two-sided
         self.__dict__.update(state)
         self._plan()
 
@@ -480,13 +496,18 @@ class NodeContext:
                     elif v < 0.0 and e < 0.0:
                         z[name] = min(0.0, v - e)
             z["queue_depth"] = min(q, 3.0)
+        for name in self.rises_only:
+            v = z.get(name)
+            if v is not None and v < 0.0:
+                z[name] = 0.0
         for name in RATE_METRICS:
             past = node.past.get(name)
             if name in xs and past and len(past) == self.rate_lag:
                 rate = xs[name] - past[0]
                 xs[name + "_rate"] = rate
                 st = node.rates.get(name)
-                z[name + "_rate"] = st.z(rate, 0.3, mc) if st is not None else 0.0
+                zr = st.z(rate, 0.3, mc) if st is not None else 0.0
+                z[name + "_rate"] = 0.0 if zr < 0.0 and name in self.rises_only else zr
         uptime = get("uptime_s")
         if uptime is not None:
             young = max(0.0, 1.0 - float(uptime) / self.restart_s)

@@ -210,3 +210,20 @@ def test_the_scores_file_names_the_components_behind_each_score(tmp_path: Path):
     key = (jump.node_id, jump.timestamp.isoformat())
     at = [r for r in rows if (r["node_id"], r["timestamp"]) == key]
     assert max(float(r["deviation"]) for r in at) > 0.999
+
+
+@pytest.mark.parametrize(
+    ("param", "named"),
+    [("rises_only=[\"disc_util\"]", "disc_util"), ("queue_explain=-1", "queue_explain"),
+     ("no_such_knob=1", "no_such_knob")],  # fmt: skip
+)
+def test_a_parameter_the_detector_refuses_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], param: str, named: str
+):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"".join(LINES))
+    argv = ["--from-file", str(path), "--output-dir", str(tmp_path / "t"), "--no-checkpoint"]
+    assert reliability.main([*argv, "--param", param]) == 1
+    err = capsys.readouterr().err
+    assert "bad detector parameter (--param)" in err and named in err
+    assert "Traceback" not in err

@@ -133,3 +133,56 @@ def test_the_fixed_rule_takes_the_queue_off_latency_and_loss_until_a_coupling_is
 def test_a_negative_margin_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="queue_explain"):
         NodeContext(queue_explain=bad)
+
+
+def node_disk(n: int, level: float = 50.0) -> list[dict[str, Any]]:
+    """A node whose disk use wobbles around ``level`` percent, every 10 s."""
+    rng = random.Random(3)
+    return [
+        {"node_id": "a", "timestamp": T0 + dt.timedelta(seconds=10 * i),
+         "disk_util": level + 0.3 * rng.gauss(0, 1), "cpu_util": 30.0 + rng.gauss(0, 1)}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_a_disk_that_empties_is_no_evidence_and_one_that_fills_is() -> None:
+    one, two = NodeContext(), NodeContext(rises_only=())
+    assert one.rises_only == ("disk_util",)
+    recs = node_disk(400)
+    for r in recs:
+        one.learn_one(r)
+        two.learn_one(r)
+    t = T0 + dt.timedelta(seconds=4000)
+    cleaned = dict(recs[-1], disk_util=20.0, timestamp=t)
+    assert one.score_one(cleaned).z["disk_util"] == 0.0
+    assert two.score_one(cleaned).z["disk_util"] < -10.0
+    full = dict(recs[-1], disk_util=80.0, timestamp=t)
+    assert one.score_one(full).z["disk_util"] == two.score_one(full).z["disk_util"] > 10.0
+    # the fall's rate of change counts 0 too, once the rate has a baseline
+    later = [dict(r, disk_util=20.0, timestamp=t + dt.timedelta(seconds=10 * i))
+             for i, r in enumerate(node_disk(10))]  # fmt: skip
+    a = b = None
+    for r in later:  # (within rate_lag samples of the fall)
+        a, b = one.learn_one(r), two.learn_one(r)
+    assert a is not None and b is not None
+    assert a.z["disk_util_rate"] == 0.0 and b.z["disk_util_rate"] < -3.0
+    # nor does the fall slow the node's baselines down (protection), as it did
+    assert one.nodes_["a"].protected == 0 and two.nodes_["a"].protected == len(later)
+
+
+def test_a_context_from_before_one_sided_metrics_stays_two_sided() -> None:
+    old = NodeContext(rises_only=())
+    for r in node_disk(300):
+        old.learn_one(r)
+    state = old.__getstate__()
+    del state["rises_only"]  # what a checkpoint of 0de9420 holds
+    restored = NodeContext.__new__(NodeContext)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert restored.rises_only == ()
+    drop = dict(node_disk(1)[0], disk_util=20.0, timestamp=T0 + dt.timedelta(seconds=4000))
+    assert restored.score_one(drop).z == old.score_one(drop).z
+
+
+def test_rises_only_names_metrics_of_the_table() -> None:
+    with pytest.raises(ValueError, match="disc_util"):
+        NodeContext(rises_only=("disc_util",))
