@@ -13,6 +13,8 @@ Examples
 'disk_full'
 >>> match_category({"rtt_ms": 8.0, "packet_loss": 15.0, "throughput_mbps": -6.0})
 'network_failure'
+>>> match_category({"throughput_mbps": -12.0, "congestion_window": -9.0}) is None
+True
 >>> match_category({"rtt_ms": 1.2}) is None
 True
 """
@@ -33,8 +35,10 @@ SIGNATURES: dict[str, tuple[tuple[str, int], ...]] = {
         ("rtt_ms", 1),
         ("jitter_ms", 1),
         ("retransmits", 1),
-        ("throughput_mbps", -1),
-        ("congestion_window", -1),
+        # not throughput or the congestion window: they fall with a network failure, and as
+        # much with less demand, a capacity change or congestion. As its evidence they named
+        # most of this category's false alerts (held-out simulator shapes: its alert precision
+        # 55-80% with them, 75-100% without, README); the detector still scores them
     ),
     "consensus_degradation": (("consensus_latency_ms", 1),),
 }

@@ -152,6 +152,9 @@ def test_signatures() -> None:
     assert match_category({"mem_util": 6.0, "error_count": 5.0}) == "memory_leak"
     assert match_category({"consensus_latency_ms": 9.0, "rtt_ms": 1.0}) == "consensus_degradation"
     assert match_category({"throughput_mbps": 9.0}) is None  # rising throughput is no fault
+    # falling throughput and window alone do not name a network failure (demand, capacity)
+    assert match_category({"throughput_mbps": -15.0, "congestion_window": -12.0}) is None
+    assert match_category({"throughput_mbps": -15.0, "packet_loss": 6.0}) == "network_failure"
 
 
 def _run(categories: tuple[str, ...], seed: int, ticks: int = 700):
