@@ -82,6 +82,8 @@ CONFIGS: dict[str, list[str]] = {
     "fixed queue rule (before 2026-12-07)": ["--param", "queue_explain=null"],
     "two-sided disk (before one-sided metrics)": ["--param", "rises_only=[]"],
     "default, --confirm-s 180": ["--confirm-s", "180"],
+    "default, --explained-only": ["--explained-only"],
+    "default, --explained-only --confirm-s 180": ["--explained-only", "--confirm-s", "180"],
 }
 
 

@@ -95,6 +95,13 @@ class ReliabilityProcessor(app.Processor):
         if restored is not None:  # refits run where this run says, not where the saver's did
             params = self._params(self.args)
             one.detector.forest_.run_where(params["background"], params.get("forest_swap_after"))
+            # and the alerting knobs are this run's: they decide alerts, not what was learned
+            tracker = one.detector.tracker_
+            for knob in ("confirm_s", "explained_only"):
+                if getattr(tracker, knob) != params[knob]:
+                    log.info("%s %s -> %s (restored state, this run's flag)",
+                             knob, getattr(tracker, knob), params[knob])  # fmt: skip
+                    setattr(tracker, knob, params[knob])
         # what --labels evaluates: kept in the checkpoint, so a restarted run is judged whole
         if self.keep and state.get("evaluation"):
             one.flags, one.alerts_seen = state["evaluation"]
@@ -145,6 +152,13 @@ class ReliabilityProcessor(app.Processor):
             help="the precision/recall knob: a score streak opens an incident only once it has "
             "lasted this many seconds of event time (short bursts never alert; every incident "
             "alerts that much later; missed heartbeats open at once). Default 0: at once",
+        )
+        m.add_argument(
+            "--explained-only",
+            action="store_true",
+            help="the second precision knob, for DWCP fleets: open an incident only once a "
+            "signature names its probable category (a score streak that no category explains "
+            "never alerts; sources without the DWCP fields then never alert). Default: off",
         )
         m.add_argument(
             "--param",
@@ -348,6 +362,7 @@ def detector_params(args: argparse.Namespace, background: bool = False) -> dict[
         "threshold": args.threshold,
         "background": background,
         "confirm_s": args.confirm_s,
+        "explained_only": args.explained_only,
     }
     for item in args.param or ():
         name, sep, raw = item.partition("=")

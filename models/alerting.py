@@ -17,6 +17,9 @@ autoencoder). It is pure: it sees ``(node, event time, score, threshold)`` and r
   for ``resolve_after_s`` meanwhile (then it is dropped without an alert). Short bursts then
   never alert, at the price of ``confirm_s`` more delay on every incident; ``opened_at`` is
   the time it opened, so measured delays include the wait. 0 (the default) opens at once.
+* **Explained only** (``explained_only``, a second knob): a streak opens an incident only once
+  one of its scores came with a probable category (the caller's signature match), and the
+  incident opens with that category. Streaks nothing explains never alert.
 * **Updates** go out when the severity rises, the probable category changes, or every
   ``update_every_s`` seconds of event time while the incident lasts.
 
@@ -75,6 +78,7 @@ class _NodeState:
     incident: _Incident | None = None
     candidate: dt.datetime | None = None  # a streak waiting for confirmation began here
     candidate_quiet: dt.datetime | None = None
+    candidate_category: str | None = None  # the first probable category seen in the streak
 
 
 @dataclass
@@ -95,6 +99,8 @@ class IncidentTracker:
         Heartbeat updates while an incident lasts (seconds of event time).
     confirm_s
         Seconds of event time a streak must last before its incident opens (see above).
+    explained_only
+        Open only streaks that a probable category explains (see above).
     """
 
     source: str
@@ -104,6 +110,7 @@ class IncidentTracker:
     update_every_s: float = 60.0
     nodes: dict[str, _NodeState] = field(default_factory=dict)
     confirm_s: float = 0.0
+    explained_only: bool = False
 
     def observe(
         self,
@@ -138,6 +145,9 @@ class IncidentTracker:
                 if state.streak < self.open_after:
                     return []
                 state.candidate, state.candidate_quiet = event_time, None
+                state.candidate_category = None
+            if above and state.candidate_category is None:
+                state.candidate_category = category
             if score < self.hysteresis * threshold:
                 state.candidate_quiet = state.candidate_quiet or event_time
                 if (event_time - state.candidate_quiet).total_seconds() >= self.resolve_after_s:
@@ -147,6 +157,10 @@ class IncidentTracker:
             waited = (event_time - state.candidate).total_seconds()
             if not above or (waited < self.confirm_s and not confirmed):
                 return []
+            if self.explained_only:
+                if state.candidate_category is None:
+                    return []  # nothing explains the streak (yet)
+                category = category or state.candidate_category
             state.candidate = None
             key = f"{self.source}|{node_id}|{event_time.isoformat()}"
             inc = state.incident = _Incident(

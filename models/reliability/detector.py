@@ -125,10 +125,12 @@ class ReliabilityDetector:
         and the answers depend only on the records. ``refit_interval_s`` reads a clock.
     weights, max_weight
         How the calibrated scores are combined (:class:`ScoreCombiner`).
-    open_after, hysteresis, resolve_after_s, update_every_s, confirm_s
+    open_after, hysteresis, resolve_after_s, update_every_s, confirm_s, explained_only
         Of the :class:`IncidentTracker` (per node tick). ``confirm_s`` is the precision/recall
         knob: a score streak opens an incident only once it has lasted that long (crash
-        evidence from missed heartbeats opens at once); 0 opens at once.
+        evidence from missed heartbeats opens at once); 0 opens at once. ``explained_only``
+        opens only streaks that a signature names (:func:`match_category`): a DWCP fleet's
+        precision knob; sources without the DWCP fields have no signatures and never alert.
     heartbeat_factor
         A node is missing after this many of its intervals without a sample.
     trend_lag, trend_k, trend_min_z, trend_weight, trend_gate
@@ -196,6 +198,7 @@ class ReliabilityDetector:
         resolve_after_s: float = 60.0,
         update_every_s: float = 60.0,
         confirm_s: float = 0.0,
+        explained_only: bool = False,
         heartbeat_factor: float = 2.5,
         warmup: int = 3000,
         trend_lag: int = 24,
@@ -305,6 +308,7 @@ class ReliabilityDetector:
             resolve_after_s=resolve_after_s,
             update_every_s=update_every_s,
             confirm_s=confirm_s,
+            explained_only=explained_only,
         )
         self.heartbeat_ = HeartbeatTracker(factor=heartbeat_factor)
         self.pending_: dict[str, _Tick] = {}

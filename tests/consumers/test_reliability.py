@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,23 @@ def test_a_parameter_the_detector_refuses_is_a_clear_error(
     err = capsys.readouterr().err
     assert "bad detector parameter (--param)" in err and named in err
     assert "Traceback" not in err
+
+
+def test_a_restored_detector_alerts_with_this_runs_knobs(tmp_path: Path):
+    """--confirm-s and --explained-only decide alerts, not what was learned: a restart with
+    other values applies them to the restored detector (the threshold stays the saved one)."""
+    from stream.settings import Settings
+
+    parse = reliability.build_parser().parse_args
+    file = ["--from-file", str(tmp_path)]
+    saved = reliability.ReliabilityProcessor(Settings(), parse(file), None)
+    tracker = saved.detector.tracker_
+    assert (tracker.confirm_s, tracker.explained_only) == (0.0, False)
+    state = {"detector": pickle.loads(pickle.dumps(saved.detector))}
+    flags = [*file, "--confirm-s", "120", "--explained-only", "--threshold", "0.9"]
+    again = reliability.ReliabilityProcessor(Settings(), parse(flags), state)
+    tracker = again.detector.tracker_
+    assert (tracker.confirm_s, tracker.explained_only) == (120.0, True)
+    assert again.detector.threshold == saved.detector.threshold == 0.995
+    fresh = reliability.ReliabilityProcessor._new(parse(flags))
+    assert (fresh.tracker_.confirm_s, fresh.tracker_.explained_only) == (120.0, True)

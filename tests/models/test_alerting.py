@@ -86,3 +86,35 @@ def test_confirmed_evidence_opens_without_waiting_and_zero_is_the_old_tracker():
     old = feed(IncidentTracker("t", resolve_after_s=20), scores)
     zero = feed(IncidentTracker("t", resolve_after_s=20, confirm_s=0.0), scores)
     assert [a.alert_id for a in zero] == [a.alert_id for a in old]
+
+
+def test_explained_only_opens_a_streak_once_a_category_names_it():
+    def run(tracker, cats):
+        got = []
+        for i, (s, c) in enumerate(cats):
+            t = T0 + dt.timedelta(seconds=5 * i)
+            got += tracker.observe("n-1", t, s, 0.8, category=c)
+        return got
+
+    unexplained = [(0.1, None)] + [(0.95, None)] * 10 + [(0.1, None)] * 6
+    assert run(IncidentTracker("t", resolve_after_s=20, explained_only=True), unexplained) == []
+    plain = run(IncidentTracker("t", resolve_after_s=20), unexplained)
+    assert [a.status for a in plain] == ["open", "resolved"]
+
+    # named at the fourth score above: it opens there, with that category, and lives on
+    named = [(0.1, None)] + [(0.95, None)] * 3 + [(0.95, "disk_full")] + [(0.9, None)] * 4
+    named += [(0.1, None)] * 6
+    got = run(IncidentTracker("t", resolve_after_s=20, explained_only=True), named)
+    assert [a.status for a in got] == ["open", "resolved"]
+    assert got[0].category == "disk_full" and got[0].opened_at == T0 + dt.timedelta(seconds=20)
+
+    # named early by a score under the threshold? No: only a flagged score names a streak
+    early = [(0.7, "disk_full"), (0.95, None), (0.95, None), (0.1, None)]
+    assert run(IncidentTracker("t", resolve_after_s=20, explained_only=True), early) == []
+
+    # a tracker pickled before the knob existed restores without it
+    state = IncidentTracker("t").__dict__.copy()
+    del state["explained_only"]
+    old = IncidentTracker.__new__(IncidentTracker)
+    old.__dict__.update(state)
+    assert old.explained_only is False
