@@ -48,7 +48,7 @@ Examples
 >>> scored, alerts = det.process(records)
 >>> flagged = sum(s.flagged for s in scored[8000:])
 >>> print(f"flag rate on normal records: {flagged / len(scored[8000:]):.3f}")
-flag rate on normal records: 0.011
+flag rate on normal records: 0.014
 """
 
 from __future__ import annotations
