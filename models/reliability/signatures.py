@@ -38,7 +38,7 @@ SIGNATURES: dict[str, tuple[tuple[str, int], ...]] = {
         # not throughput or the congestion window: they fall with a network failure, and as
         # much with less demand, a capacity change or congestion. As its evidence they named
         # most of this category's false alerts (held-out simulator shapes: its alert precision
-        # 55-80% with them, 75-100% without, README); the detector still scores them
+        # 55-80% with them, 73-100% without, README); the detector still scores them
     ),
     "consensus_degradation": (("consensus_latency_ms", 1),),
 }
