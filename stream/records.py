@@ -47,7 +47,9 @@ class IncidentLabel(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class MetricDeviation(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """How far one metric is from the node's own recent baseline."""
+    """How far one metric is from the node's own recent baseline (the reliability detector also
+    names ``mem_util_rate`` and ``disk_util_rate``: the change in percentage points over the
+    node's last 36 samples, against its usual change)."""
 
     name: str
     value: float

@@ -203,7 +203,8 @@ class FeatureRow:
     """Features of one record.
 
     ``z`` maps feature name -> signed z-score (0 while a baseline warms up); ``values``
-    holds the raw values and :attr:`baselines` the baseline means in raw units (for alerts);
+    holds the raw values (and each rate of change: its change over ``rate_lag`` samples) and
+    :attr:`baselines` the baseline means in raw units (for alerts);
     ``peer_unreachable`` is True when the record says its peer is unreachable (no transfer
     streams to it), which is evidence about the *peer*, not this node. ``warm`` is False
     while a node or link baseline the row's z-scores need is still warming up: its zeros
@@ -370,6 +371,7 @@ class NodeContext:
         self.plan_ = tuple((m.name, m.scope == "link", m.offset, m.floor * m.floor)
                            for m in self.metrics)  # fmt: skip
         self.offsets_ = {m.name: m.offset for m in self.metrics}
+        self.offsets_.update({f"{n}_rate": 0.0 for n in RATE_METRICS})  # a rate: as it is
         self.coupled_ = tuple(
             m.name for m in self.metrics if m.scope == "link" and m.name != "queue_depth"
         )
@@ -504,10 +506,13 @@ class NodeContext:
             past = node.past.get(name)
             if name in xs and past and len(past) == self.rate_lag:
                 rate = xs[name] - past[0]
-                xs[name + "_rate"] = rate
+                rate_name = name + "_rate"
+                xs[rate_name] = values[rate_name] = rate  # (an alert can name it: values)
                 st = node.rates.get(name)
                 zr = st.z(rate, 0.3, mc) if st is not None else 0.0
-                z[name + "_rate"] = 0.0 if zr < 0.0 and name in self.rises_only else zr
+                z[rate_name] = 0.0 if zr < 0.0 and name in self.rises_only else zr
+                if st is not None:
+                    means[rate_name] = st.mean
         uptime = get("uptime_s")
         if uptime is not None:
             young = max(0.0, 1.0 - float(uptime) / self.restart_s)

@@ -186,3 +186,20 @@ def test_a_context_from_before_one_sided_metrics_stays_two_sided() -> None:
 def test_rises_only_names_metrics_of_the_table() -> None:
     with pytest.raises(ValueError, match="disc_util"):
         NodeContext(rises_only=("disc_util",))
+
+
+def test_an_alert_can_name_a_rate_of_change_with_its_value_and_baseline() -> None:
+    ctx = NodeContext()
+    recs = node_disk(400)
+    for r in recs:
+        ctx.learn_one(r)
+    t = T0 + dt.timedelta(seconds=4000)
+    filling = [dict(r, disk_util=50.0 + 0.5 * i, timestamp=t + dt.timedelta(seconds=10 * i))
+               for i, r in enumerate(node_disk(20))]  # fmt: skip
+    rows = [ctx.learn_one(r) for r in filling]
+    row = rows[-1]
+    seen = recs + filling  # the rate compares with the value 36 samples (rate_lag) earlier
+    assert row.values["disk_util_rate"] == seen[-1]["disk_util"] - seen[-1 - 36]["disk_util"]
+    assert row.z["disk_util_rate"] > 4.0
+    assert abs(row.baselines["disk_util_rate"]) < 1.0  # the normal change: about none
+    assert row.baselines["disk_util"] == pytest.approx(50.0, abs=1.0)
