@@ -116,6 +116,9 @@ class ReliabilityDetector:
         to the queue; ``None``: the fixed rule of before 2026-12-07). Chosen on the simulator
         shapes of seeds 7 and 2 (README). ``rises_only``: metrics whose fall is no evidence
         (:data:`~models.reliability.features.RISES_ONLY`; ``()``: all two-sided, as before).
+    clip_z
+        Robust baselines (:class:`NodeContext`): protected samples are learned winsorised at
+        this many standard deviations. ``None`` (the default): plain baselines.
     hst_trees, hst_height, hst_window
         Of the Half-Space Trees.
     forest_window, forest_refit_every, forest_trees, background, refit_interval_s, forest_swap_after
@@ -182,6 +185,7 @@ class ReliabilityDetector:
         protect_z: float = 4.0,
         queue_explain: float | None = 3.0,
         rises_only: tuple[str, ...] = RISES_ONLY,
+        clip_z: float | None = None,
         hst_trees: int = 10,
         hst_height: int = 8,
         hst_window: int = 250,
@@ -236,6 +240,7 @@ class ReliabilityDetector:
         self.protect_z = protect_z
         self.queue_explain = queue_explain
         self.rises_only = tuple(rises_only)
+        self.clip_z = clip_z
         self.weights = dict(
             weights
             or {
@@ -263,6 +268,7 @@ class ReliabilityDetector:
             trend_min_z=trend_min_z,
             queue_explain=queue_explain,
             rises_only=self.rises_only,
+            clip_z=clip_z,
             generic=generic_metrics,
         )
         names = self.context_.feature_names
@@ -331,6 +337,7 @@ class ReliabilityDetector:
         state.setdefault("n_features_dropped_", 0)
         state.setdefault("queue_explain", None)  # its context keeps the fixed rule too
         state.setdefault("rises_only", ())  # and two-sided metrics
+        state.setdefault("clip_z", None)  # and plain EWMA baselines
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
         state.setdefault("hst_learned_", state["hst_"].n_learned_ if "hst_" in state else 0)

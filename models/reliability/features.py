@@ -141,6 +141,13 @@ RATE_METRICS = ("mem_util", "disk_util")
 #: it slowed the node's baselines (protection) for hours after every clean-up.
 RISES_ONLY = ("disk_util",)
 Z_CLIP = 50.0
+#: Smallest standard deviation of a rate-of-change feature (transformed units per ``rate_lag``).
+RATE_FLOOR = 0.3
+RATE_FLOOR2 = RATE_FLOOR * RATE_FLOOR
+GENERIC_FLOOR2 = GENERIC_FLOOR * GENERIC_FLOOR
+#: A baseline is learned robustly (``clip_z``) only after this many samples: the first ones
+#: set its scale.
+CLIP_AFTER = 20
 
 
 def field_getter(rec: Any) -> Any:
@@ -168,10 +175,18 @@ class _Stat:
         z = (x - self.mean) / math.sqrt(self.var + floor * floor)
         return Z_CLIP if z > Z_CLIP else (-Z_CLIP if z < -Z_CLIP else z)
 
-    def update(self, x: float, alpha: float) -> None:
-        self.n += 1
-        a = max(alpha, 1.0 / self.n) if self.n < 1.0 / alpha else alpha
+    def update(self, x: float, alpha: float, c2: float = 0.0, c2floor2: float = 0.0) -> None:
+        """Learn ``x`` with weight ``alpha``; with ``c2 > 0`` (a clip ``c`` squared, and
+        ``c2floor2`` = ``c2`` x the floor squared) a deviation beyond ``c`` standard deviations
+        is learned as one of ``c`` (winsorised, Huber's rule), once the baseline has
+        :data:`CLIP_AFTER` samples."""
+        n = self.n = self.n + 1
+        a = max(alpha, 1.0 / n) if n < 1.0 / alpha else alpha
         d = x - self.mean
+        if c2 > 0.0 and n > CLIP_AFTER:
+            lim = c2 * self.var + c2floor2
+            if d * d > lim:
+                d = math.copysign(math.sqrt(lim), d)
         self.mean += a * d
         self.var = (1.0 - a) * (self.var + a * d * d)
 
@@ -316,6 +331,14 @@ class NodeContext:
     generic
         Also turn every other numeric field and every ``extra`` metric into a feature
         (:mod:`models.reliability.generic`); ``False``: the table alone.
+    clip_z
+        Robust baselines: a protected sample (see ``protect_z``) is also winsorised, learned as
+        if each of its metrics deviated by at most ``clip_z`` standard deviations (Huber's
+        rule), so a short incident inflates neither the baseline's mean nor its variance. Without
+        it, a two-minute burst left a node's consensus-latency deviation 3.3x its normal width
+        20 minutes later, and a critical degradation then scored a z of 4 (simulator, seed 21).
+        ``None`` (the default): plain exponentially weighted baselines. Measured, not a default:
+        it ranks incidents better on every simulator shape and worse on ASD (README).
     """
 
     def __init__(
@@ -334,6 +357,7 @@ class NodeContext:
         rises_only: tuple[str, ...] = RISES_ONLY,
         metrics: tuple[MetricSpec, ...] = METRICS,
         generic: bool = True,
+        clip_z: float | None = None,
     ) -> None:
         self.span = span
         self.min_count = min_count
@@ -352,6 +376,9 @@ class NodeContext:
         if unknown:
             raise ValueError(f"rises_only names metrics outside the table: {unknown}")
         self.rises_only = tuple(rises_only)
+        if clip_z is not None and not clip_z > 0.0:
+            raise ValueError(f"clip_z must be > 0 or None, got {clip_z}")
+        self.clip_z = clip_z
         self.metrics = metrics
         self.generic = generic
         self.generic_fields_ = (
@@ -370,6 +397,11 @@ class NodeContext:
         by name: the hot loops read tuples instead of :class:`MetricSpec` attributes."""
         self.plan_ = tuple((m.name, m.scope == "link", m.offset, m.floor * m.floor)
                            for m in self.metrics)  # fmt: skip
+        clip = getattr(self, "clip_z", None)
+        c2 = clip * clip if clip else 0.0
+        self.clip2_ = c2
+        # per table metric: the clip squared times the floor squared (learn_row)
+        self.clip_floor2_ = {name: c2 * f2 for name, _, _, f2 in self.plan_}
         self.offsets_ = {m.name: m.offset for m in self.metrics}
         self.offsets_.update({f"{n}_rate": 0.0 for n in RATE_METRICS})  # a rate: as it is
         self.coupled_ = tuple(
@@ -381,6 +413,8 @@ class NodeContext:
         state.pop("plan_", None)  # derived from ``metrics``: rebuilt on restore
         state.pop("offsets_", None)
         state.pop("coupled_", None)
+        state.pop("clip2_", None)
+        state.pop("clip_floor2_", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -392,6 +426,7 @@ class NodeContext:
         state.setdefault("queue_explain", None)
         state.setdefault("couplings_", {})
         state.setdefault("rises_only", ())  # and one from before one-sided metrics: two-sided
+        state.setdefault("clip_z", None)  # and one from before robust baselines: plain EWMA
         self.__dict__.update(state)
         self._plan()
 
@@ -509,7 +544,7 @@ class NodeContext:
                 rate_name = name + "_rate"
                 xs[rate_name] = values[rate_name] = rate  # (an alert can name it: values)
                 st = node.rates.get(name)
-                zr = st.z(rate, 0.3, mc) if st is not None else 0.0
+                zr = st.z(rate, RATE_FLOOR, mc) if st is not None else 0.0
                 z[rate_name] = 0.0 if zr < 0.0 and name in self.rises_only else zr
                 if st is not None:
                     means[rate_name] = st.mean
@@ -589,6 +624,11 @@ class NodeContext:
             w_link = 0.0  # a link to a dead peer says nothing about this link's normal
         a_link, a_node = alpha * w_link, alpha * w_node
         nstats = node.stats
+        # a protected sample is also winsorised (clip_z): learned as if it deviated by clip_z
+        # standard deviations at most, so an incident inflates neither mean nor variance
+        c2, cf2 = self.clip2_, self.clip_floor2_
+        c2l = c2 if w_link < 1.0 else 0.0
+        c2n = c2 if w_node < 1.0 else 0.0
         for name, on_link, _offset, _floor2 in plan:
             x = xs.get(name)
             if x is None:
@@ -596,15 +636,15 @@ class NodeContext:
             if on_link:
                 if w_link == 0.0:
                     continue
-                stats, w = link, a_link
+                stats, w, c = link, a_link, c2l
             else:
                 if not new_tick:
                     continue  # node metrics repeat on every link of the tick: learn once
-                stats, w = nstats, a_node
+                stats, w, c = nstats, a_node, c2n
             st = stats.get(name)
             if st is None:
                 st = stats[name] = _Stat()
-            st.update(x, w)
+            st.update(x, w, c, cf2[name] if c else 0.0)
         if w_link > 0.0:
             for name in row.generic:
                 x = xs.get(name)
@@ -613,7 +653,7 @@ class NodeContext:
                 st = link.get(name)
                 if st is None:
                     st = link[name] = _Stat()
-                st.update(x, a_link)
+                st.update(x, a_link, c2l, c2l * GENERIC_FLOOR2)
         queue = row._queue
         if queue is not None and queue[0] > QUEUE_LEARN_ABOVE and w_link > 0.0 and row.warm:
             q = queue[0]
@@ -639,7 +679,7 @@ class NodeContext:
                     st = node.rates.get(name)
                     if st is None:
                         st = node.rates[name] = _Stat()
-                    st.update(xs[name + "_rate"], a_node)
+                    st.update(xs[name + "_rate"], a_node, c2n, c2n * RATE_FLOOR2)
                 past = node.past.get(name)
                 if past is None:
                     past = node.past[name] = deque(maxlen=self.rate_lag)

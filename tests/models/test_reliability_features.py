@@ -188,6 +188,65 @@ def test_rises_only_names_metrics_of_the_table() -> None:
         NodeContext(rises_only=("disc_util",))
 
 
+def node_consensus(n: int, start: int = 0, burst: range = range(0)) -> list[dict[str, Any]]:
+    """One node's consensus latency around 5 ms, times 11 during the samples in ``burst``."""
+    rng = random.Random(5 + start)
+    return [
+        {"node_id": "a", "timestamp": T0 + dt.timedelta(seconds=15 * (start + i)),
+         "consensus_latency_ms": 5.0 * math.exp(0.15 * rng.gauss(0, 1))
+         * (11.0 if start + i in burst else 1.0)}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_robust_baselines_keep_a_short_burst_out_of_the_variance() -> None:
+    plain, robust = NodeContext(protect_z=4.0), NodeContext(protect_z=4.0, clip_z=4.0)
+    recs = node_consensus(400) + node_consensus(8, 400, burst=range(400, 408))
+    recs += node_consensus(80, 408)  # 20 minutes after the burst
+    for r in recs:
+        plain.learn_one(r)
+        robust.learn_one(r)
+    sd = {name: math.sqrt(ctx.nodes_["a"].stats["consensus_latency_ms"].var)
+          for name, ctx in (("plain", plain), ("robust", robust))}  # fmt: skip
+    # the burst was protected for only a few samples: after that its z fell under protect_z
+    # because the plain variance had grown, and it was learned at full weight
+    assert sd["plain"] > 1.5 * sd["robust"]
+    assert 0.1 < sd["robust"] < 0.3  # about the series' own width (0.15 in log units)
+    # so a later degradation (x3) stands out against the robust baseline only
+    worse = dict(recs[-1], consensus_latency_ms=15.0, timestamp=T0 + dt.timedelta(hours=3))
+    z_plain = plain.score_one(worse).z["consensus_latency_ms"]
+    z_robust = robust.score_one(worse).z["consensus_latency_ms"]
+    assert z_robust > 4.0 > z_plain
+
+
+def test_robust_baselines_change_nothing_until_a_sample_is_protected() -> None:
+    plain, robust = NodeContext(), NodeContext(clip_z=4.0)
+    for r in node_consensus(300):  # never beyond protect_z: nothing is winsorised
+        assert plain.learn_one(r).z == robust.learn_one(r).z
+    a, b = plain.nodes_["a"].stats["consensus_latency_ms"], robust.nodes_["a"].stats[
+        "consensus_latency_ms"]
+    assert (a.mean, a.var, a.n) == (b.mean, b.var, b.n)
+
+
+def test_a_context_from_before_robust_baselines_restores_plain() -> None:
+    old = NodeContext()
+    for r in node_consensus(50):
+        old.learn_one(r)
+    state = old.__getstate__()
+    del state["clip_z"]  # what a checkpoint of 71e0bc2 holds
+    restored = NodeContext.__new__(NodeContext)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert restored.clip_z is None and restored.clip2_ == 0.0
+    kept = pickle.loads(pickle.dumps(NodeContext(clip_z=3.0)))
+    assert kept.clip_z == 3.0 and kept.clip2_ == 9.0
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, math.nan])
+def test_clip_z_must_be_positive(bad: float) -> None:
+    with pytest.raises(ValueError, match="clip_z"):
+        NodeContext(clip_z=bad)
+
+
 def test_an_alert_can_name_a_rate_of_change_with_its_value_and_baseline() -> None:
     ctx = NodeContext()
     recs = node_disk(400)
