@@ -84,6 +84,7 @@ CONFIGS: dict[str, list[str]] = {
     "default, --confirm-s 180": ["--confirm-s", "180"],
     "default, --explained-only": ["--explained-only"],
     "default, --explained-only --confirm-s 180": ["--explained-only", "--confirm-s", "180"],
+    "robust baselines (--param clip_z=4)": ["--param", "clip_z=4"],
 }
 
 

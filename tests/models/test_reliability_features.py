@@ -223,8 +223,10 @@ def test_robust_baselines_change_nothing_until_a_sample_is_protected() -> None:
     plain, robust = NodeContext(), NodeContext(clip_z=4.0)
     for r in node_consensus(300):  # never beyond protect_z: nothing is winsorised
         assert plain.learn_one(r).z == robust.learn_one(r).z
-    a, b = plain.nodes_["a"].stats["consensus_latency_ms"], robust.nodes_["a"].stats[
-        "consensus_latency_ms"]
+    a, b = (
+        plain.nodes_["a"].stats["consensus_latency_ms"],
+        robust.nodes_["a"].stats["consensus_latency_ms"],
+    )
     assert (a.mean, a.var, a.n) == (b.mean, b.var, b.n)
 
 
