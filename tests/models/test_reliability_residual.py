@@ -89,3 +89,47 @@ def test_a_checkpoint_from_before_the_component_restores_without_it() -> None:
     scored, _ = old.process([coupled(i, "n-1", rng) for i in range(50)])
     assert len(scored) == 50 and old.residual_ is None
     assert pickle.loads(pickle.dumps(old)).residual_ is None
+
+
+def test_a_window_pickles_as_one_matrix_and_restores_row_for_row() -> None:
+    rng = np.random.default_rng(4)
+    res = LinkResidual(window=50, min_rows=20, refit_every=20)
+    narrow = rng.normal(size=(30, 3))
+    narrow[4, 1] = np.nan  # an absent metric stays absent
+    res.learn_many(["a"] * 30, narrow)
+    res.learn_many(["a"] * 30, rng.normal(size=(30, 5)))  # the feature set grew meanwhile
+    res.learn_many(["b"] * 10, rng.normal(size=(10, 5)))
+    res.refit()
+    state = res.keys_["a"].__getstate__()
+    assert state["matrix"].shape == (50, 5) and state["sizes"].tolist() == [3] * 20 + [5] * 30
+    back = pickle.loads(pickle.dumps(res))
+    for key in ("a", "b"):
+        old, new = res.keys_[key], back.keys_[key]
+        assert new.rows.maxlen == old.rows.maxlen == 50
+        assert [r.shape for r in new.rows] == [r.shape for r in old.rows]
+        assert all(
+            np.array_equal(x, y, equal_nan=True) for x, y in zip(old.rows, new.rows, strict=True)
+        )
+        assert (new.new, new.fits) == (old.new, old.fits)
+    probe = rng.normal(size=(4, 5))
+    np.testing.assert_array_equal(
+        back.score_many(["a", "a", "b", "c"], probe), res.score_many(["a", "a", "b", "c"], probe)
+    )
+    more = rng.normal(size=(30, 5))  # and both go on the same way
+    for r in (res, back):
+        r.learn_many(["a"] * 30, more)
+        r.refit()
+    assert len(back.keys_["a"].rows) == 50 and back.keys_["a"].fits == res.keys_["a"].fits == 2
+    np.testing.assert_array_equal(back.score_many(["a"], probe), res.score_many(["a"], probe))
+
+
+def test_a_window_pickled_row_by_row_still_restores() -> None:
+    # what a checkpoint from before 2026-12-07 holds: the dataclass' own fields
+    from collections import deque
+
+    from models.reliability.residual import _Key
+
+    rows = deque([np.arange(3.0), np.arange(4.0)], maxlen=8)
+    key = _Key.__new__(_Key)
+    key.__setstate__({"rows": rows, "new": 2, "fit": None, "fits": 0})
+    assert key.rows is rows and (key.new, key.fit, key.fits) == (2, None, 0)
