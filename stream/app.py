@@ -253,6 +253,7 @@ class App:
             store = self.stores[proc.name]
             if store is None:
                 continue
+            started = time.perf_counter()
             state = proc.state(final=final)
             version = proc.model_version
             v = store.save(
@@ -265,7 +266,9 @@ class App:
                 },
                 meta={"processor": proc.name, "why": why, "model_version": version},
             )
-            log.info("%s: checkpoint v%d (%s, %s)", proc.name, v, why, version)
+            took = time.perf_counter() - started  # the loop waits for it: worth seeing
+            log.info("%s: checkpoint v%d (%s, %s) in %.0f ms", proc.name, v, why, version,
+                     1000 * took)  # fmt: skip
 
     def _after_commit(self) -> None:
         if any(p.checkpoint_due for p in self.processors):
