@@ -335,8 +335,8 @@ class NodeContext:
         Robust baselines: a protected sample (see ``protect_z``) is also winsorised, learned as
         if each of its metrics deviated by at most ``clip_z`` standard deviations (Huber's
         rule), so a short incident inflates neither the baseline's mean nor its variance. Without
-        it, a two-minute burst left a node's consensus-latency deviation 3.3x its normal width
-        20 minutes later, and a critical degradation then scored a z of 4 (simulator, seed 21).
+        it, a two-minute burst left a node's consensus-latency baseline 3.3x its normal width
+        20 minutes later, and a critical degradation then peaked at z 4.6 (simulator, seed 21).
         ``None`` (the default): plain exponentially weighted baselines. Measured, not a default:
         it ranks incidents better on every simulator shape and worse on ASD (README).
     """
