@@ -85,6 +85,8 @@ CONFIGS: dict[str, list[str]] = {
     "default, --explained-only": ["--explained-only"],
     "default, --explained-only --confirm-s 180": ["--explained-only", "--confirm-s", "180"],
     "robust baselines (--param clip_z=4)": ["--param", "clip_z=4"],
+    "--explained-only --confirm-s 180, robust baselines": [
+        "--explained-only", "--confirm-s", "180", "--param", "clip_z=4"],
 }
 
 
