@@ -123,13 +123,30 @@ def test_a_window_pickles_as_one_matrix_and_restores_row_for_row() -> None:
     np.testing.assert_array_equal(back.score_many(["a"], probe), res.score_many(["a"], probe))
 
 
+# A window pickled by the code of 71e0bc2 (before windows were pickled as one matrix): made
+# with LinkResidual(window=4).learn_many(["a"] * 3, [[1, 2], [3, nan], [5, 6]]), keys_["a"]
+KEY_71E0BC2 = (
+    b"\x80\x04\x95d\x01\x00\x00\x00\x00\x00\x00\x8c\x1bmodels.reliability.residual\x94\x8c\x04_Key"
+    b"\x94\x93\x94)\x81\x94}\x94(\x8c\x04rows\x94\x8c\x0bcollections\x94\x8c\x05deque\x94\x93\x94)K"
+    b"\x04\x86\x94R\x94(\x8c\x16numpy._core.multiarray\x94\x8c\x0c_reconstruct\x94\x93\x94\x8c\x05"
+    b"numpy\x94\x8c\x07ndarray\x94\x93\x94K\x00\x85\x94C\x01b\x94\x87\x94R\x94(K\x01K\x02\x85\x94h"
+    b"\x0e\x8c\x05dtype\x94\x93\x94\x8c\x02f8\x94\x89\x88\x87\x94R\x94(K\x03\x8c\x01<\x94NNNJ\xff"
+    b"\xff\xff\xffJ\xff\xff\xff\xffK\x00t\x94b\x89C\x10\x00\x00\x00\x00\x00\x00\xf0?\x00\x00\x00"
+    b"\x00\x00\x00\x00@\x94t\x94bh\rh\x10K\x00\x85\x94h\x12\x87\x94R\x94(K\x01K\x02\x85\x94h\x1a"
+    b"\x89C\x10\x00\x00\x00\x00\x00\x00\x08@\x00\x00\x00\x00\x00\x00\xf8\x7f\x94t\x94bh\rh\x10K"
+    b"\x00\x85\x94h\x12\x87\x94R\x94(K\x01K\x02\x85\x94h\x1a\x89C\x10\x00\x00\x00\x00\x00\x00"
+    b"\x14@\x00\x00\x00\x00\x00\x00\x18@\x94t\x94be\x8c\x03new\x94K\x03\x8c\x03fit\x94N\x8c\x04"
+    b"fits\x94K\x00ub."
+)
+
+
 def test_a_window_pickled_row_by_row_still_restores() -> None:
-    # what a checkpoint from before 2026-12-07 holds: the dataclass' own fields
-    from collections import deque
-
-    from models.reliability.residual import _Key
-
-    rows = deque([np.arange(3.0), np.arange(4.0)], maxlen=8)
-    key = _Key.__new__(_Key)
-    key.__setstate__({"rows": rows, "new": 2, "fit": None, "fits": 0})
-    assert key.rows is rows and (key.new, key.fit, key.fits) == (2, None, 0)
+    key = pickle.loads(KEY_71E0BC2)
+    assert key.rows.maxlen == 4 and (key.new, key.fit, key.fits) == (3, None, 0)
+    assert [r.tolist() for r in key.rows][::2] == [[1.0, 2.0], [5.0, 6.0]]
+    assert key.rows[1][0] == 3.0 and np.isnan(key.rows[1][1])
+    assert "matrix" in key.__getstate__()  # it pickles in the new form from then on
+    again = pickle.loads(pickle.dumps(key))
+    assert all(
+        np.array_equal(x, y, equal_nan=True) for x, y in zip(key.rows, again.rows, strict=True)
+    )
