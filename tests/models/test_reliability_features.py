@@ -170,14 +170,20 @@ def test_a_disk_that_empties_is_no_evidence_and_one_that_fills_is() -> None:
     assert one.nodes_["a"].protected == 0 and two.nodes_["a"].protected == len(later)
 
 
+def restored_without(ctx: NodeContext, name: str) -> NodeContext:
+    """``ctx`` restored from a checkpoint taken before its attribute ``name`` existed."""
+    state = ctx.__getstate__()
+    del state[name]
+    restored = NodeContext.__new__(NodeContext)
+    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    return restored
+
+
 def test_a_context_from_before_one_sided_metrics_stays_two_sided() -> None:
     old = NodeContext(rises_only=())
     for r in node_disk(300):
         old.learn_one(r)
-    state = old.__getstate__()
-    del state["rises_only"]  # what a checkpoint of 0de9420 holds
-    restored = NodeContext.__new__(NodeContext)
-    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    restored = restored_without(old, "rises_only")  # what a checkpoint of 0de9420 holds
     assert restored.rises_only == ()
     drop = dict(node_disk(1)[0], disk_util=20.0, timestamp=T0 + dt.timedelta(seconds=4000))
     assert restored.score_one(drop).z == old.score_one(drop).z
@@ -234,10 +240,7 @@ def test_a_context_from_before_robust_baselines_restores_plain() -> None:
     old = NodeContext()
     for r in node_consensus(50):
         old.learn_one(r)
-    state = old.__getstate__()
-    del state["clip_z"]  # what a checkpoint of 71e0bc2 holds
-    restored = NodeContext.__new__(NodeContext)
-    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    restored = restored_without(old, "clip_z")  # what a checkpoint of 71e0bc2 holds
     assert restored.clip_z is None and restored.clip2_ == 0.0
     kept = pickle.loads(pickle.dumps(NodeContext(clip_z=3.0)))
     assert kept.clip_z == 3.0 and kept.clip2_ == 9.0
