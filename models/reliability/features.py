@@ -397,11 +397,7 @@ class NodeContext:
         by name: the hot loops read tuples instead of :class:`MetricSpec` attributes."""
         self.plan_ = tuple((m.name, m.scope == "link", m.offset, m.floor * m.floor)
                            for m in self.metrics)  # fmt: skip
-        clip = getattr(self, "clip_z", None)
-        c2 = clip * clip if clip else 0.0
-        self.clip2_ = c2
-        # per table metric: the clip squared times the floor squared (learn_row)
-        self.clip_floor2_ = {name: c2 * f2 for name, _, _, f2 in self.plan_}
+        self.clip2_ = self.clip_z * self.clip_z if self.clip_z else 0.0
         self.offsets_ = {m.name: m.offset for m in self.metrics}
         self.offsets_.update({f"{n}_rate": 0.0 for n in RATE_METRICS})  # a rate: as it is
         self.coupled_ = tuple(
@@ -414,7 +410,6 @@ class NodeContext:
         state.pop("offsets_", None)
         state.pop("coupled_", None)
         state.pop("clip2_", None)
-        state.pop("clip_floor2_", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -626,25 +621,25 @@ class NodeContext:
         nstats = node.stats
         # a protected sample is also winsorised (clip_z): learned as if it deviated by clip_z
         # standard deviations at most, so an incident inflates neither mean nor variance
-        c2, cf2 = self.clip2_, self.clip_floor2_
+        c2 = self.clip2_
         c2l = c2 if w_link < 1.0 else 0.0
         c2n = c2 if w_node < 1.0 else 0.0
-        for name, on_link, _offset, _floor2 in plan:
+        for name, on_link, _offset, floor2 in plan:
             x = xs.get(name)
             if x is None:
                 continue
             if on_link:
                 if w_link == 0.0:
                     continue
-                stats, w, c = link, a_link, c2l
+                stats, w, clip2 = link, a_link, c2l
             else:
                 if not new_tick:
                     continue  # node metrics repeat on every link of the tick: learn once
-                stats, w, c = nstats, a_node, c2n
+                stats, w, clip2 = nstats, a_node, c2n
             st = stats.get(name)
             if st is None:
                 st = stats[name] = _Stat()
-            st.update(x, w, c, cf2[name] if c else 0.0)
+            st.update(x, w, clip2, clip2 * floor2)
         if w_link > 0.0:
             for name in row.generic:
                 x = xs.get(name)
