@@ -410,7 +410,12 @@ class ReliabilityDetector:
             residual_raw = np.full(len(rows), math.nan)
         thr, comb, cals = self.threshold, self.combiner_, self.calibrators_
         final = comb.final_
-        hst_raw = self.hst_.score_learn_many(xs)  # river's scores, the batch at once
+        # a link to a dead peer describes the peer's outage, not this link's normal: no scale
+        # learns it (the baselines do not either); learned, its collapsed metrics (z near -40)
+        # fattened every calibrator's tail, and a consensus degradation at z 9 ranked 0.99
+        dead = [r.peer_unreachable for r in rows]
+        skip = np.array(dead) if any(dead) else None
+        hst_raw = self.hst_.score_learn_many(xs, skip)  # river's scores, the batch at once
         hst_learned = self.hst_.learned_after_.tolist()
         devs = self._deviations(rows, raw_x)
         trends = np.array([r.trend for r in rows], dtype=float)
@@ -464,6 +469,7 @@ class ReliabilityDetector:
                         res_l[j],
                     )
                 )
+                warm = warm and not dead[i]  # (not learned: see ``skip``)
                 learn = (
                     warm and score < self.learn_below and not self.tracker_.watching(row.node_id)
                 )

@@ -147,10 +147,12 @@ class HSTDetector:
             return float(self.score_learn_many(self._vector(z))[0])
         return self._river_score_learn(self._x(z))
 
-    def score_learn_many(self, zs: np.ndarray) -> np.ndarray:
+    def score_learn_many(self, zs: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
         """Score, then learn (unless protected), each row of ``zs`` in order: the z-scores in
         ``features`` order (absent = 0). The scores equal :meth:`score_learn_one`'s, one row
-        at a time. ``learned_after_`` holds ``n_learned_`` as it was after each row."""
+        at a time (rows where ``skip`` is True: :meth:`score_one`'s, and they are not learned
+        nor counted as protected). ``learned_after_`` holds ``n_learned_`` as it was after
+        each row."""
         if self.features is None:
             raise ValueError("score_learn_many needs named features")
         n = len(zs)
@@ -158,7 +160,12 @@ class HSTDetector:
         after = self.learned_after_ = np.zeros(n, dtype=np.int64)
         i = 0
         while i < n and self.trees_ is None:  # river builds the trees at the first learn
-            out[i] = self._river_score_learn(self._x(dict(zip(self.features, zs[i], strict=True))))
+            x = self._x(dict(zip(self.features, zs[i], strict=True)))
+            if skip is not None and skip[i]:
+                assert self.model_ is not None
+                out[i] = float(self.model_.score_one(x))
+            else:
+                out[i] = self._river_score_learn(x)
             after[i] = self.n_learned_
             i += 1
         trees = self.trees_
@@ -169,12 +176,17 @@ class HSTDetector:
             end = min(n, i + self.window_size - trees.counter)
             scores, paths = trees.score(zs[i:end])
             learned = scores < protect if protect is not None else np.ones(len(scores), bool)
+            protected = ~learned
+            if skip is not None:  # neither learned nor protected: not the trees' business
+                keep = ~skip[i:end]
+                learned &= keep
+                protected &= keep
             cum = np.cumsum(learned)
             out[i:end] = scores
             after[i:end] = self.n_learned_ + cum
             trees.learn_paths(paths, learned)
             self.n_learned_ += int(cum[-1])
-            self.n_protected_ += len(scores) - int(cum[-1])
+            self.n_protected_ += int(np.count_nonzero(protected))
             i = end
         return out
 

@@ -186,6 +186,31 @@ def test_crash_opens_a_crash_incident_and_peers_are_not_blamed() -> None:
     assert attributed and not any(s.flagged for s in attributed)
 
 
+def test_links_to_a_dead_peer_teach_no_scale() -> None:
+    """A link to a crashed peer reports collapsed metrics (z near -40). The baselines skipped
+    it, but the trees and calibrators learned it whenever its score was low, as it always is
+    in the warm-up: on a 12-node fleet (seed 23) the deviation calibrator's 99.5th percentile
+    was |z| 39 (8.9 without those rows). No scale learns it now."""
+    config = FleetConfig(nodes=6, seed=7, interval_s=5.0, incident_rate=3.0, categories=("crash",))
+    fleet = Fleet(config)
+    enc = RecordEncoder(fleet.topology)
+    det = ReliabilityDetector(seed=0, warmup=8000)
+    rows, learned = [], []
+    ctx, dev = det.context_, det.calibrators_["deviation"]
+    learn_row, learn_dev = ctx.learn_one, dev.learn_exact
+    ctx.learn_one = lambda rec: rows.append(learn_row(rec)) or rows[-1]  # type: ignore[method-assign]
+    dev.learn_exact = lambda xs: learned.extend(xs) or learn_dev(xs)  # type: ignore[method-assign]
+    scored = [s for _ in range(700) for s in det.process(enc.records(fleet.step()))[0]]
+    dead = [r for r in rows if r.peer_unreachable]
+    warmup_dead = sum(r.peer_unreachable for r in rows[:8000])
+    assert warmup_dead > 100 and len(dead) > warmup_dead  # crashes in and after the warm-up
+    dead_dev = min(max(abs(v) for v in r.z.values()) for r in dead if r.warm)
+    assert dead_dev > 20.0
+    assert learned and max(learned) < dead_dev
+    assert det.hst_.n_learned_ + det.hst_.n_protected_ == len(rows) - len(dead)
+    assert len(scored) == len(rows) and not any(s.flagged for s in scored if s.attributed)
+
+
 def test_a_short_warmup_does_not_flag_every_record_forever() -> None:
     """With a 300-record warm-up the scale was still settling when scoring began: every record
     scored 1.0, nothing flagged is learned, so nothing ever unflagged it (all records flagged

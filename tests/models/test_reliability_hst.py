@@ -24,14 +24,20 @@ def z_rows(n: int, seed: int = 0) -> np.ndarray:
     return z
 
 
-def river_scores(z: np.ndarray, protect: float | None = 0.9, window: int = 50) -> np.ndarray:
-    """River one record at a time, as HSTDetector's per-record path used it."""
+def river_scores(
+    z: np.ndarray,
+    protect: float | None = 0.9,
+    window: int = 50,
+    skip: np.ndarray | None = None,
+) -> np.ndarray:
+    """River one record at a time, as HSTDetector's per-record path used it (rows where
+    ``skip`` is True are scored, never learned)."""
     model = HalfSpaceTrees(n_trees=6, height=5, window_size=window, seed=3)
     out = []
-    for row in z:
+    for i, row in enumerate(z):
         x = {k: 0.5 + 0.5 * math.tanh(float(v) / 4.0) for k, v in zip(NAMES, row, strict=True)}
         s = float(model.score_one(x))
-        if protect is None or s < protect:
+        if (protect is None or s < protect) and (skip is None or not skip[i]):
             model.learn_one(x)
         out.append(s)
     return np.array(out)
@@ -56,6 +62,28 @@ def test_batches_give_rivers_scores_bit_for_bit(batch: int, protect: float | Non
     assert det.n_protected_ == skipped and (protect is None or skipped > 0)
     assert det.n_learned_ + det.n_protected_ == len(z)
     assert det.trees_ is not None and not det.trees_.first_window
+
+
+@pytest.mark.parametrize("batch", [1, 37, 500])
+def test_skipped_rows_are_scored_and_never_learned(batch: int) -> None:
+    # the reliability detector skips links to a dead peer; skipped rows start the stream too,
+    # before river has built the trees
+    z = z_rows(1500, seed=4)
+    skip = np.random.default_rng(5).random(len(z)) < 0.2
+    skip[:3] = True
+    want = river_scores(z, 0.9, skip=skip)
+    assert not np.array_equal(want, river_scores(z, 0.9))  # skipping changes the masses
+    det = ours(0.9)
+    got = np.concatenate(
+        [
+            det.score_learn_many(z[i : i + batch], skip[i : i + batch])
+            for i in range(0, len(z), batch)
+        ]
+    )
+    assert np.array_equal(got, want)
+    protected = int(((want >= 0.9) & ~skip).sum())
+    assert det.n_protected_ == protected > 0
+    assert det.n_learned_ + det.n_protected_ == int((~skip).sum())
 
 
 def test_per_record_calls_share_the_arrays() -> None:
