@@ -7,9 +7,10 @@ One command, on the local broker (started here if it is not running, and stopped
 **The deployment** is the one the README recommends and ``scripts/demo.sh`` runs: one process
 for every model (``python -m consumers run reliability consensus bandwidth compression``: one
 poll and one validation per record), live settings (background first fits and retrains), the
-demo's shortened LSTM warm-ups (``--warmup-windows 3000``); ``--separate`` runs one process per
-consumer instead (a group each). Every rate starts from the **same warm state**: the pipeline
-first learns ``--warm-records`` records of the same fleet from a file (``--with-state``, fits
+demo's shortened LSTM warm-ups (``--warmup-windows 3000``). ``--deployment split`` runs two
+processes instead (reliability alone, and the three TensorFlow models together: a group each),
+``--deployment separate`` one process per consumer. Every rate starts from the **same warm
+state**: the pipeline first learns ``--warm-records`` records of the same fleet from a file (``--with-state``, fits
 inline), and each rate run restores a copy of that state, so no rate pays for first fits.
 
 **Each rate**: fresh topics (6 partitions), the consumers started and given ``--settle``
@@ -108,21 +109,29 @@ def _env() -> dict[str, str]:
     return {**os.environ, "DWCP_BACKEND": "confluent", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
-def _deployment(separate: bool) -> list[tuple[str, list[str]]]:
-    """(group, argv tail) of each consumer process of the deployment."""
+DEPLOYMENTS = ("one", "split", "separate")
+
+
+def _run_tail(names: tuple[str, ...]) -> list[str]:
+    """``consumers run NAMES`` with the demo's shortened LSTM warm-ups."""
+    warm = [f for n in names if n in ("bandwidth", "consensus")
+            for f in (f"--{n}.warmup-windows", "3000")]  # fmt: skip
+    return ["consumers", "run", *names, *warm]
+
+
+def _deployment(mode: str) -> list[tuple[str, list[str]]]:
+    """(group, argv tail) of each consumer process of the deployment ``mode``."""
     warm = ["--warmup-windows", "3000"]
-    if separate:
+    if mode == "separate":
         return [
             (f"{GROUP}-{n}", [f"consumers.{n}", *(warm if n in ("bandwidth", "consensus") else [])])
             for n in PROCESSORS
         ]
-    return [
-        (
-            GROUP,
-            ["consumers", "run", *PROCESSORS, "--bandwidth.warmup-windows", "3000",
-             "--consensus.warmup-windows", "3000"],
-        )
-    ]  # fmt: skip
+    if mode == "split":
+        rest = tuple(n for n in PROCESSORS if n != "reliability")
+        return [(f"{GROUP}-reliability", ["consumers.reliability"]),
+                (f"{GROUP}-models", _run_tail(rest))]  # fmt: skip
+    return [(GROUP, _run_tail(PROCESSORS))]
 
 
 #: Each consumer's flags for fitting inline (the warm-up run: its state must be fitted).
@@ -145,7 +154,8 @@ def _inline(tail: list[str]) -> list[str]:
     """The inline-fit flags for a deployment process (``--<name>.`` prefixed in one process)."""
     if tail[0] != "consumers":
         return INLINE[tail[0].removeprefix("consumers.")]
-    return [f"--{n}.{f[2:]}" if f.startswith("--") else f for n in PROCESSORS for f in INLINE[n]]
+    names = [n for n in tail[2:] if n in INLINE]
+    return [f"--{n}.{f[2:]}" if f.startswith("--") else f for n in names for f in INLINE[n]]
 
 
 def _producer_argv(settings: Settings, rate: float, seconds: float, start: str) -> list[str]:
@@ -155,14 +165,14 @@ def _producer_argv(settings: Settings, rate: float, seconds: float, start: str) 
                   "--backend", "confluent")  # fmt: skip
 
 
-def warm_state(state: Path, records: int, separate: bool, log: Path) -> tuple[str, float]:
+def warm_state(state: Path, records: int, mode: str, log: Path) -> tuple[str, float]:
     """Learn ``records`` of the fleet from a file into ``state``; return the event time the
     rate runs continue from, and the seconds it took."""
     rec = state.parent / "warm.jsonl"
     subprocess.run(_fleet("--rate", "0", "--count", str(records), "--output", str(rec)),
                    check=True, env=_env(), stdout=subprocess.DEVNULL)  # fmt: skip
     t0 = time.monotonic()
-    for group, tail in _deployment(separate):
+    for group, tail in _deployment(mode):
         with log.open("ab") as out:
             subprocess.run([sys.executable, "-m", *tail, *_inline(tail), "--from-file", str(rec),
                             "--with-state", "--state-dir", str(state), "--group-id", group,
@@ -304,7 +314,7 @@ def run_rate(
     logs.mkdir()
     common = ["--from-beginning", "--state-dir", str(state), "--topic-prefix",
               settings.topic_prefix, "--interval", "10"]  # fmt: skip
-    for group, tail in _deployment(args.separate):
+    for group, tail in _deployment(args.deployment):
         out = (logs / f"{group}.log").open("wb")
         p = subprocess.Popen([sys.executable, "-m", *tail, *common, "--group-id", group],
                              env=_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
@@ -473,10 +483,12 @@ def on_backlog(
         for k in range(members):
             mine = work / f"s{k}"
             shutil.copytree(state, mine)
-            # a new group name means new checkpoint folders: the warm ones under its name
+            # a new group name means new checkpoint folders (<name>-<group>/): the warm ones,
+            # whichever deployment's group learned them, under its name
             for d in list(mine.iterdir()):
-                if d.name.endswith(f"-{GROUP}"):
-                    d.rename(mine / (d.name[: -len(GROUP)] + group))
+                name = next((p for p in PROCESSORS if d.name.startswith(f"{p}-")), None)
+                if name is not None:
+                    d.rename(mine / f"{name}-{group}")
             argv = [sys.executable, "-m", *tail, "--from-beginning", "--state-dir", str(mine),
                     "--topic-prefix", settings.topic_prefix, "--group-id", group, "--interval",
                     "10", "--max-seconds", str(limit), "--summary", str(work / f"m{k}.json")]  # fmt: skip
@@ -558,7 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-records", type=int, default=60_000)
     ap.add_argument("--backlog-records", type=int, default=100_000)
     ap.add_argument("--max-latency-samples", type=int, default=20_000)
-    ap.add_argument("--separate", action="store_true", help="one process per consumer")
+    ap.add_argument("--deployment", choices=DEPLOYMENTS, default="one",
+                    help="one process for every model (the README's, default); split: "
+                    "reliability alone and the three TensorFlow models together; separate: "
+                    "one process per consumer")  # fmt: skip
     ap.add_argument("--no-side-by-side", action="store_true")
     ap.add_argument("--json", action="store_true", help=f"also write {RESULTS.name}")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where --json writes")
@@ -576,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     doc: dict[str, Any] = {"rule": {"max_lag_s": MAX_LAG_S, "max_drain_s": MAX_DRAIN_S,
                                     "max_slope": 0.05},
                            "cpus": os.cpu_count(), "seconds": a.seconds, "fleet": FLEET,
-                           "deployment": "separate" if a.separate else "one process",
+                           "deployment": {"one": "one process", "split": "two processes",
+                                          "separate": "separate"}[a.deployment],
                            "rates": []}  # fmt: skip
     topics: list[Settings] = []
     try:
@@ -586,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             warm.mkdir()
             print(f"capacity: learning {a.warm_records:,d} records into the warm state ...",
                   flush=True)  # fmt: skip
-            start, warm_s = warm_state(warm, a.warm_records, a.separate, work / "warm.log")
+            start, warm_s = warm_state(warm, a.warm_records, a.deployment, work / "warm.log")
             doc["warm_s"] = round(warm_s, 1)
             last: dict[str, Any] | None = None
             for rate in rates:
@@ -621,7 +637,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 two["vs_one"] = round(two["rate"] / max(1, side["reliability_consumer"]["rate"]), 3)
                 side["reliability_two_members"] = two
-                side["pipeline_process"] = on_backlog(s, _deployment(False)[0][1], warm, n, 300)
+                side["pipeline_process"] = on_backlog(s, _deployment("one")[0][1], warm, n, 300)
+                if a.deployment == "split":  # its second process alone
+                    tail = _deployment("split")[1][1]
+                    side["models_process"] = on_backlog(s, tail, warm, n, 300)
                 side["partitions"] = partition_spread(s)
                 q = side["quix_hst_app"]["rate"] or 1
                 rel, pipe = side["reliability_consumer"]["rate"], side["pipeline_process"]["rate"]
