@@ -8,7 +8,8 @@ reconstruction error. A window is flagged when its error reaches the adaptive th
 turned erratic (:class:`~models.autoencoder.volatility.NodeVolatility`), and only if it is a
 rise; ``score >= 0.5`` is the flag. Flagged windows neither update the
 threshold, nor the node's baseline, nor the training set of later retrains. The autoencoder is
-first fitted once ``warmup_windows`` windows exist, then retrained in the background every
+first fitted once ``warmup_windows`` windows exist (a fleet too small to hold that many: once
+every node's buffer is full), then retrained in the background every
 ``retrain_every`` samples (same :class:`~models.forecast.retrain.BackgroundTrainer` as the
 forecaster), and swapped in between batches with a new version.
 
@@ -84,7 +85,9 @@ class ConsensusDetector(RetrainsInBackground):
     trim
         Largest per-step errors left out of a window's score (robust to one-sample spikes).
     warmup_windows, warmup_epochs
-        Windows before the first fit, and its epochs.
+        Windows before the first fit, and its epochs. A fleet whose ring buffers (``capacity``
+        samples per node) cannot hold that many windows is fitted once they are all full:
+        before, a fleet of 16 nodes or fewer was never fitted and never alerted.
     retrain_every, retrain_windows, retrain_epochs
         Samples between retrains, windows per retrain, epochs per retrain.
     threshold_k
@@ -366,8 +369,12 @@ class ConsensusDetector(RetrainsInBackground):
         swapped in (version 1) at a later :meth:`process`; never a stall of the loop."""
         if self.trainer_.busy or self.trainer_.pending:
             return  # the warm-up fit is running or done: swapped in by _swap
-        avail = np.maximum(np.minimum(self.history_.count, self.capacity) - self.window, 0).sum()
-        if avail < self.warmup_windows:
+        count = self.history_.count
+        per = np.maximum(np.minimum(count[count > 0], self.capacity) - self.window, 0)
+        # a fleet of fewer than warmup_windows / (capacity - window) nodes (16 by default) can
+        # never hold that many windows: it is fitted once every node's buffer is full
+        full = len(per) * max(self.capacity - self.window, 0)
+        if not len(per) or per.sum() < min(self.warmup_windows, full):
             return
         x = self.training_windows(max(self.warmup_windows, self.retrain_windows))
         if self.background:

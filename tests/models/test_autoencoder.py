@@ -122,6 +122,27 @@ def test_a_background_warm_up_fit_never_stalls_process_and_is_swapped_in_later()
 
 
 
+def test_a_fleet_too_small_for_the_warm_up_is_fitted_once_its_buffers_are_full() -> None:
+    # 6 nodes x (100 - 10) windows can never reach 2,000: such a fleet was never fitted (on
+    # the simulator, 12- and 10-node fleets had no consensus alerts at all)
+    d = ConsensusDetector(window=10, units=8, latent=3, warmup_windows=2000, warmup_epochs=2,
+                          capacity=100, retrain_every=10**9, background=False, batch_size=32,
+                          step_samples=50, seed=0)  # fmt: skip
+    samples = list(_samples(6, 160, seed=1, bad=None))
+    fitted_at = None
+    for i in range(0, len(samples), 60):
+        d.process(samples[i : i + 60])
+        if d.ready and fitted_at is None:
+            fitted_at = i + 60
+    assert d.version_ == 1
+    assert fitted_at is not None and 6 * 100 <= fitted_at <= 6 * 100 + 2 * 60  # buffers full
+    # a fleet that can hold warmup_windows still waits for them
+    big = ConsensusDetector(window=10, units=8, latent=3, warmup_windows=2000, capacity=1000,
+                            background=False, step_samples=50, seed=0)  # fmt: skip
+    big.process(list(_samples(6, 160, seed=1, bad=None)))
+    assert not big.ready
+
+
 def test_volatility_is_measured_in_each_nodes_own_units_and_ignores_one_spike() -> None:
     from models.autoencoder.volatility import NodeVolatility
 
