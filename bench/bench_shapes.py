@@ -18,11 +18,20 @@ record-level best F1 of the final score and of each component alone (a record is
 inside a label's window of its node; the 60 s after it count neither way; chosen with the
 labels, so a diagnostic of which component ranks the incidents, not a result).
 
+``--pipeline`` also scores each shape once with the consensus detector (``python -m
+consumers.consensus --from-file F --sync-retrain``), the pipeline's other incident detector,
+and evaluates the union of its alerts and each configuration's with the pipeline report
+(``python -m consumers.evaluate --labels ... --alerts ... --telemetry F --warmup-s 1800``):
+recall, alert precision and per category as above, but its false-positive rate is the share
+of normal records an open alert *covers* (``fpr_covered``), not of the records flagged.
+
 Usage::
 
-    python bench/bench_shapes.py [--only CONFIG,...] [--shapes NAME,...] [--components] [--json]
+    python bench/bench_shapes.py [--only CONFIG,...] [--shapes NAME,...] [--components]
+                                 [--pipeline] [--json [--out FILE]]
 
-``--json`` writes ``bench/results/shapes.json``. Each run takes 5-40 s on a 2-core machine.
+``--json`` writes ``bench/results/shapes.json`` (or ``--out``). Each run takes 5-40 s on a
+2-core machine.
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,14 +146,71 @@ def component_f1(scores: Path, labels: Path) -> dict[str, float]:
     }
 
 
-def evaluate(data: Path, extra: list[str], work: Path, components: bool = False) -> dict[str, Any]:
-    """One scoring run: the consumer's evaluation report, trimmed, and its wall time."""
+def _categories(cats: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: {
+            "incidents": v["incidents"],
+            "recall": v["recall"],
+            "alerts": v.get("alerts"),
+            "precision": v.get("precision"),
+        }  # fmt: skip
+        for k, v in cats.items()
+    }
+
+
+def consensus_alerts(data: Path, work: Path) -> Path:
+    """The consensus detector's alerts on the shape (fitted inline: reproducible)."""
+    out = work / "consensus"
+    shutil.rmtree(out, ignore_errors=True)  # a run that never alerts writes no file
+    argv = [sys.executable, "-m", "consumers.consensus", "--from-file", str(data),
+            "--no-checkpoint", "--sync-retrain", "--output-dir", str(out)]  # fmt: skip
+    run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"consumers.consensus failed on {data.name}:\n{run.stderr[-2000:]}")
+    return out / "dwcp.alerts.jsonl"  # (absent: it never alerted)
+
+
+def pipeline(data: Path, alert_files: list[Path], work: Path) -> dict[str, Any]:
+    """The pipeline report of the union of ``alert_files`` (see the module docstring)."""
+    union = work / "union.alerts.jsonl"
+    union.write_bytes(b"".join(f.read_bytes() for f in alert_files if f.exists()))
+    argv = [sys.executable, "-m", "consumers.evaluate", "--labels", str(_labels(data)),
+            "--alerts", str(union), "--telemetry", str(data), "--warmup-s", str(WARMUP_S),
+            "--no-plots", "--out", str(work / "pipeline")]  # fmt: skip
+    run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"consumers.evaluate failed on {data.name}:\n{run.stderr[-2000:]}")
+    det = json.loads((work / "pipeline" / "report.json").read_text())["detection"]
+    out: dict[str, Any] = {}
+    for key, name in (("pipeline", "pipeline"), ("consensus-ae", "consensus_detector")):
+        d = det.get(key)
+        if not isinstance(d, dict) or "overall" not in d:
+            out[name] = None
+            continue
+        o = d["overall"]
+        out[name] = {"recall": o["recall"], "precision": o["precision"],
+                     "fpr_covered": o["fpr"], "alert_incidents": o["alert_incidents"],
+                     "categories": _categories(d["categories"])}  # fmt: skip
+    return out
+
+
+def evaluate(
+    data: Path,
+    extra: list[str],
+    work: Path,
+    components: bool = False,
+    consensus: Path | None = None,
+) -> dict[str, Any]:
+    """One scoring run: the consumer's evaluation report, trimmed, and its wall time (with
+    ``consensus``, the consensus detector's alerts: also the pipeline's union)."""
     labels = _labels(data)
     argv = [sys.executable, "-m", "consumers.reliability", "--from-file", str(data),
             "--labels", str(labels), "--warmup-s", str(WARMUP_S), "--no-checkpoint",
-            "--report-dir", str(work), "--report-name", "report", *extra]  # fmt: skip
+            "--report-dir", str(work), "--report-name", "report",
+            "--output-dir", str(work / "reliability"), *extra]  # fmt: skip
     if components:
         argv += ["--scores-output", str(work / "scores.csv")]
+    shutil.rmtree(work / "reliability", ignore_errors=True)
     t0 = time.monotonic()
     run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
     if run.returncode != 0:
@@ -157,17 +224,14 @@ def evaluate(data: Path, extra: list[str], work: Path, components: bool = False)
         "precision": o["precision"],
         "alert_incidents": o["alert_incidents"],
         "incidents": o["incidents"],
-        "categories": {
-            k: {
-                "incidents": v["incidents"],
-                "recall": v["recall"],
-                "alerts": v.get("alerts"),
-                "precision": v.get("precision"),
-            }  # fmt: skip
-            for k, v in rep["categories"].items()
-        },
+        "categories": _categories(rep["categories"]),
         "wall_s": round(wall, 1),
         **({"best_f1_alone": component_f1(work / "scores.csv", labels)} if components else {}),
+        **(
+            pipeline(data, [work / "reliability" / "dwcp.alerts.jsonl", consensus], work)
+            if consensus is not None
+            else {}
+        ),
     }
 
 
@@ -181,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shapes", help="comma-separated shape names (default all)")
     ap.add_argument("--components", action="store_true",
                     help="also the record-level best F1 of each component alone (labels)")  # fmt: skip
+    ap.add_argument("--pipeline", action="store_true",
+                    help="also the consensus detector, and the union of both detectors' alerts")  # fmt: skip
     ap.add_argument("--json", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where --json writes")
     args = ap.parse_args(argv)
     configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only.split(",")}
     shapes = {k: v for k, v in SHAPES.items() if not args.shapes or k in args.shapes.split(",")}
@@ -191,12 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-shapes-") as tmp:
         for name, (gen, _tuned) in shapes.items():
             data = record(name, gen)
+            cons = consensus_alerts(data, Path(tmp)) if args.pipeline else None
             for label, extra in configs.items():
-                r = evaluate(data, extra, Path(tmp), args.components)
+                r = evaluate(data, extra, Path(tmp), args.components, cons)
                 results[label][name] = r
                 print(f"{name} | {label}: recall {_pct(r['recall'])}, FPR {_pct(r['fpr'])}, "
                       f"precision {_pct(r['precision'])} ({r['alert_incidents']} alert incidents, "
                       f"{r['wall_s']} s)", flush=True)  # fmt: skip
+                if r.get("pipeline"):
+                    p = r["pipeline"]
+                    print(f"  with the consensus detector: recall {_pct(p['recall'])}, "
+                          f"precision {_pct(p['precision'])}, normal records covered "
+                          f"{_pct(p['fpr_covered'])} ({p['alert_incidents']} alert incidents)",
+                          flush=True)  # fmt: skip
                 if "best_f1_alone" in r:
                     print("  record-level best F1 (labels): " + ", ".join(
                         f"{k} {v}" for k, v in r["best_f1_alone"].items()), flush=True)  # fmt: skip
@@ -209,6 +283,11 @@ def main(argv: list[str] | None = None) -> int:
             f"held-out {k}, median": statistics.median(r[k] for r in held)
             for k in ("recall", "fpr", "precision")
         }
+        if all(r.get("pipeline") for r in held):
+            summary[label].update({
+                f"held-out pipeline {k}, median": statistics.median(r["pipeline"][k] for r in held)
+                for k in ("recall", "precision", "fpr_covered")
+            })  # fmt: skip
     print("\n| shape | configuration | recall | FPR | alert precision | alert incidents | "
           "network failure recall / precision |")  # fmt: skip
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -229,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                "cpus": os.cpu_count(), "warmup_s": WARMUP_S,
                "shapes": {n: {"synthetic": g, "tuned": t} for n, (g, t) in shapes.items()},
                "configs": configs, "summary": summary, "results": results}  # fmt: skip
-        RESULTS.write_text(json.dumps(doc, indent=2) + "\n")
-        print(f"wrote {RESULTS.relative_to(ROOT)}")
+        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 
