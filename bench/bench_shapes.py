@@ -27,7 +27,7 @@ of normal records an open alert *covers* (``fpr_covered``), not of the records f
 
 Usage::
 
-    python bench/bench_shapes.py [--only CONFIG,...] [--shapes NAME,...] [--components]
+    python bench/bench_shapes.py [--only CONFIG ...] [--shapes NAME,...] [--components]
                                  [--pipeline] [--json [--out FILE]]
 
 ``--json`` writes ``bench/results/shapes.json`` (or ``--out``). Each run takes 5-40 s on a
@@ -241,7 +241,9 @@ def _pct(v: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", help="comma-separated configuration labels (default all)")
+    ap.add_argument("--only", action="append",
+                    help="a configuration label, exactly (repeatable; labels hold commas; "
+                    "default all)")  # fmt: skip
     ap.add_argument("--shapes", help="comma-separated shape names (default all)")
     ap.add_argument("--components", action="store_true",
                     help="also the record-level best F1 of each component alone (labels)")  # fmt: skip
@@ -250,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where --json writes")
     args = ap.parse_args(argv)
-    configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only.split(",")}
+    configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only}
     shapes = {k: v for k, v in SHAPES.items() if not args.shapes or k in args.shapes.split(",")}
     if not configs or not shapes:
         raise SystemExit(f"nothing to run: configurations {list(CONFIGS)}, shapes {list(SHAPES)}")
