@@ -412,7 +412,7 @@ class ReliabilityDetector:
         final = comb.final_
         # a link to a dead peer describes the peer's outage, not this link's normal: no scale
         # learns it (the baselines do not either); learned, its collapsed metrics (z near -40)
-        # fattened every calibrator's tail, and a consensus degradation at z 9 ranked 0.99
+        # fattened every calibrator's tail
         dead = [r.peer_unreachable for r in rows]
         skip = np.array(dead) if any(dead) else None
         hst_raw = self.hst_.score_learn_many(xs, skip)  # river's scores, the batch at once
