@@ -65,8 +65,15 @@ class ConsensusProcessor(LSTMProcessor):
         else:
             self.sampler, self.detector = NodeSampler(), self._new()
             self.tracker = IncidentTracker(
-                SOURCE, open_after=args.open_after, resolve_after_s=args.resolve_after
+                SOURCE,
+                open_after=args.open_after,
+                resolve_after_s=args.resolve_after,
+                confirm_s=args.confirm_s,
             )
+        if self.tracker.confirm_s != args.confirm_s:  # an alerting knob: this run's, if restored
+            log.info("confirm_s %s -> %s (restored state, this run's flag)",
+                     self.tracker.confirm_s, args.confirm_s)  # fmt: skip
+            self.tracker.confirm_s = args.confirm_s
         self.detector.fit_where(not args.sync_retrain, args.retrain_pause)  # also if restored
         self.last_version = self.detector.version_
         self.alerts = 0
@@ -142,6 +149,15 @@ class ConsensusProcessor(LSTMProcessor):
         )
         m.add_argument("--open-after", type=int, default=2, help="flagged windows in a row to open")
         m.add_argument("--resolve-after", type=float, default=60.0, help="quiet seconds to resolve")
+        m.add_argument(
+            "--confirm-s",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="the precision/recall knob, as the reliability consumer's: a flagged streak "
+            "opens an incident only once it has lasted this many seconds of event time. "
+            "Default 0: at once",
+        )
         m.add_argument(
             "--labels", metavar="FILE.jsonl", help="score recall / FPR against these labels"
         )

@@ -145,3 +145,25 @@ def test_a_restored_detector_fits_where_this_run_says() -> None:
     assert restored.background and restored.trainer_.background
     back = consensus.ConsensusProcessor(Settings(), parse(SMALL), pickle.loads(pickle.dumps(state)))
     assert not back.detector.background and not back.detector.trainer_.background
+
+
+def test_confirm_s_holds_short_streaks_back_and_is_this_runs_flag(recording: Path) -> None:
+    parse = consensus.build_parser().parse_args
+
+    def opens(extra: list[str]) -> list[Alert]:
+        app = consensus.ConsensusProcessor(Settings(), parse(SMALL + extra), None)
+        out: list[Alert] = []
+        for recs in decoded_batches(recording, 1000):
+            out += app.alerts_for(recs)
+        return [a for a in out if a.status == "open"]
+
+    at_once, confirmed = opens([]), opens(["--confirm-s", "120"])
+    assert confirmed and len(confirmed) < len(at_once)  # short streaks never alert
+    assert parse([]).confirm_s == 0.0
+    # an alerting knob: a restored tracker takes this run's value
+    saved = consensus.ConsensusProcessor(Settings(), parse(SMALL), None)
+    state = pickle.loads(pickle.dumps((saved.sampler, saved.detector, saved.tracker)))
+    restored = consensus.ConsensusProcessor(
+        Settings(), parse([*SMALL, "--confirm-s", "120"]), state
+    )
+    assert restored.tracker.confirm_s == 120.0
