@@ -10,8 +10,9 @@ poll and one validation per record), live settings (background first fits and re
 demo's shortened LSTM warm-ups (``--warmup-windows 3000``). ``--deployment split`` runs two
 processes instead (reliability alone, and the three TensorFlow models together: a group each),
 ``--deployment separate`` one process per consumer. Every rate starts from the **same warm
-state**: the pipeline first learns ``--warm-records`` records of the same fleet from a file (``--with-state``, fits
-inline), and each rate run restores a copy of that state, so no rate pays for first fits.
+state**: the pipeline first learns ``--warm-records`` records of the same fleet from a file
+(``--with-state``, fits inline), and each rate run restores a copy of that state, so no rate
+pays for first fits.
 
 **Each rate**: fresh topics (6 partitions), the consumers started and given ``--settle``
 seconds to join their group, then ``producers.synthetic`` at that fixed rate for ``--seconds``
