@@ -70,10 +70,8 @@ class ConsensusProcessor(LSTMProcessor):
                 resolve_after_s=args.resolve_after,
                 confirm_s=args.confirm_s,
             )
-        if self.tracker.confirm_s != args.confirm_s:  # an alerting knob: this run's, if restored
-            log.info("confirm_s %s -> %s (restored state, this run's flag)",
-                     self.tracker.confirm_s, args.confirm_s)  # fmt: skip
-            self.tracker.confirm_s = args.confirm_s
+        for knob, (old, new) in self.tracker.retune(confirm_s=args.confirm_s).items():
+            log.info("%s %s -> %s (restored state, this run's flag)", knob, old, new)
         self.detector.fit_where(not args.sync_retrain, args.retrain_pause)  # also if restored
         self.last_version = self.detector.version_
         self.alerts = 0

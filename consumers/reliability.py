@@ -96,12 +96,9 @@ class ReliabilityProcessor(app.Processor):
             params = self._params(self.args)
             one.detector.forest_.run_where(params["background"], params.get("forest_swap_after"))
             # and the alerting knobs are this run's: they decide alerts, not what was learned
-            tracker = one.detector.tracker_
-            for knob in ("confirm_s", "explained_only"):
-                if getattr(tracker, knob) != params[knob]:
-                    log.info("%s %s -> %s (restored state, this run's flag)",
-                             knob, getattr(tracker, knob), params[knob])  # fmt: skip
-                    setattr(tracker, knob, params[knob])
+            knobs = {k: params[k] for k in ("confirm_s", "explained_only")}
+            for knob, (old, new) in one.detector.tracker_.retune(**knobs).items():
+                log.info("%s %s -> %s (restored state, this run's flag)", knob, old, new)
         # what --labels evaluates: kept in the checkpoint, so a restarted run is judged whole
         if self.keep and state.get("evaluation"):
             one.flags, one.alerts_seen = state["evaluation"]

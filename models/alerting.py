@@ -43,6 +43,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from stream.records import Alert, MetricDeviation
 
@@ -189,6 +190,20 @@ class IncidentTracker:
         inc.severity = max(inc.severity, severity, key=SEVERITY_ORDER.index)
         inc.category = category or inc.category
         return [self._emit(node_id, inc, "update", event_time, score, threshold, **extra)]
+
+    def retune(self, **knobs: Any) -> dict[str, tuple[Any, Any]]:
+        """Set alerting knobs (``confirm_s``, ``explained_only``): a run's flags over a
+        restored tracker's, since they decide alerts, not what was learned. Returns
+        ``{name: (old, new)}`` of those that changed."""
+        changed = {}
+        for name, value in knobs.items():
+            if name not in ("confirm_s", "explained_only"):
+                raise TypeError(f"{name} is not an alerting knob")
+            old = getattr(self, name)
+            if old != value:
+                setattr(self, name, value)
+                changed[name] = (old, value)
+        return changed
 
     def watching(self, node_id: str) -> bool:
         """Whether ``node_id`` has an open incident or a streak waiting for ``confirm_s``
