@@ -250,7 +250,16 @@ class ConfluentConsumer(Consumer):
     def poll_batch(self, max_records: int, timeout_ms: int) -> list[Message]:
         out: list[Message] = []
         self._watch.raise_if_refused()
-        got = self._consumer.consume(max_records, timeout_ms / 1000)
+        # librdkafka's consume(n, timeout) returns only once it has n records or the timeout
+        # has passed: at 1,000 records/s a batch of 5,000 waited the whole 500 ms poll
+        # timeout every time, and every alert with it. Instead: what the client has fetched
+        # already; if nothing, wait for the first record and take what came with it
+        consumer = self._consumer
+        got = consumer.consume(max_records, 0)
+        if not got and timeout_ms > 0:
+            got = consumer.consume(1, timeout_ms / 1000)
+            if got and max_records > 1:
+                got += consumer.consume(max_records - 1, 0)
         self._watch.raise_if_refused()  # error_cb ran inside consume
         for m in got:
             err = m.error()

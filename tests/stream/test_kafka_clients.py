@@ -274,3 +274,32 @@ def test_admin_reports_consumer_lag_per_partition(
             consumer.close()
         assert admin.group_offsets(group_id, topic) == {0: offsets[0][1], 1: 1}
         assert admin.consumer_lag(group_id, topic) == {0: 0, 1: offsets[1][1] - 1}
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+def test_a_poll_returns_the_records_there_without_waiting_for_a_full_batch(
+    kafka_settings, topic_factory, group_id, produce_records
+):
+    # the contract: up to max_records, waiting at most timeout_ms *for the first*. librdkafka's
+    # consume(n, timeout) waits for all n or the whole timeout, which held every batch (and
+    # every alert) for the poll timeout whenever fewer records than a batch were on their way
+    topic = topic_factory(partitions=1)
+    consumer = make_consumer(kafka_settings, [topic], group_id=group_id, from_beginning=True)
+    try:
+        assert _join(consumer) == []
+        produce_records(kafka_settings, topic, [(b"k", str(i).encode()) for i in range(10)])
+        got: list[Message] = []
+        polls: list[float] = []
+        deadline = time.monotonic() + 30
+        while len(got) < 10 and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            batch = consumer.poll_batch(5000, 8000)
+            if batch:
+                polls.append(time.monotonic() - t0)
+            got += batch
+        assert sorted(int(m.value) for m in got) == list(range(10))
+        # each poll that delivered came back long before its 8 s timeout
+        assert polls and max(polls) < 4.0, polls
+    finally:
+        consumer.close()
