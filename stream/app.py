@@ -18,7 +18,10 @@ status line and a summary). :func:`main` owns everything around it, once for all
   at the first commit of a run that restored nothing); on
   revoke (the revoked partitions' offsets are committed by then); and on close, after the final
   commit. Quix Streams' ``Checkpoint.commit`` order: flush produced records, commit offsets,
-  then state. One layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
+  then state. The state is pickled on the loop's thread; periodic and new-model checkpoints are
+  then written (checksum, files, ``fsync``) on a thread of their own while the loop goes on
+  (:class:`~stream.checkpoint.BackgroundWrites`; a crash before they land leaves the previous
+  checkpoint, as a kill -9 does), revoke and shutdown ones before the loop continues. One layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
   ``<state_dir>/<name>-<group>/``, the state wrapped with the processor name, its state format,
   its model version and the partition positions it matches); a checkpoint of another processor
   or format is ignored with a warning;
@@ -72,7 +75,7 @@ import msgspec
 
 from stream import collector
 from stream.alignment import Aligner
-from stream.checkpoint import CheckpointStore
+from stream.checkpoint import BackgroundWrites, CheckpointStore
 from stream.cli import add_common_arguments, build_parser, group_for, processor_args, settings_from
 from stream.errors import DwcpError
 from stream.kafka import Consumer, Message, Producer, TopicPartition, make_consumer, make_producer
@@ -95,6 +98,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("stream.app")
+
+
+#: Checkpoints written beside the loop (see :meth:`App.checkpoint`).
+BACKGROUND_WRITES = ("periodic", "new model")
 
 
 class App:
@@ -156,6 +163,7 @@ class App:
         # periodic checkpoint would leave offsets committed that no saved state has seen
         self.last_checkpoint = time.monotonic() if self._positions else float("-inf")
         self.loop: BatchLoop | None = None
+        self.writer = BackgroundWrites()
 
     # -- state ---------------------------------------------------------------------------------
     def _check_shardable(self) -> None:
@@ -248,6 +256,12 @@ class App:
                 proc.checkpoint_due = False
             self.sharded.save(positions, why, final=final)
             return
+        self.writer.wait()  # the last one is on disk first: versions are read from the folder
+        # periodic and new-model checkpoints are pickled here and written (checksum, files,
+        # fsync) beside the loop; revoke and shutdown ones before the partitions move or the
+        # process ends. A write that failed raises at the next checkpoint
+        background = why in BACKGROUND_WRITES
+        writes = []
         for proc in self.processors:
             proc.checkpoint_due = False
             store = self.stores[proc.name]
@@ -256,7 +270,7 @@ class App:
             started = time.perf_counter()
             state = proc.state(final=final)
             version = proc.model_version
-            v = store.save(
+            v, write = store.prepare(
                 {
                     "processor": proc.name,
                     "format": proc.state_format,
@@ -266,9 +280,15 @@ class App:
                 },
                 meta={"processor": proc.name, "why": why, "model_version": version},
             )
+            if background:
+                writes.append(write)
+            else:
+                write()
             took = time.perf_counter() - started  # the loop waits for it: worth seeing
-            log.info("%s: checkpoint v%d (%s, %s) in %.0f ms", proc.name, v, why, version,
-                     1000 * took)  # fmt: skip
+            log.info("%s: checkpoint v%d (%s, %s) in %.0f ms%s", proc.name, v, why, version,
+                     1000 * took, ", written in the background" if background else "")  # fmt: skip
+        if writes:
+            self.writer.submit(writes)
 
     def _after_commit(self) -> None:
         if any(p.checkpoint_due for p in self.processors):
@@ -481,6 +501,7 @@ class App:
                     stats = loop.run()
         finally:
             self.health.stopping = True
+            self.writer.wait(raise_error=False)  # (the loop died: a write in flight lands)
             for proc, view in zip(self.processors, self.views, strict=True):
                 try:
                     proc.observe(view)  # the final gauges

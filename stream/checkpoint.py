@@ -43,6 +43,8 @@ import os
 import pickle
 import re
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -142,26 +144,42 @@ class CheckpointStore:
         OSError
             When the folder cannot be written.
         """
+        version, write = self.prepare(state, meta)
+        write()
+        return version
+
+    def prepare(
+        self, state: Any, meta: dict[str, Any] | None = None
+    ) -> tuple[int, Callable[[], None]]:
+        """:meth:`save` in two steps: pickle ``state`` now (it may change once this returns)
+        and return its version and a function that writes it (checksum, files, ``fsync``,
+        pruning), which may run on another thread. Write each prepared version before
+        preparing the next one: the version number is read from the folder."""
         self.dir.mkdir(parents=True, exist_ok=True)
         version = self._next_version()
         try:
             payload = pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"cannot pickle state for {self.dir}: {exc}") from exc
-        info = {
-            **(meta or {}),
-            "version": version,
-            "saved_at": dt.datetime.now(dt.UTC).isoformat(),
-            _SHA256: hashlib.sha256(payload).hexdigest(),
-            _BYTES: len(payload),
-        }
-        # Metadata first, then the pickle: a version "exists" only once its .pkl is renamed in.
-        self._atomic_write(self.dir / f"ckpt-{version:08d}.json", orjson.dumps(info, default=str))
-        self._atomic_write(self.dir / f"ckpt-{version:08d}.pkl", payload)
-        for old in self.versions()[: -self.keep]:
-            for suffix in (".pkl", ".json"):
-                (self.dir / f"ckpt-{old:08d}{suffix}").unlink(missing_ok=True)
-        return version
+        saved_at = dt.datetime.now(dt.UTC).isoformat()
+
+        def write() -> None:
+            info = {
+                **(meta or {}),
+                "version": version,
+                "saved_at": saved_at,
+                _SHA256: hashlib.sha256(payload).hexdigest(),
+                _BYTES: len(payload),
+            }
+            # Metadata first, then the pickle: a version "exists" once its .pkl is renamed in.
+            stem = self.dir / f"ckpt-{version:08d}"
+            self._atomic_write(stem.with_suffix(".json"), orjson.dumps(info, default=str))
+            self._atomic_write(stem.with_suffix(".pkl"), payload)
+            for old in self.versions()[: -self.keep]:
+                for suffix in (".pkl", ".json"):
+                    (self.dir / f"ckpt-{old:08d}{suffix}").unlink(missing_ok=True)
+
+        return version, write
 
     def load(self) -> tuple[Any, dict[str, Any]] | None:
         """The newest good ``(state, meta)``, or ``None`` when there is none.
@@ -271,3 +289,55 @@ class CheckpointStore:
 def _type_names(expect: type[Any] | tuple[type[Any], ...]) -> str:
     types = expect if isinstance(expect, tuple) else (expect,)
     return " or ".join(t.__name__ for t in types)
+
+
+class BackgroundWrites:
+    """Prepared checkpoint writes (:meth:`CheckpointStore.prepare`) run on a thread of their
+    own, one checkpoint at a time and in order: :meth:`submit` waits for the one before.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> store = CheckpointStore(tempfile.mkdtemp(), "demo")
+    >>> writes = BackgroundWrites()
+    >>> version, write = store.prepare({"n": 1})
+    >>> writes.submit([write])
+    >>> writes.wait()
+    >>> store.load()[0], store.versions()
+    ({'n': 1}, [1])
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, writes: list[Callable[[], None]]) -> None:
+        """Run ``writes`` in order on a new thread, once the previous ones are done."""
+        self.wait()
+        self._thread = threading.Thread(target=self._run, args=(writes,), name="checkpoint-writes")
+        self._thread.start()
+
+    def _run(self, writes: list[Callable[[], None]]) -> None:
+        try:
+            for write in writes:
+                write()
+        except BaseException as exc:  # raised on the caller's thread by wait()
+            self._error = exc
+
+    @property
+    def busy(self) -> bool:
+        """True while a write runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, raise_error: bool = True) -> None:
+        """Until the writes submitted are done; re-raise the error one of them met (else, with
+        ``raise_error=False``, log it)."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        error, self._error = self._error, None
+        if error is None:
+            return
+        if raise_error:
+            raise error
+        log.error("a checkpoint write failed: %s", error)

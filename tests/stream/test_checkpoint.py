@@ -230,3 +230,38 @@ def test_expect_accepts_a_tuple_of_types(tmp_path):
 def test_unpicklable_state_is_a_clear_error(tmp_path):
     with pytest.raises(CheckpointError, match="cannot pickle"):
         CheckpointStore(tmp_path, "m").save(lambda: None)
+
+
+def test_a_prepared_checkpoint_is_the_state_when_prepared_and_written_later(tmp_path):
+    store = CheckpointStore(tmp_path, "m")
+    state = {"seen": [1, 2]}
+    version, write = store.prepare(state)
+    state["seen"].append(3)  # the loop goes on while the write waits
+    assert version == 1 and store.versions() == []  # nothing on disk until written
+    writes = checkpoint.BackgroundWrites()
+    writes.submit([write])
+    writes.wait()
+    assert store.load()[0] == {"seen": [1, 2]}
+    assert store.prepare(state)[0] == 2
+
+
+def test_a_background_write_that_failed_raises_at_the_next_wait(tmp_path, caplog):
+    store = CheckpointStore(tmp_path, "m")
+    _, write = store.prepare({"n": 1})
+    order: list[str] = []
+
+    def broken() -> None:
+        order.append("broken")
+        raise OSError(28, "No space left on device")
+
+    writes = checkpoint.BackgroundWrites()
+    writes.submit([lambda: order.append("first"), broken, lambda: order.append("never")])
+    with pytest.raises(OSError, match="No space left"):
+        writes.wait()
+    assert order == ["first", "broken"]  # in order, and none after the failure
+    writes.wait()  # raised once
+    writes.submit([write, broken])
+    with caplog.at_level(logging.ERROR, logger="stream.checkpoint"):
+        writes.wait(raise_error=False)
+    assert "checkpoint write failed: [Errno 28] No space left" in caplog.text
+    assert store.versions() == [1]
