@@ -367,7 +367,7 @@ class ConsensusDetector(RetrainsInBackground):
         """The first fit, once ``warmup_windows`` windows exist. With ``background`` it runs
         beside the stream like a retrain: samples keep flowing in, unscored, until it is
         swapped in (version 1) at a later :meth:`process`; never a stall of the loop."""
-        if self.trainer_.busy or self.trainer_.pending:
+        if self.trainer_.busy or self.trainer_.pending or not self.trainer_.slot_free:
             return  # the warm-up fit is running or done: swapped in by _swap
         count = self.history_.count
         per = np.maximum(np.minimum(count[count > 0], self.capacity) - self.window, 0)
@@ -392,7 +392,7 @@ class ConsensusDetector(RetrainsInBackground):
         events.append(f"warm-up fit on {len(x)} windows -> {self.model_version}")
 
     def _retrain(self, events: list[str]) -> None:
-        if self.trainer_.busy:
+        if self.trainer_.busy or not self.trainer_.slot_free:
             return
         self._swap(events)
         x = self.training_windows(self.retrain_windows)

@@ -524,7 +524,7 @@ class OnlineForecaster(RetrainsInBackground):
         runs beside the stream like a retrain (the baselines' ensemble is published until it
         is swapped in, version 1, at a later call): the loop never stalls in it."""
         trainer = self.trainer_
-        if trainer.busy or trainer.pending:
+        if trainer.busy or trainer.pending or not trainer.slot_free:
             return  # running or done: swapped in by _swap
         hist, H = self.history_, max(self.horizons)
         avail = np.maximum(np.minimum(hist.count, self.capacity) - self.window - H, 0).sum()
@@ -546,7 +546,7 @@ class OnlineForecaster(RetrainsInBackground):
         events.append(f"warm-up fit on {len(x)} windows -> {self.model_version}")
 
     def _retrain(self, reason: str, events: list[str]) -> None:
-        if self.trainer_.busy:
+        if self.trainer_.busy or not self.trainer_.slot_free:
             return
         self._swap(events)  # a retrain that finished since the batch began goes in first
         x, y = self.training_set(self.retrain_windows)

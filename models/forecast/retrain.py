@@ -41,6 +41,11 @@ class RetrainResult:
     error: str = ""
 
 
+#: One background fit at a time in a process: on two cores, the bandwidth forecaster's and the
+#: consensus detector's fits at once left the stream loop too little CPU
+_FIT_SLOT = threading.Lock()
+
+
 class BackgroundTrainer:
     """Runs ``model.fit(x, y, epochs=...)`` in a background thread (one at a time).
 
@@ -73,6 +78,12 @@ class BackgroundTrainer:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def slot_free(self) -> bool:
+        """False while a background retrain would have to wait for another trainer of this
+        process (ask before building a training set: :meth:`submit` would refuse it)."""
+        return not self.background or not _FIT_SLOT.locked()
+
+    @property
     def pending(self) -> bool:
         """True when a finished retrain's result has not been polled yet."""
         with self._lock:
@@ -89,9 +100,12 @@ class BackgroundTrainer:
         if not self.background:
             self._run(x, y, epochs, reason, n)
             return True
+        if not _FIT_SLOT.acquire(blocking=False):
+            return False  # another trainer of this process is fitting: try again later
         self._thread = threading.Thread(
-            target=self._run, args=(x, y, epochs, reason, n), name="lstm-retrain", daemon=True
-        )
+            target=self._run_in_slot, args=(x, y, epochs, reason, n), name="lstm-retrain",
+            daemon=True,
+        )  # fmt: skip
         self._thread.start()
         return True
 
@@ -108,6 +122,12 @@ class BackgroundTrainer:
         with self._lock:
             self._result = result
             self.completed += 1
+
+    def _run_in_slot(self, x: Any, y: Any, epochs: int, reason: str, n: int) -> None:
+        try:
+            self._run(x, y, epochs, reason, n)
+        finally:
+            _FIT_SLOT.release()
 
     def poll(self) -> RetrainResult | None:
         """The finished retrain's result, once; ``None`` while running or idle."""

@@ -105,6 +105,37 @@ def test_background_trainer_runs_one_at_a_time() -> None:
     assert bt.poll().reason == "a"
 
 
+def test_one_background_fit_at_a_time_in_a_process() -> None:
+    # the bandwidth forecaster's and the consensus detector's fits at once left the stream
+    # loop of a two-core machine too little CPU: the second waits for the first
+    import threading
+
+    gate = threading.Event()
+
+    class Slow:
+        def fit(self, x, y, epochs=None):
+            self.n = len(x)
+            gate.wait(5)
+
+        def get_weights(self):
+            return [self.n]
+
+    first, second = BackgroundTrainer(Slow()), BackgroundTrainer(Slow())
+    assert first.slot_free and second.slot_free
+    assert first.submit([0], None, epochs=1, reason="bandwidth")
+    assert not second.slot_free
+    assert not second.submit([0, 0], None, epochs=1, reason="consensus")
+    inline = BackgroundTrainer(Slow(), background=False)  # a synchronous fit never waits
+    gate.set()
+    assert inline.slot_free and inline.submit([0], None, epochs=1, reason="inline")
+    first.join()
+    assert second.slot_free
+    assert second.submit([0, 0], None, epochs=1, reason="consensus")
+    second.join()
+    assert second.poll().weights == [2] and first.poll().reason == "bandwidth"
+    assert first.slot_free
+
+
 def _sine_windows(n: int, window: int, seed: int):
     t = np.arange(n + window + 5)
     rng = np.random.default_rng(seed)
