@@ -576,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
                     "reliability alone and the three TensorFlow models together; separate: "
                     "one process per consumer")  # fmt: skip
     ap.add_argument("--no-side-by-side", action="store_true")
+    ap.add_argument("--keep-logs", type=Path, metavar="DIR",
+                    help="copy each rate's consumer and producer logs into DIR/rate-N")  # fmt: skip
     ap.add_argument("--json", action="store_true", help=f"also write {RESULTS.name}")
     ap.add_argument("--out", type=Path, default=RESULTS, help="where --json writes")
     ap.add_argument("--rejudge", type=Path, metavar="FILE.json",
@@ -608,6 +610,9 @@ def main(argv: list[str] | None = None) -> int:
             last: dict[str, Any] | None = None
             for rate in rates:
                 r = run_rate(rate, a, warm, start, work)
+                if a.keep_logs is not None:
+                    name = f"rate-{int(rate)}"
+                    shutil.copytree(work / name, a.keep_logs / name, dirs_exist_ok=True)
                 topics.append(r.pop("_settings"))
                 state = r.pop("_state")
                 doc["rates"].append(r)
