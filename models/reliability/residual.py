@@ -33,8 +33,7 @@ True
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +50,78 @@ class _Fit:
     typical: float  # mean residual energy of the window it was fitted on
 
 
+class _Window:
+    """The last ``maxlen`` rows of one key, oldest first, in one matrix used as a ring (grown
+    by doubling up to ``maxlen`` rows, widened when a wider row comes): rows narrower than the
+    matrix are padded with ``nan`` and each row's width is kept, so iterating gives the rows as
+    they were learned. A refit reads the whole window and a checkpoint pickles it as one copy
+    of the matrix, where a deque of rows took a Python step per row."""
+
+    __slots__ = ("data", "sizes", "start", "count", "maxlen")
+
+    def __init__(self, maxlen: int, rows: Iterable[np.ndarray] = ()) -> None:
+        self.maxlen = maxlen
+        self.data = np.full((min(maxlen, 64), 0), np.nan)
+        self.sizes = np.zeros(len(self.data), dtype=np.int64)
+        self.start = self.count = 0
+        for row in rows:
+            self.append(row)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _slot(self, i: int) -> int:
+        return (self.start + i) % len(self.data)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        j = self._slot(i % self.count)
+        return self.data[j, : self.sizes[j]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(self.count))
+
+    def append(self, row: np.ndarray) -> None:
+        n = row.size
+        cap, width = self.data.shape
+        if n > width:  # the feature set grew: every older row is nan there
+            wider = np.full((cap, n), np.nan)
+            wider[:, :width] = self.data
+            self.data, width = wider, n
+        if self.count == cap and cap < self.maxlen:  # full below maxlen: grow, oldest first
+            grown = np.full((min(2 * cap, self.maxlen), width), np.nan)
+            grown[:cap] = self.matrix()
+            sizes = np.zeros(len(grown), dtype=np.int64)
+            sizes[:cap] = self.ordered_sizes()
+            self.data, self.sizes, self.start, cap = grown, sizes, 0, len(grown)
+        if self.count == cap:  # full at maxlen: the oldest row goes
+            j = self.start
+            self.start = (self.start + 1) % cap
+        else:
+            j = self._slot(self.count)
+            self.count += 1
+        self.data[j, :n] = row
+        self.data[j, n:] = np.nan
+        self.sizes[j] = n
+
+    def _order(self) -> np.ndarray:
+        return (self.start + np.arange(self.count)) % len(self.data)
+
+    def matrix(self) -> np.ndarray:
+        """The rows, oldest first, padded with ``nan`` to the widest row ever kept (a copy)."""
+        if self.start + self.count <= len(self.data):
+            return self.data[self.start : self.start + self.count].copy()
+        return self.data[self._order()]
+
+    def ordered_sizes(self) -> np.ndarray:
+        """Each row's width, oldest first."""
+        return self.sizes[self._order()]
+
+
 @dataclass
 class _Key:
-    rows: deque[np.ndarray]
+    rows: _Window
     new: int = 0  # rows learned since the last fit
     fit: _Fit | None = None
     fits: int = 0
@@ -62,23 +130,21 @@ class _Key:
         # the window as one matrix (rows padded with nan to the widest) and each row's width:
         # pickled row by row, the bench fleet's 80 windows took 211 ms instead of 22 ms
         rows = self.rows
-        sizes = np.fromiter((r.size for r in rows), dtype=np.int64, count=len(rows))
+        sizes = rows.ordered_sizes()
         width = int(sizes.max()) if len(rows) else 0
-        if len(rows) and int(sizes.min()) == width:
-            matrix = np.stack(rows)
-        else:
-            matrix = np.full((len(rows), width), np.nan)
-            for i, r in enumerate(rows):
-                matrix[i, : r.size] = r
+        matrix = rows.matrix()[:, :width]
         return {"matrix": matrix, "sizes": sizes, "maxlen": rows.maxlen, "new": self.new,
                 "fit": self.fit, "fits": self.fits}  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if "matrix" not in state:  # pickled before 2026-12-07: the dataclass' own fields
+            old = state["rows"]  # a deque of rows
             self.__dict__.update(state)
+            self.rows = _Window(old.maxlen, old)
             return
         matrix, sizes = state["matrix"], state["sizes"].tolist()
-        self.rows = deque((matrix[i, :n] for i, n in enumerate(sizes)), maxlen=state["maxlen"])
+        rows = (matrix[i, :n] for i, n in enumerate(sizes))
+        self.rows = _Window(state["maxlen"], rows)
         self.new, self.fit, self.fits = state["new"], state["fit"], state["fits"]
 
 
@@ -113,7 +179,7 @@ class LinkResidual:
         for key, row in zip(keys, np.asarray(rows, dtype=float), strict=True):
             k = self.keys_.get(key)
             if k is None:
-                k = self.keys_[key] = _Key(deque(maxlen=self.window))
+                k = self.keys_[key] = _Key(_Window(self.window))
             k.rows.append(row)
             k.new += 1
 
@@ -129,11 +195,9 @@ class LinkResidual:
                 n += 1
         return n
 
-    def _fit(self, rows: deque[np.ndarray]) -> _Fit | None:
-        d = max(r.size for r in rows)
-        m = np.full((len(rows), d), np.nan)
-        for i, r in enumerate(rows):  # the feature set may have grown meanwhile: pad
-            m[i, : r.size] = r
+    def _fit(self, rows: _Window) -> _Fit | None:
+        d = int(rows.ordered_sizes().max())
+        m = rows.matrix()[:, :d]  # the feature set may have grown meanwhile: nan-padded
         present = ~np.all(np.isnan(m), axis=0)
         if present.sum() < 2:
             return None  # one metric has no structure to break

@@ -8,11 +8,14 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import random
+from collections import deque
 from typing import Any
 
 import numpy as np
+import pytest
 
 from models.reliability import LinkResidual, ReliabilityDetector
+from models.reliability.residual import _Window
 
 T0 = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
 
@@ -150,3 +153,27 @@ def test_a_window_pickled_row_by_row_still_restores() -> None:
     assert all(
         np.array_equal(x, y, equal_nan=True) for x, y in zip(key.rows, again.rows, strict=True)
     )
+
+
+def test_a_window_keeps_the_rows_a_deque_of_them_would() -> None:
+    # the window is one matrix used as a ring (grown, widened, wrapped): it must hold exactly
+    # the rows, widths and order that a deque(maxlen=window) of the rows held before
+    rng = np.random.default_rng(9)
+    window = 150  # grows 64 -> 128 -> 150, then wraps
+    kept: deque[np.ndarray] = deque(maxlen=window)
+    w = _Window(window)
+    for i in range(700):
+        width = 3 + i // 200  # the feature set grows now and then
+        row = rng.normal(size=width)
+        if i % 37 == 0:
+            row[0] = np.nan
+        kept.append(row)
+        w.append(row)
+        if i % 50 == 0 or i > 690:
+            assert len(w) == len(kept)
+            assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(w, kept, strict=True))
+    assert np.array_equal(w[-1], kept[-1]) and np.array_equal(w[0], kept[0], equal_nan=True)
+    m, sizes = w.matrix(), w.ordered_sizes()
+    assert m.shape == (window, 6) and sizes.tolist() == [r.size for r in kept]
+    with pytest.raises(IndexError):
+        w[window]
