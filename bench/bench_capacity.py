@@ -34,10 +34,11 @@ earliest produce time of any telemetry record with event time >= ``e``: from the
 data that decides it existed on the broker to the moment the answer did. It includes the
 consumer's deliberate event-time holds (late-record allowance, tick steps). Alerts: ``open``
 events; predictions: every bandwidth forecast and compression recommendation (or a sample of
-``--max-latency-samples``). Answers about the input's last 15 s of event time (the
-consumers' ``--allowed-lateness``) are left out and counted (``left_out_at_the_end``): with no
-later record to move the watermark, they wait for every partition to go idle after the
-producer stops (``--align-idle-ms``, 5 s), which a live stream never does.
+``--max-latency-samples``). Answers about the input's last 25 s of event time (the
+consumers' ``--allowed-lateness`` of 15 s and two 5-s ticks: a node's tick is complete once its
+next one arrives) are left out and counted (``left_out_at_the_end``): with no later record to
+move the watermark, they wait for every partition to go idle after the producer stops
+(``--align-idle-ms``, 5 s), which a live stream never does.
 
 **Side by side, in the same run**, on the highest rate's topic (a backlog; the first
 ``--backlog-records`` records): a raw confluent-kafka consume, the bare river
@@ -264,11 +265,11 @@ def latencies(settings: Settings, max_samples: int, steady_from_ms: int) -> dict
         low = min(low, pairs[i][1])
         suffix_min[i] = int(low)
 
-    # an answer about the last allowed-lateness of the input is released only once every
-    # partition has gone idle after the producer stopped (there is no later record to move the
-    # watermark): the end of a benchmark, not of a live stream. Left out of the percentiles,
-    # and counted
-    tail_from = (times[-1] if times else 0) - LATENESS_S * 1000
+    # an answer about the input's last allowed lateness and two ticks (a tick is complete
+    # once the node's next one arrives) is released only once every partition has gone idle
+    # after the producer stopped: there is no later record to move the watermark. The end of
+    # a benchmark, not of a live stream: left out of the percentiles, and counted
+    tail_from = (times[-1] if times else 0) - (LATENESS_S + 2 * INTERVAL) * 1000
     tail = {"alerts": 0, "predictions": 0}
 
     def lat(e_ms: int, ts_ms: int, kind: str = "alerts") -> float | None:
