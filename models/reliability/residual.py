@@ -52,70 +52,88 @@ class _Fit:
 
 class _Window:
     """The last ``maxlen`` rows of one key, oldest first, in one matrix used as a ring (grown
-    by doubling up to ``maxlen`` rows, widened when a wider row comes): rows narrower than the
-    matrix are padded with ``nan`` and each row's width is kept, so iterating gives the rows as
-    they were learned. A refit reads the whole window and a checkpoint pickles it as one copy
-    of the matrix, where a deque of rows took a Python step per row."""
+    up to ``maxlen`` rows, widened when a wider row comes): rows narrower than the matrix are
+    padded with ``nan`` and each row's width is kept, so iterating gives the rows as they were
+    learned. Appended rows wait in a list and go into the matrix together (one ``np.stack``
+    and one write) when the window is read: a refit reads it whole and a checkpoint pickles it
+    as one copy, where a deque of rows took a Python step per row."""
 
-    __slots__ = ("data", "sizes", "start", "count", "maxlen")
+    __slots__ = ("data", "sizes", "start", "count", "maxlen", "pending")
 
     def __init__(self, maxlen: int, rows: Iterable[np.ndarray] = ()) -> None:
         self.maxlen = maxlen
-        self.data = np.full((min(maxlen, 64), 0), np.nan)
-        self.sizes = np.zeros(len(self.data), dtype=np.int64)
+        self.data = np.full((0, 0), np.nan)
+        self.sizes = np.zeros(0, dtype=np.int64)
         self.start = self.count = 0
-        for row in rows:
-            self.append(row)
+        self.pending: list[np.ndarray] = list(rows)
+
+    def append(self, row: np.ndarray) -> None:
+        self.pending.append(row)
 
     def __len__(self) -> int:
-        return self.count
+        return min(self.count + len(self.pending), self.maxlen)
 
-    def _slot(self, i: int) -> int:
-        return (self.start + i) % len(self.data)
+    def _fold(self) -> None:
+        """Write the pending rows into the ring."""
+        rows, self.pending = self.pending[-self.maxlen :], []
+        if not rows:
+            return
+        sizes = np.fromiter((r.size for r in rows), dtype=np.int64, count=len(rows))
+        width = int(sizes.max())
+        if int(sizes.min()) == width:
+            block = np.stack(rows).astype(float, copy=False)
+        else:
+            block = np.full((len(rows), width), np.nan)
+            for i, r in enumerate(rows):
+                block[i, : r.size] = r
+        k = len(block)
+        cap, have = self.data.shape
+        if width > have:  # the feature set grew: every older row is nan there
+            wider = np.full((cap, width), np.nan)
+            wider[:, :have] = self.data
+            self.data = wider
+        elif width < have:
+            block = np.hstack([block, np.full((k, have - width), np.nan)])
+        need = min(self.count + k, self.maxlen)
+        if need > cap:  # grow (at least doubling, at most maxlen), oldest first
+            grown = np.full((min(max(2 * cap, need, 64), self.maxlen), self.data.shape[1]), np.nan)
+            grown_sizes = np.zeros(len(grown), dtype=np.int64)
+            order = self._order()
+            grown[: self.count] = self.data[order]
+            grown_sizes[: self.count] = self.sizes[order]
+            self.data, self.sizes, self.start, cap = grown, grown_sizes, 0, len(grown)
+        slots = (self.start + self.count + np.arange(k)) % cap  # the oldest go first when full
+        self.data[slots] = block
+        self.sizes[slots] = sizes
+        total = self.count + k
+        if total > cap:
+            self.start = (self.start + total - cap) % cap
+        self.count = min(total, cap)
+
+    def _order(self) -> np.ndarray:
+        return (self.start + np.arange(self.count)) % max(len(self.data), 1)
 
     def __getitem__(self, i: int) -> np.ndarray:
+        self._fold()
         if not -self.count <= i < self.count:
             raise IndexError(i)
-        j = self._slot(i % self.count)
+        j = (self.start + i % self.count) % len(self.data)
         return self.data[j, : self.sizes[j]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        self._fold()
         return (self[i] for i in range(self.count))
-
-    def append(self, row: np.ndarray) -> None:
-        n = row.size
-        cap, width = self.data.shape
-        if n > width:  # the feature set grew: every older row is nan there
-            wider = np.full((cap, n), np.nan)
-            wider[:, :width] = self.data
-            self.data, width = wider, n
-        if self.count == cap and cap < self.maxlen:  # full below maxlen: grow, oldest first
-            grown = np.full((min(2 * cap, self.maxlen), width), np.nan)
-            grown[:cap] = self.matrix()
-            sizes = np.zeros(len(grown), dtype=np.int64)
-            sizes[:cap] = self.ordered_sizes()
-            self.data, self.sizes, self.start, cap = grown, sizes, 0, len(grown)
-        if self.count == cap:  # full at maxlen: the oldest row goes
-            j = self.start
-            self.start = (self.start + 1) % cap
-        else:
-            j = self._slot(self.count)
-            self.count += 1
-        self.data[j, :n] = row
-        self.data[j, n:] = np.nan
-        self.sizes[j] = n
-
-    def _order(self) -> np.ndarray:
-        return (self.start + np.arange(self.count)) % len(self.data)
 
     def matrix(self) -> np.ndarray:
         """The rows, oldest first, padded with ``nan`` to the widest row ever kept (a copy)."""
+        self._fold()
         if self.start + self.count <= len(self.data):
             return self.data[self.start : self.start + self.count].copy()
         return self.data[self._order()]
 
     def ordered_sizes(self) -> np.ndarray:
         """Each row's width, oldest first."""
+        self._fold()
         return self.sizes[self._order()]
 
 
