@@ -21,7 +21,8 @@ status line and a summary). :func:`main` owns everything around it, once for all
   then state. The state is pickled on the loop's thread; periodic and new-model checkpoints are
   then written (checksum, files, ``fsync``) on a thread of their own while the loop goes on
   (:class:`~stream.checkpoint.BackgroundWrites`; a crash before they land leaves the previous
-  checkpoint, as a kill -9 does), revoke and shutdown ones before the loop continues. One layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
+  checkpoint, as a kill -9 does), revoke and shutdown ones before the loop continues. One
+  layout for every processor (:class:`~stream.checkpoint.CheckpointStore` under
   ``<state_dir>/<name>-<group>/``, the state wrapped with the processor name, its state format,
   its model version and the partition positions it matches); a checkpoint of another processor
   or format is ignored with a warning;
