@@ -108,6 +108,13 @@ def _labels(data: Path) -> Path:
     return data.with_name(data.name.replace(".jsonl", ".labels.jsonl"))
 
 
+def _run(argv: list[str], failed: str) -> None:
+    """Run a project command; if it fails, stop with ``failed`` and the tail of its stderr."""
+    run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise SystemExit(f"{failed}:\n{run.stderr[-2000:]}")
+
+
 def record(name: str, args: list[str]) -> Path:
     """The shape's recording (made once)."""
     slug = "".join(c if c.isalnum() else "-" for c in name).strip("-")
@@ -115,11 +122,9 @@ def record(name: str, args: list[str]) -> Path:
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{slug}.tmp.jsonl")
-        gen = subprocess.run([sys.executable, "-m", "producers.synthetic", "--rate", "0", *args,
-                              "--output", str(tmp), "--labels-output", str(_labels(tmp))],
-                             env=_env(), cwd=ROOT, capture_output=True, text=True)  # fmt: skip
-        if gen.returncode != 0:
-            raise SystemExit(f"producers.synthetic failed for {name}:\n{gen.stderr[-2000:]}")
+        _run([sys.executable, "-m", "producers.synthetic", "--rate", "0", *args, "--output",
+              str(tmp), "--labels-output", str(_labels(tmp))],
+             f"producers.synthetic failed for {name}")  # fmt: skip
         _labels(tmp).rename(_labels(path))
         tmp.rename(path)
     return path
@@ -164,9 +169,7 @@ def consensus_alerts(data: Path, work: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)  # a run that never alerts writes no file
     argv = [sys.executable, "-m", "consumers.consensus", "--from-file", str(data),
             "--no-checkpoint", "--sync-retrain", "--output-dir", str(out)]  # fmt: skip
-    run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
-    if run.returncode != 0:
-        raise SystemExit(f"consumers.consensus failed on {data.name}:\n{run.stderr[-2000:]}")
+    _run(argv, f"consumers.consensus failed on {data.name}")
     return out / "dwcp.alerts.jsonl"  # (absent: it never alerted)
 
 
@@ -177,9 +180,7 @@ def pipeline(data: Path, alert_files: list[Path], work: Path) -> dict[str, Any]:
     argv = [sys.executable, "-m", "consumers.evaluate", "--labels", str(_labels(data)),
             "--alerts", str(union), "--telemetry", str(data), "--warmup-s", str(WARMUP_S),
             "--no-plots", "--out", str(work / "pipeline")]  # fmt: skip
-    run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
-    if run.returncode != 0:
-        raise SystemExit(f"consumers.evaluate failed on {data.name}:\n{run.stderr[-2000:]}")
+    _run(argv, f"consumers.evaluate failed on {data.name}")
     det = json.loads((work / "pipeline" / "report.json").read_text())["detection"]
     out: dict[str, Any] = {}
     for key, name in (("pipeline", "pipeline"), ("consensus-ae", "consensus_detector")):
@@ -212,9 +213,7 @@ def evaluate(
         argv += ["--scores-output", str(work / "scores.csv")]
     shutil.rmtree(work / "reliability", ignore_errors=True)
     t0 = time.monotonic()
-    run = subprocess.run(argv, env=_env(), cwd=ROOT, capture_output=True, text=True)
-    if run.returncode != 0:
-        raise SystemExit(f"consumers.reliability failed on {data.name}:\n{run.stderr[-2000:]}")
+    _run(argv, f"consumers.reliability failed on {data.name}")
     wall = time.monotonic() - t0
     rep = json.loads((work / "report.json").read_text())
     o = rep["overall"]
