@@ -173,7 +173,7 @@ def test_a_window_keeps_the_rows_a_deque_of_them_would() -> None:
             assert len(w) == len(kept)
             assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(w, kept, strict=True))
     assert np.array_equal(w[-1], kept[-1]) and np.array_equal(w[0], kept[0], equal_nan=True)
-    m, sizes = w.matrix(), w.ordered_sizes()
+    m, sizes = w.padded()
     assert m.shape == (window, 6) and sizes.tolist() == [r.size for r in kept]
     with pytest.raises(IndexError):
         w[window]
