@@ -324,11 +324,6 @@ class BackgroundWrites:
         except BaseException as exc:  # raised on the caller's thread by wait()
             self._error = exc
 
-    @property
-    def busy(self) -> bool:
-        """True while a write runs."""
-        return self._thread is not None and self._thread.is_alive()
-
     def wait(self, raise_error: bool = True) -> None:
         """Until the writes submitted are done; re-raise the error one of them met (else, with
         ``raise_error=False``, log it)."""
