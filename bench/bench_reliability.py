@@ -209,7 +209,7 @@ def run_memory(batch: int, total: int, pool: Executor | None, every: int = 50_00
         "growth_from_100k_mb": round(marks[-1][1] - marks[min(1, len(marks) - 1)][1], 1),
         "forest_refits": det.forest_.version_,
         "refit_errors": det.forest_.refit_errors_,
-        "nodes_tracked": len(det.context_.nodes_),
+        "nodes_tracked": len(det.context_.node_index_),
         "open_incidents": len(det.tracker_.open_incidents()),
     }
 

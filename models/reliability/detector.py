@@ -64,7 +64,14 @@ import numpy as np
 
 from models.alerting import IncidentTracker
 from models.reliability.calibration import ScoreCombiner, TailQuantile
-from models.reliability.features import RISES_ONLY, FeatureRow, NodeContext
+from models.reliability.features import (
+    RISES_ONLY,
+    FeatureBatch,
+    FeatureRow,
+    NodeContext,
+    RowRef,
+    as_row,
+)
 from models.reliability.forest import ForestDetector
 from models.reliability.heartbeat import HeartbeatTracker
 from models.reliability.hst import HSTDetector
@@ -96,7 +103,7 @@ class RecordScore(NamedTuple):
 class _Tick:
     time: dt.datetime
     score: float
-    row: FeatureRow
+    row: FeatureRow | RowRef  # pickled as the FeatureRow
     region: str | None
     versions: dict[str, str] | None = None  # the model versions that scored it
 
@@ -352,13 +359,13 @@ class ReliabilityDetector:
         row = self.context_.score_one(rec)
         raw_x = np.array([self._zvector(row)])
         res = (
-            float(self.residual_.score_many([_link(row)], raw_x)[0])
+            float(self.residual_.score_many([(row.node_id, row.peer_id)], raw_x)[0])
             if self.residual_ is not None
             else math.nan
         )
         h = self.hst_.score_one(row.z)
         f = self.forest_.score_one(_absent_as_0(raw_x)[0])
-        cal = self._calibrated(row, h, f, res, _deviation(row))
+        cal = self._calibrated(row.trend, h, f, res, _deviation(row))
         return self.combiner_.score_one(cal)
 
     def learn_one(self, rec: Any) -> None:
@@ -393,37 +400,37 @@ class ReliabilityDetector:
         return scores, alerts
 
     def _process_piece(self, records: Sequence[Any]) -> tuple[list[RecordScore], list[Alert]]:
-        ctx = self.context_
-        rows = [ctx.learn_one(rec) for rec in records]
-        if not rows:
+        if not records:
             return [], []
+        batch = self.context_.learn_many(records)
         if self.generic_metrics:
-            self._register(rows)
-        raw_x = np.array([self._zvector(r) for r in rows])  # one pass for every component
+            self._register(batch)
+        raw_x = self._zmatrix(batch)  # one pass for every component
         xs = _absent_as_0(raw_x)
         forest_raw = self.forest_.score_many(xs)
         residual = self.residual_
+        keys = batch.keys
         if residual is not None:
-            keys = [_link(r) for r in rows]
             residual_raw = residual.score_many(keys, raw_x)
         else:
-            residual_raw = np.full(len(rows), math.nan)
+            residual_raw = np.full(len(records), math.nan)
         thr, comb, cals = self.threshold, self.combiner_, self.calibrators_
         final = comb.final_
         # a link to a dead peer describes the peer's outage, not this link's normal: no scale
         # learns it (the baselines do not either); learned, its collapsed metrics (z near -40)
         # fattened every calibrator's tail
-        dead = [r.peer_unreachable for r in rows]
-        skip = np.array(dead) if any(dead) else None
+        skip = batch.unreachable if batch.unreachable.any() else None
+        dead = batch.unreachable.tolist()
         hst_raw = self.hst_.score_learn_many(xs, skip)  # river's scores, the batch at once
         hst_learned = self.hst_.learned_after_.tolist()
-        devs = self._deviations(rows, raw_x)
-        trends = np.array([r.trend for r in rows], dtype=float)
+        devs = self._deviations(batch, raw_x)
+        trends = batch.trend
+        warm_l = batch.warm.tolist()
         out: list[RecordScore] = []
         alerts: list[Alert] = []
         normal_idx: list[int] = []
         alpha = 1.0 / self.protect_window
-        n = len(rows)
+        n = len(records)
         a = 0
         while a < n:
             # as many records as no calibrator can rescale within: each is scored with the
@@ -440,7 +447,7 @@ class ReliabilityDetector:
                 combined_l = combined_all.tolist()
                 cal_l = {k: v.tolist() for k, v in cal.items()}
             else:  # one record (a flat calibrator's tail rescales at any value): plain floats
-                one = self._calibrated(rows[a], h_l[0], f_l[0], r_l[0], dv_l[0])
+                one = self._calibrated(tr_l[0], h_l[0], f_l[0], r_l[0], dv_l[0])
                 combined_l = [comb.raw(one)]
                 final_all = [final.score_one(combined_l[0])]
                 cal_l = {k: [v] for k, v in one.items()}
@@ -450,18 +457,18 @@ class ReliabilityDetector:
             final_learned: list[float] = []
             for j in range(b - a):
                 i = a + j
-                rec, row = records[i], rows[i]
                 self.n_seen_ += 1
-                warm = row.warm
+                warm = warm_l[i]
+                node = keys[i][0]
                 self.n_warm_ += warm
                 self.hst_learned_ = hst_learned[i]  # the version as of this record
                 score = final_all[j] if warm and self.n_warm_ > self.warmup else 0.0
-                flagged = score >= thr and not row.peer_unreachable
+                flagged = score >= thr and not dead[i]
                 out.append(
                     RecordScore(
                         score,
                         flagged,
-                        row.peer_unreachable,
+                        dead[i],
                         hst_l[j],
                         forest_l[j],
                         dev_l[j],
@@ -471,7 +478,7 @@ class ReliabilityDetector:
                 )
                 warm = warm and not dead[i]  # (not learned: see ``skip``)
                 learn = (
-                    warm and score < self.learn_below and not self.tracker_.watching(row.node_id)
+                    warm and score < self.learn_below and not self.tracker_.watching(node)
                 )
                 if warm:
                     share = self.protected_share_
@@ -493,7 +500,7 @@ class ReliabilityDetector:
                     learned.append(j)
                     if self.n_warm_ > self.warmup // 2:  # once the components have a scale
                         final_learned.append(combined_l[j])
-                alerts += self._track(rec, row, score)
+                alerts += self._track(records[i], batch, i, score)
             # the calibrators learn the chunk's normal rows at its end: nothing in the chunk
             # read their scales after scoring it, and none can rescale before its last row
             for name, vals in (("hst", h_l), ("forest", f_l), ("deviation", dv_l),
@@ -545,18 +552,26 @@ class ReliabilityDetector:
         }
 
     # -- internals ----------------------------------------------------------------------------
-    def _register(self, rows: Sequence[FeatureRow]) -> None:
-        """Add the generic features first seen in ``rows`` (in order) to the columns."""
+    def _register(self, batch: FeatureBatch) -> None:
+        """Add the generic features first seen in ``batch`` (in order) to the columns; count
+        each value of one that finds no column (beyond ``max_features``)."""
         index = self.feature_index_
+        present = ~np.isnan(batch.z)
+        unknown = [c for c in batch.generic_columns if batch.columns[c] not in index]
+        if not unknown:
+            return
+        seen = present[:, unknown]
+        found = seen.any(axis=0)
+        first = seen.argmax(axis=0)
+        # first seen first; in one record, in the record's order (the context's column order)
+        order = sorted((int(first[k]), c) for k, c in enumerate(unknown) if found[k])
         new: list[str] = []
-        for row in rows:
-            for name in row.generic:
-                if name not in index:
-                    if len(index) >= self.max_features:
-                        self.n_features_dropped_ += 1
-                        continue
-                    index[name] = len(index)
-                    new.append(name)
+        for _, c in order:
+            if len(index) >= self.max_features:
+                self.n_features_dropped_ += int(present[:, c].sum())
+                continue
+            index[batch.columns[c]] = len(index)
+            new.append(batch.columns[c])
         if not new:
             return
         self.feature_names_ = (*self.feature_names_, *new)
@@ -565,17 +580,25 @@ class ReliabilityDetector:
         self.forest_pending_ = [np.pad(x, (0, width - len(x))) for x in self.forest_pending_]
         self.hst_.features = self.feature_names_
 
+    def _zmatrix(self, batch: FeatureBatch) -> np.ndarray:
+        """The batch's z-scores in feature order, ``nan`` where absent (the residual's view;
+        :func:`_absent_as_0` gives the forest's)."""
+        cols = batch.col_index
+        take = [cols.get(n, -1) for n in self.feature_names_]
+        z = np.concatenate([batch.z, np.full((len(batch), 1), math.nan)], axis=1)
+        return z[:, take]
+
     def _zvector(self, row: FeatureRow) -> list[float]:
         """The row's z-scores in feature order, ``nan`` where absent (the residual's view;
         :func:`_absent_as_0` gives the forest's)."""
         z = row.z
         return [z.get(n, math.nan) for n in self.feature_names_]
 
-    def _deviations(self, rows: Sequence[FeatureRow], raw_x: np.ndarray) -> np.ndarray:
-        """``_deviation`` of every row: the largest |z| of its columns, unless a feature was
-        ever dropped (beyond ``max_features``, in ``z`` but in no column): then row by row."""
+    def _deviations(self, batch: FeatureBatch, raw_x: np.ndarray) -> np.ndarray:
+        """``_deviation`` of every row: the largest |z| of its columns, or of all its features
+        if one was ever dropped (beyond ``max_features``, in ``z`` but in no column)."""
         if self.n_features_dropped_ or not raw_x.shape[1]:
-            return np.array([_deviation(r) for r in rows], dtype=float)
+            raw_x = batch.z
         a = np.abs(raw_x)
         return np.where(np.isnan(a), 0.0, a).max(axis=1)  # absent: not in z; max() of none: 0
 
@@ -598,20 +621,21 @@ class ReliabilityDetector:
         }
 
     def _calibrated(
-        self, row: FeatureRow, h: float, f: float, r: float, dev: float
+        self, trend: float, h: float, f: float, r: float, dev: float
     ) -> dict[str, float]:
         cals = self.calibrators_
         return {
             "hst": cals["hst"].score_one(h),
             "forest": cals["forest"].score_one(f),
             "deviation": cals["deviation"].score_one(dev),
-            "trend": _gate(cals["trend"].score_one(row.trend), self.trend_gate),
+            "trend": _gate(cals["trend"].score_one(trend), self.trend_gate),
             "residual": cals["residual"].score_one(r) if math.isfinite(r) else 0.5,
         }
 
-    def _track(self, rec: Any, row: FeatureRow, score: float) -> list[Alert]:
+    def _track(self, rec: Any, batch: FeatureBatch, i: int, score: float) -> list[Alert]:
         alerts: list[Alert] = []
-        node, ts = row.node_id, row.event_time
+        (node, peer), ts = batch.keys[i], batch.times[i]
+        unreachable = bool(batch.unreachable[i])
         if ts is None or node is None:
             return alerts
         if self.watermark_ is None or ts > self.watermark_:
@@ -623,21 +647,21 @@ class ReliabilityDetector:
             if old is None or (ts - old).total_seconds() >= 1.0 or ts.second != old.second:
                 alerts += self._check_heartbeats(ts)
         hb = self.heartbeat_
-        if row.peer_unreachable and row.peer_id is not None and hb.is_silent(row.peer_id, ts):
-            alerts += self._crash_evidence(row.peer_id, ts, f"unreachable from {node}")
+        if unreachable and peer is not None and hb.is_silent(peer, ts):
+            alerts += self._crash_evidence(peer, ts, f"unreachable from {node}")
         hb.observe(node, ts)
         pending = self.pending_.get(node)
         if pending is not None and pending.time != ts:
             alerts += self._emit_tick(node)
             pending = None
-        if row.peer_unreachable:
+        if unreachable:
             score = 0.0  # evidence about the peer, not this node
         if pending is None:
             region = rec.get("region") if isinstance(rec, dict) else getattr(rec, "region", None)
-            self.pending_[node] = _Tick(ts, score, row, region, self.model_versions)
+            self.pending_[node] = _Tick(ts, score, batch.ref(i), region, self.model_versions)
             heapq.heappush(self.tick_times_, (ts, node))
         elif score > pending.score:
-            pending.score, pending.row = score, row
+            pending.score, pending.row = score, batch.ref(i)
             pending.versions = self.model_versions
         return alerts
 
@@ -654,9 +678,9 @@ class ReliabilityDetector:
 
     def _emit_tick(self, node: str) -> list[Alert]:
         tick = self.pending_.pop(node)
-        row = tick.row
         flagged = tick.score >= self.threshold
-        category = match_category(row.z) if flagged else None
+        row = as_row(tick.row) if flagged else None
+        category = match_category(row.z) if row is not None else None
         state = self.tracker_.nodes.get(node)
         if state is not None and state.incident is not None and state.incident.category:
             category = None  # the first probable category sticks for the incident's life
@@ -666,7 +690,7 @@ class ReliabilityDetector:
             tick.score,
             self.threshold,
             category=category,
-            top_metrics=_top_metrics(row) if flagged else (),
+            top_metrics=_top_metrics(row) if row is not None else (),
             model_versions=tick.versions or self.model_versions,
             region=tick.region,
             reason="score above the adaptive threshold" if flagged else "",
@@ -707,10 +731,6 @@ class ReliabilityDetector:
 def _absent_as_0(x: np.ndarray) -> np.ndarray:
     """Absent features read 0 (their baseline), as the trees and the forest see them."""
     return np.where(np.isnan(x), 0.0, x)
-
-
-def _link(row: FeatureRow) -> tuple[str | None, str | None]:
-    return (row.node_id, row.peer_id)
 
 
 def _gate(u: float, gate: float) -> float:

@@ -48,25 +48,27 @@ Examples
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+import msgspec
+import numpy as np
+
+from models.reliability import kernel as K
 from models.reliability.generic import (
     GENERIC_FLOOR,
-    counter_rate,
     epoch,
     generic_fields,
     generic_values,
     untransform,
 )
 from models.reliability.trend import TrendTracker
-from stream.schema import Telemetry
+from stream.schema import EXTRA_FIELD, Telemetry, extra_counter
 
-asinh, isfinite, log, sqrt = math.asinh, math.isfinite, math.log, math.sqrt
+astuple = msgspec.structs.astuple
 
-__all__ = ["METRICS", "MetricSpec", "NodeContext", "FeatureRow", "field_getter"]
+__all__ = ["METRICS", "MetricSpec", "NodeContext", "FeatureBatch", "FeatureRow", "field_getter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +109,6 @@ METRICS: tuple[MetricSpec, ...] = (
 #: Metrics whose rise queueing explains by the fixed rule (``queue_explain=None``, and every
 #: metric until its slope is learned): their z-score is reduced by the queue's.
 QUEUE_EXPLAINS = ("rtt_ms", "jitter_ms", "packet_loss", "retransmits")
-#: The coupling to the queue is learned from rows whose queue z-score is above this (below, a
-#: queue of a few packets moves by counting noise, and nothing moves with it) ...
-QUEUE_LEARN_ABOVE = 2.0
-#: ... with this weight after a fast start (about the last 1,000 such rows of the fleet) ...
-QUEUE_ALPHA = 0.001
-#: ... and is used once a metric has this many of them.
-QUEUE_MIN_ROWS = 20
 
 #: Fields outside :data:`METRICS` that measure what a field in it measures already (DWCP's
 #: bytes per interval are its throughput times the interval; AMST's rate and stream count are
@@ -140,14 +135,10 @@ RATE_METRICS = ("mem_util", "disk_util")
 #: the deviation detector's normal tail was heavy and a real deviation elsewhere ranked low, and
 #: it slowed the node's baselines (protection) for hours after every clean-up.
 RISES_ONLY = ("disk_util",)
-Z_CLIP = 50.0
 #: Smallest standard deviation of a rate-of-change feature (transformed units per ``rate_lag``).
 RATE_FLOOR = 0.3
 RATE_FLOOR2 = RATE_FLOOR * RATE_FLOOR
 GENERIC_FLOOR2 = GENERIC_FLOOR * GENERIC_FLOOR
-#: A baseline is learned robustly (``clip_z``) only after this many samples: the first ones
-#: set its scale.
-CLIP_AFTER = 20
 
 
 def field_getter(rec: Any) -> Any:
@@ -157,60 +148,6 @@ def field_getter(rec: Any) -> Any:
     if type(rec) is Telemetry:  # every schema field is an attribute (None when absent)
         return rec.__getattribute__
     return lambda name: getattr(rec, name, None)
-
-
-class _Stat:
-    """Exponentially weighted mean/variance with a fast start (``__slots__`` for memory)."""
-
-    __slots__ = ("mean", "var", "n")
-
-    def __init__(self) -> None:
-        self.mean = 0.0
-        self.var = 0.0
-        self.n = 0
-
-    def z(self, x: float, floor: float, min_count: int) -> float:
-        if self.n < min_count:
-            return 0.0
-        z = (x - self.mean) / math.sqrt(self.var + floor * floor)
-        return Z_CLIP if z > Z_CLIP else (-Z_CLIP if z < -Z_CLIP else z)
-
-    def update(self, x: float, alpha: float, c2: float = 0.0, c2floor2: float = 0.0) -> None:
-        """Learn ``x`` with weight ``alpha``; with ``c2 > 0`` (a clip ``c`` squared, and
-        ``c2floor2`` = ``c2`` x the floor squared) a deviation beyond ``c`` standard deviations
-        is learned as one of ``c`` (winsorised, Huber's rule), once the baseline has
-        :data:`CLIP_AFTER` samples."""
-        n = self.n = self.n + 1
-        a = max(alpha, 1.0 / n) if n < 1.0 / alpha else alpha
-        d = x - self.mean
-        if c2 > 0.0 and n > CLIP_AFTER:
-            lim = c2 * self.var + c2floor2
-            if d * d > lim:
-                d = math.copysign(math.sqrt(lim), d)
-        self.mean += a * d
-        self.var = (1.0 - a) * (self.var + a * d * d)
-
-
-class _Coupling:
-    """Least-squares slope, through the origin, of one link metric's z-score on the queue's,
-    exponentially weighted (a fast start, then ``alpha``)."""
-
-    __slots__ = ("zq", "qq", "n")
-
-    def __init__(self) -> None:
-        self.zq = 0.0  # mean of z * q
-        self.qq = 0.0  # mean of q * q
-        self.n = 0
-
-    @property
-    def slope(self) -> float:
-        return self.zq / self.qq if self.qq > 0.0 else 0.0
-
-    def update(self, z: float, q: float, alpha: float) -> None:
-        self.n += 1
-        a = max(alpha, 1.0 / self.n)
-        self.zq += a * (z * q - self.zq)
-        self.qq += a * (q * q - self.qq)
 
 
 @dataclass(slots=True)
@@ -277,16 +214,19 @@ class FeatureRow:
         return out
 
 
+# -- the dict-based state of checkpoints from before the compiled loop: these classes only
+# unpickle it, and NodeContext.__setstate__ moves it into arrays (the arithmetic that used
+# them is in tests/models/reference_features.py)
+class _Stat:
+    __slots__ = ("mean", "var", "n")
+
+
+class _Coupling:
+    __slots__ = ("zq", "qq", "n")
+
+
 class _Node:
     __slots__ = ("stats", "last_time", "past", "rates", "prev_uptime", "protected")
-
-    def __init__(self) -> None:
-        self.stats: dict[str, _Stat] = {}
-        self.last_time: Any = None
-        self.past: dict[str, deque[float]] = {}  # metric -> its last ``rate_lag`` tick values
-        self.rates: dict[str, _Stat] = {}
-        self.prev_uptime: float | None = None
-        self.protected = 0  # consecutive protected ticks
 
 
 class NodeContext:
@@ -321,7 +261,8 @@ class NodeContext:
         coupling to the queue (module docstring). The margin covers the coupling's curve: a
         long queue comes with more than the slope's share of latency. ``None``: the fixed rule
         of before (RTT, jitter, loss and retransmits reduced by ``q``), which is also used for
-        each metric until its coupling has :data:`QUEUE_MIN_ROWS` rows.
+        each metric until its coupling has
+        :data:`~models.reliability.kernel.QUEUE_MIN_ROWS` rows.
     rises_only
         Metrics (of the table) whose fall is no evidence: a negative z-score of theirs, and of
         their rate of change, counts 0 (:data:`RISES_ONLY`; ``()``: every metric two-sided,
@@ -339,6 +280,10 @@ class NodeContext:
         20 minutes later, and a critical degradation then peaked at z 4.6 (simulator, seed 21).
         ``None`` (the default): plain exponentially weighted baselines. Measured, not a default:
         it ranks incidents better on every simulator shape and worse on ASD (README).
+
+    The records are walked in order by a compiled loop over arrays
+    (:mod:`models.reliability.kernel`); :meth:`learn_many` takes a batch at once and gives a
+    :class:`FeatureBatch`, :meth:`learn_one` and :meth:`score_one` one :class:`FeatureRow`.
     """
 
     def __init__(
@@ -384,46 +329,220 @@ class NodeContext:
         self.generic_fields_ = (
             generic_fields(tuple(m.name for m in metrics), COVERED_BY) if generic else ()
         )
-        self.trend_ = TrendTracker(RATE_METRICS, lag=trend_lag, k=trend_k)
-        self.nodes_: dict[str, _Node] = {}
-        self.links_: dict[tuple[str, str | None], dict[str, _Stat]] = {}
-        # (node_id, peer_id) -> counter feature -> (event time, value) of its last sample
-        self.counters_: dict[tuple[str, str | None], dict[str, tuple[float, float]]] = {}
-        self.couplings_: dict[str, _Coupling] = {}  # link metric -> its coupling to the queue
+        self.trend_ = TrendTracker(RATE_METRICS, lag=trend_lag, k=trend_k)  # its parameters
+        # columns: the table, the rates of change, restart, then generic features as first seen
+        self.columns_: list[str] = [m.name for m in metrics]
+        self.columns_ += [f"{n}_rate" for n in RATE_METRICS] + ["restart"]
+        self.kinds_: list[int] = [K.LINK if m.scope == "link" else K.NODE for m in metrics]
+        self.kinds_ += [K.RATE] * len(RATE_METRICS) + [K.RESTART]
+        self.node_index_: dict[Any, int] = {}
+        self.link_index_: dict[tuple[Any, Any], int] = {}
+        self._empty_state()
         self._plan()
 
+    # -- state ----------------------------------------------------------------------------------
+    def _empty_state(self) -> None:
+        f, r = len(self.columns_), len(RATE_METRICS)
+        self.link_stats_ = np.zeros((0, f, 3))
+        self.link_run_ = np.zeros(0, dtype=np.int64)
+        self.counter_ = np.full((0, f, 2), math.nan)
+        self.node_stats_ = np.zeros((0, f, 3))
+        self.node_i_ = np.zeros((0, 1 + 2 * r), dtype=np.int64)
+        self.node_f_ = np.full((0, 2), math.nan)
+        self.rate_ring_ = np.zeros((0, r, self.rate_lag))
+        self.trend_i_ = np.zeros((0, r, 3), dtype=np.int64)
+        self.trend_f_ = np.zeros((0, r, 4))
+        self.trend_ring_ = np.zeros((0, r, self.trend_lag))
+        self.coupling_ = np.zeros((f, 3))
+
     def _plan(self) -> None:
-        """Per table metric ``(name, link scope, log offset, floor squared)`` and the offsets
-        by name: the hot loops read tuples instead of :class:`MetricSpec` attributes."""
-        self.plan_ = tuple((m.name, m.scope == "link", m.offset, m.floor * m.floor)
-                           for m in self.metrics)  # fmt: skip
-        self.clip2_ = self.clip_z * self.clip_z if self.clip_z else 0.0
+        """The per-column arrays the compiled loop reads (derived from the columns)."""
+        self.col_index_ = {n: i for i, n in enumerate(self.columns_)}
+        spec = {m.name: m for m in self.metrics}
+        f = len(self.columns_)
+        self.kind_ = np.array(self.kinds_, dtype=np.int64)
+        self.offset_ = np.zeros(f)
+        self.floor2_ = np.zeros(f)
+        for i, (name, kind) in enumerate(zip(self.columns_, self.kinds_, strict=True)):
+            if kind in (K.LINK, K.NODE):
+                m = spec[name]
+                self.offset_[i], self.floor2_[i] = m.offset, m.floor * m.floor
+            elif kind == K.RATE:
+                self.floor2_[i] = RATE_FLOOR2
+            elif kind != K.RESTART:
+                self.floor2_[i] = GENERIC_FLOOR2
+        table = self.kind_ <= K.NODE
+        self.rises_ = np.array([n in self.rises_only for n in self.columns_]) & table
+        self.queue_explains_ = np.array([n in QUEUE_EXPLAINS for n in self.columns_]) & table
+        self.coupled_ = (self.kind_ == K.LINK) & (np.array(self.columns_) != "queue_depth")
+        self.queue_col_ = self.col_index_["queue_depth"] if "queue_depth" in spec else -1
+        self.rate_src_ = np.array([self.col_index_.get(n, -1) for n in RATE_METRICS], np.int64)
+        self.rate_col_ = np.array([self.col_index_[f"{n}_rate"] for n in RATE_METRICS], np.int64)
+        self.restart_col_ = self.col_index_["restart"]
         self.offsets_ = {m.name: m.offset for m in self.metrics}
         self.offsets_.update({f"{n}_rate": 0.0 for n in RATE_METRICS})  # a rate: as it is
-        self.coupled_ = tuple(
-            m.name for m in self.metrics if m.scope == "link" and m.name != "queue_depth"
-        )
+        self.clip2_ = self.clip_z * self.clip_z if self.clip_z else 0.0
+        self.generic_cols_ = [i for i, k in enumerate(self.kinds_) if k >= K.GENERIC]
+
+    def _params(self) -> tuple[np.ndarray, np.ndarray]:
+        """The parameters the compiled loop reads (see :func:`~models.reliability.kernel.features`)."""
+        margin = math.nan if self.queue_explain is None else self.queue_explain
+        params = np.array([
+            2.0 / (self.span + 1.0), self.min_count, self.protect_z, self.protect_weight,
+            self.protect_max, self.clip2_, margin, self.restart_s, self.rate_lag, RATE_FLOOR2,
+        ])  # fmt: skip
+        tr = self.trend_
+        trend = np.array([
+            2.0 / (tr.fast_span + 1.0), tr.lag, 2.0 / (tr.var_span + 1.0), tr.k, tr.cap,
+            tr.floor, tr.min_count, tr.protect_z, tr.protect_weight, self.trend_min_z,
+        ])  # fmt: skip
+        return params, trend
+
+    def _add_columns(self, names: list[tuple[str, str]]) -> None:
+        """Add generic columns ``(name, counter kind)`` (the state grows by as many)."""
+        kinds = {"": K.GENERIC, "delta": K.DELTA, "cumulative": K.CUMULATIVE}
+        for name, counter in names:
+            self.columns_.append(name)
+            self.kinds_.append(kinds[counter])
+        k = len(names)
+        self.link_stats_ = np.pad(self.link_stats_, ((0, 0), (0, k), (0, 0)))
+        self.node_stats_ = np.pad(self.node_stats_, ((0, 0), (0, k), (0, 0)))
+        self.counter_ = np.pad(self.counter_, ((0, 0), (0, k), (0, 0)), constant_values=math.nan)
+        self.coupling_ = np.pad(self.coupling_, ((0, k), (0, 0)))
+        self._plan()
+
+    def _grow(self, links: int, nodes: int) -> None:
+        """Room for ``links`` links and ``nodes`` nodes (rows double; new rows are empty)."""
+        have = len(self.link_run_)
+        if links > have:
+            more = max(links, 2 * have, 16) - have
+            self.link_stats_ = np.pad(self.link_stats_, ((0, more), (0, 0), (0, 0)))
+            self.link_run_ = np.pad(self.link_run_, (0, more))
+            self.counter_ = np.pad(self.counter_, ((0, more), (0, 0), (0, 0)),
+                                   constant_values=math.nan)  # fmt: skip
+        have = len(self.node_f_)
+        if nodes > have:
+            more = max(nodes, 2 * have, 16) - have
+            rows = ((0, more), (0, 0), (0, 0))
+            self.node_stats_ = np.pad(self.node_stats_, rows)
+            self.node_i_ = np.pad(self.node_i_, ((0, more), (0, 0)))
+            self.node_f_ = np.pad(self.node_f_, ((0, more), (0, 0)), constant_values=math.nan)
+            self.rate_ring_ = np.pad(self.rate_ring_, rows)
+            self.trend_i_ = np.pad(self.trend_i_, rows)
+            self.trend_f_ = np.pad(self.trend_f_, rows)
+            self.trend_f_[-more:, :, 0] = math.nan  # no trend level yet
+            self.trend_ring_ = np.pad(self.trend_ring_, rows)
+
+    _ROWS = ("link_stats_", "link_run_", "counter_")
+    _NODE_ROWS = ("node_stats_", "node_i_", "node_f_", "rate_ring_", "trend_i_", "trend_f_",
+                  "trend_ring_")  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.pop("plan_", None)  # derived from ``metrics``: rebuilt on restore
-        state.pop("offsets_", None)
-        state.pop("coupled_", None)
-        state.pop("clip2_", None)
+        for name in [k for k in state if k not in _STATE]:
+            del state[name]  # derived from the columns: rebuilt on restore
+        links, nodes = len(self.link_index_), len(self.node_index_)
+        for name in self._ROWS:
+            state[name] = state[name][:links].copy()
+        for name in self._NODE_ROWS:
+            state[name] = state[name][:nodes].copy()
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # a checkpoint from before generic features restores as it was: the table alone
         state.setdefault("generic", False)
         state.setdefault("generic_fields_", ())
-        state.setdefault("counters_", {})
         # one from before the learned coupling keeps the fixed rule
         state.setdefault("queue_explain", None)
-        state.setdefault("couplings_", {})
         state.setdefault("rises_only", ())  # and one from before one-sided metrics: two-sided
         state.setdefault("clip_z", None)  # and one from before robust baselines: plain EWMA
+        if "nodes_" in state:  # from before the compiled loop: baselines in dicts of objects
+            old: dict[str, Any] = {k: state.pop(k) for k in _OLD_STATE if k in state}
+            self.__dict__.update(state)
+            self.columns_ = [m.name for m in self.metrics]
+            self.columns_ += [f"{n}_rate" for n in RATE_METRICS] + ["restart"]
+            self.kinds_ = [K.LINK if m.scope == "link" else K.NODE for m in self.metrics]
+            self.kinds_ += [K.RATE] * len(RATE_METRICS) + [K.RESTART]
+            self.node_index_, self.link_index_ = {}, {}
+            self._empty_state()
+            self._plan()
+            self._from_dicts(old)
+            return
         self.__dict__.update(state)
         self._plan()
+
+    def _from_dicts(self, old: dict[str, Any]) -> None:
+        """Fill the arrays from a checkpoint of the dict-based state (before the compiled loop)."""
+        counters = old.get("counters_", {})
+        names = {n for link in old.get("links_", {}).values() for n in link if n}
+        names |= {n for c in counters.values() for n in c}
+        fields = {name: counter for _, name, counter, _ in self.generic_fields_}
+        new = sorted(n for n in names if n not in self.col_index_)
+        kinds = [(n, fields.get(n, extra_counter(n.removeprefix("extra.").removesuffix(
+            "_per_s")) if n.endswith("_per_s") else "")) for n in new]  # fmt: skip
+        if kinds:
+            self._add_columns(kinds)
+        nodes = old.get("nodes_", {})
+        links = old.get("links_", {})
+        for key in links:
+            self._index(key[0], key[1])
+        for node in nodes:
+            self._node(node)
+        self._grow(len(self.link_index_), len(self.node_index_))
+        ci = self.col_index_
+        for key, stats in links.items():
+            r = self.link_index_[key]
+            for name, st in stats.items():
+                if name == "":
+                    self.link_run_[r] = st.n
+                else:
+                    self.link_stats_[r, ci[name]] = (st.mean, st.var, st.n)
+        for key, last in counters.items():
+            r = self._index(key[0], key[1])[0]
+            for name, (t, v) in last.items():
+                self.counter_[r, ci[name]] = (t, v)
+        lag = self.rate_lag
+        for node_id, node in nodes.items():
+            r = self.node_index_[node_id]
+            for name, st in node.stats.items():
+                self.node_stats_[r, ci[name]] = (st.mean, st.var, st.n)
+            for j, name in enumerate(RATE_METRICS):
+                st = node.rates.get(name)
+                if st is not None:
+                    self.node_stats_[r, ci[f"{name}_rate"]] = (st.mean, st.var, st.n)
+                past = list(node.past.get(name, ()))[-lag:]
+                self.rate_ring_[r, j, : len(past)] = past
+                self.node_i_[r, 1 + len(RATE_METRICS) + j] = len(past)
+            self.node_i_[r, 0] = node.protected
+            self.node_f_[r] = (_epoch_or_nan(node.last_time), _nan_if_none(node.prev_uptime))
+        tlag = self.trend_lag
+        for node_id, states in self.trend_.nodes_.items():
+            r = self._node(node_id)
+            self._grow(len(self.link_index_), len(self.node_index_))
+            for j, name in enumerate(RATE_METRICS):
+                st = states.get(name)
+                if st is None:
+                    continue
+                past = list(st.past)[-tlag:]
+                self.trend_ring_[r, j, : len(past)] = past
+                self.trend_i_[r, j] = (0, len(past), 1)
+                self.trend_f_[r, j] = (_nan_if_none(st.level), st.var, st.cusum, st.n)
+        self.trend_ = TrendTracker(RATE_METRICS, lag=self.trend_lag, k=self.trend_k)
+        for name, c in old.get("couplings_", {}).items():
+            self.coupling_[ci[name]] = (c.zq, c.qq, c.n)
+
+    def _node(self, node_id: Any) -> int:
+        r = self.node_index_.get(node_id)
+        if r is None:
+            r = self.node_index_[node_id] = len(self.node_index_)
+        return r
+
+    def _index(self, node_id: Any, peer_id: Any) -> tuple[int, int]:
+        key = (node_id, peer_id)
+        r = self.link_index_.get(key)
+        if r is None:
+            r = self.link_index_[key] = len(self.link_index_)
+        return r, self._node(node_id)
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -434,257 +553,263 @@ class NodeContext:
             + ("restart",)
         )
 
-    # -- scoring ------------------------------------------------------------------------------
+    def coupling(self, name: str) -> tuple[float, int]:
+        """``(slope, rows)`` of link metric ``name``'s learned coupling to the queue."""
+        zq, qq, n = self.coupling_[self.col_index_[name]]
+        return (float(zq / qq) if qq > 0.0 else 0.0), int(n)
+
+    def baseline(self, name: str, node_id: Any, peer_id: Any = None) -> tuple[float, float, int]:
+        """``(mean, variance, samples)`` of a baseline in transformed units (a node metric's
+        or a rate's by ``node_id``; a link metric's or a generic feature's by the link)."""
+        c = self.col_index_[name]
+        if self.kinds_[c] in (K.NODE, K.RATE):
+            r, stats = self.node_index_.get(node_id), self.node_stats_
+        else:
+            r, stats = self.link_index_.get((node_id, peer_id)), self.link_stats_
+        if r is None:
+            return 0.0, 0.0, 0
+        mean, var, n = stats[r, c]
+        return float(mean), float(var), int(n)
+
+    # -- the batch -----------------------------------------------------------------------------
+    def learn_many(self, records: Sequence[Any]) -> FeatureBatch:
+        """Score then learn each record in order; returns their features."""
+        return self._run(records, learn=True)
+
+    def learn_one(self, rec: Any) -> FeatureRow:
+        """Score then learn ``rec``; returns its features."""
+        return self._run([rec], learn=True).row(0)
+
     def score_one(self, rec: Any) -> FeatureRow:
         """Features of ``rec`` against the baselines so far (the record is not learned)."""
+        links, nodes = len(self.link_index_), len(self.node_index_)
+        try:
+            return self._run([rec], learn=False).row(0)
+        finally:  # a node or link seen first here is not kept (its state is still empty)
+            for index, n in ((self.link_index_, links), (self.node_index_, nodes)):
+                while len(index) > n:
+                    index.popitem()
+
+    def _run(self, records: Sequence[Any], learn: bool) -> FeatureBatch:
+        b = _Extract(self, records)
+        n, f = len(records), len(self.columns_)
+        self._grow(len(self.link_index_), len(self.node_index_))
+        out = np.full((5, n, f), math.nan)
+        rows = np.zeros((n, 4))
+        params, trend = self._params()
+        K.features(
+            learn, b.link_of, b.node_of, b.has_node, b.ts, b.values, b.uptime, b.unreachable,
+            self.kind_, self.offset_, self.floor2_, self.rises_, self.queue_explains_,
+            self.coupled_, self.queue_col_, self.rate_src_, self.rate_col_, self.restart_col_,
+            params, trend,
+            self.link_stats_, self.link_run_, self.node_stats_, self.node_i_, self.node_f_,
+            self.rate_ring_, self.trend_i_, self.trend_f_, self.trend_ring_, self.coupling_,
+            self.counter_, out[0], out[1], out[2], out[3], out[4], rows,
+        )  # fmt: skip
+        return FeatureBatch(self, records, b, out, rows)
+
+
+def _epoch_or_nan(ts: Any) -> float:
+    t = epoch(ts)
+    return math.nan if t is None else t
+
+
+def _nan_if_none(v: float | None) -> float:
+    return math.nan if v is None else float(v)
+
+
+#: The baselines of a checkpoint from before the compiled loop (dicts of objects).
+_OLD_STATE = ("nodes_", "links_", "counters_", "couplings_")
+#: What a pickled NodeContext holds (the rest is derived from it by ``_plan``).
+_STATE = frozenset({
+    "span", "min_count", "protect_z", "protect_weight", "protect_max", "rate_lag", "restart_s",
+    "trend_lag", "trend_k", "trend_min_z", "queue_explain", "rises_only", "clip_z", "metrics",
+    "generic", "generic_fields_", "trend_", "columns_", "kinds_", "node_index_", "link_index_",
+    "link_stats_", "link_run_", "counter_", "node_stats_", "node_i_", "node_f_", "rate_ring_",
+    "trend_i_", "trend_f_", "trend_ring_", "coupling_",
+})  # fmt: skip
+
+
+class _Extract:
+    """A batch's records as the arrays the compiled loop reads (raw values, NaN: absent)."""
+
+    def __init__(self, ctx: NodeContext, records: Sequence[Any]) -> None:
+        n = len(records)
+        table = [m.name for m in ctx.metrics]
+        fields = ctx.generic_fields_
+        wanted = ["node_id", "peer_id", "timestamp", "uptime_s", "amst_streams", *table]
+        for field_name, _, _, covering in fields:
+            wanted += [field_name, covering] if covering else [field_name]
+        if fields:
+            wanted.append(EXTRA_FIELD)
+        raw = _columns(records, dict.fromkeys(wanted))
+        nodes, peers, self.times = raw["node_id"], raw["peer_id"], raw["timestamp"]
+        self.keys: list[tuple[Any, Any]] = list(zip(nodes, peers, strict=True))
+        index = ctx._index
+        at = np.array([index(node, peer) for node, peer in self.keys], dtype=np.int64)
+        self.link_of, self.node_of = at.reshape(n, 2).T.copy()
+        self.has_node = np.array([node is not None for node in nodes], dtype=np.bool_)
+        self.ts = _floats([epoch(t) for t in self.times])
+        self.uptime = _floats(raw["uptime_s"])
+        streams = _floats(raw["amst_streams"])
+        self.unreachable = (streams == 0.0) & np.array([p is not None for p in peers], dtype=bool)
+        cells: list[tuple[int, str, float, str]] = []  # (record, feature, value, counter kind)
+        for i, extra in enumerate(raw.get(EXTRA_FIELD, ())):
+            if extra:
+                for name, val, counter in generic_values({EXTRA_FIELD: extra}.get, ()):
+                    cells.append((i, name, val, counter))
+        # the DWCP fields outside the table, each where its covering field is absent
+        cols: list[tuple[str, str, np.ndarray]] = []
+        for field_name, name, counter, covering in fields:
+            col = _floats(raw[field_name])
+            if covering:
+                col[np.array([c is not None for c in raw[covering]], dtype=bool)] = math.nan
+            if not np.isnan(col).all():
+                cols.append((name, counter, col))
+        new: dict[str, tuple[int, int, str]] = {}  # feature -> (first record, order, counter)
+        for k, (name, counter, col) in enumerate(cols):
+            if name not in ctx.col_index_:
+                new[name] = (int(np.flatnonzero(~np.isnan(col))[0]), k, counter)
+        for k, (i, name, val, counter) in enumerate(cells):
+            if name not in ctx.col_index_ and name not in new and math.isfinite(val):
+                new[name] = (i, len(cols) + k, counter)
+        if new:
+            ctx._add_columns([(n, new[n][2]) for n in sorted(new, key=new.__getitem__)])
+        values = np.full((n, len(ctx.columns_)), math.nan)
+        ci = ctx.col_index_
+        for name in table:
+            values[:, ci[name]] = _floats(raw[name])
+        for name, _, col in cols:
+            values[:, ci[name]] = col
+        for i, name, val, _ in cells:
+            c = ci.get(name)  # (None: never finite yet)
+            if c is not None:
+                values[i, c] = val
+        values[~np.isfinite(values)] = math.nan  # not finite: as if absent
+        self.values = values
+
+
+def _columns(records: Sequence[Any], names: dict[str, None]) -> dict[str, Sequence[Any]]:
+    """The records' values of each field in ``names`` (None where absent), field by field."""
+    if records and all(type(r) is Telemetry for r in records):
+        by_field = list(zip(*map(astuple, records), strict=True))
+        return {name: by_field[_POSITION[name]] for name in names}
+    out: dict[str, list[Any]] = {name: [] for name in names}
+    for rec in records:
         get = field_getter(rec)
-        node_id, peer_id, ts = get("node_id"), get("peer_id"), get("timestamp")
-        node = self.nodes_.get(node_id) or _Node()
-        link = self.links_.get((node_id, peer_id)) or {}
-        nstats = node.stats
-        new_tick = node.last_time is None or ts != node.last_time
+        for name, column in out.items():
+            column.append(get(name))
+    return dict(out)
+
+
+_POSITION = {name: i for i, name in enumerate(Telemetry.__struct_fields__)}
+
+
+def _floats(values: Sequence[Any]) -> np.ndarray:
+    """Floats of a column of raw values (None: NaN)."""
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=float)
+
+
+class FeatureBatch:
+    """Features of a batch of records, as arrays (one row per record, one column per
+    :attr:`NodeContext.columns_` entry, NaN where a feature is absent); :meth:`row` gives
+    one record's :class:`FeatureRow`."""
+
+    def __init__(self, ctx: NodeContext, records: Sequence[Any], b: _Extract, out: np.ndarray,
+                 rows: np.ndarray) -> None:  # fmt: skip
+        self.columns = list(ctx.columns_)
+        self.col_index = dict(ctx.col_index_)
+        self.generic_columns = list(ctx.generic_cols_)  # (in the order first seen)
+        self.records = records
+        self.keys = b.keys
+        self.z, self.x, self.values, self.means, self.z_before = out
+        self.warm = rows[:, 0] > 0.0
+        self.new_tick = rows[:, 1] > 0.0
+        self.trend = rows[:, 2]
+        self.queue = rows[:, 3]
+        self.unreachable = b.unreachable
+        self.times = b.times
+        self._offsets = ctx.offsets_
+        self._generic_fields = ctx.generic_fields_
+        self._table = len(ctx.metrics)
+        self._tail = [ctx.col_index_[f"{n}_rate"] for n in RATE_METRICS]
+        self._restart = ctx.col_index_["restart"]
+        self._coupled = np.flatnonzero(ctx.coupled_).tolist()
+        self._queued = ctx.queue_explain is not None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def row(self, i: int) -> FeatureRow:
+        """Record ``i``'s features as a :class:`FeatureRow`."""
+        rec = self.records[i]
+        get = field_getter(rec)
+        col = {n: c for c, n in enumerate(self.columns)}
+        generic = [n for n, _, _ in generic_values(get, self._generic_fields)
+                   if n in col and not math.isnan(self.z[i, col[n]])]  # fmt: skip
+        order = [*range(self._table), *(col[n] for n in generic), *self._tail, self._restart]
         z: dict[str, float] = {}
         xs: dict[str, float] = {}
         values: dict[str, float] = {}
         means: dict[str, float] = {}
-        mc = self.min_count
-        cold = False
-        plan, offsets = self.plan_, self.offsets_
-        # the arithmetic is _Stat.z's and MetricSpec.transform's, inlined (the same floats)
-        for name, on_link, offset, floor2 in plan:
-            v = get(name)
-            if v is None:
-                continue
-            v = float(v)
-            if not isfinite(v):
-                continue
-            x = log((v if v > 0.0 else 0.0) + offset) if offset else v
-            xs[name] = x
-            values[name] = v
-            st = (link if on_link else nstats).get(name)
-            if st is None:
-                z[name] = 0.0
-                cold = True
-                continue
-            mean = st.mean
-            means[name] = mean
-            if st.n < mc:
-                cold = True
-                z[name] = 0.0
-                continue
-            zz = (x - mean) / sqrt(st.var + floor2)
-            z[name] = Z_CLIP if zz > Z_CLIP else (-Z_CLIP if zz < -Z_CLIP else zz)
-        generic: list[str] = []
-        counts: dict[str, tuple[float, float]] = {}
-        if self.generic:
-            prev = self.counters_.get((node_id, peer_id)) or {}
-            t: float | None = None  # event time in epoch seconds, read once a counter needs it
-            t_read = False
-            for name, v, counter in generic_values(get, self.generic_fields_):
-                if not isfinite(v):
-                    continue
-                generic.append(name)
-                if counter:
-                    if not t_read:
-                        t, t_read = epoch(ts), True
-                    if t is not None:
-                        counts[name] = (t, v)
-                    r = counter_rate(prev.get(name), t, v, counter) if t is not None else None
-                    if r is None:  # no earlier sample yet: no rate, not evidence either way
-                        z[name] = 0.0
-                        continue
-                    v = r
-                x = asinh(v)  # generic.transform
-                xs[name] = x
-                values[name] = v
-                st = link.get(name)
-                if st is None:
-                    z[name] = 0.0
-                    cold = True
-                    continue
-                cold = cold or st.n < mc
-                z[name] = st.z(x, GENERIC_FLOOR, mc)
-                means[name] = st.mean
-        q = z.get("queue_depth", 0.0)
-        queue: tuple[float, dict[str, float]] | None = None
-        if q > 1.0:
-            margin = self.queue_explain
-            if margin is None:
-                for name in QUEUE_EXPLAINS:
-                    v = z.get(name)
-                    if v is not None and v > 0.0:
-                        z[name] = max(0.0, v - q)
-            else:
-                queue = (q, {name: z[name] for name in self.coupled_ if name in z})
-                couplings = self.couplings_
-                for name, v in queue[1].items():
-                    c = couplings.get(name)
-                    if c is None or c.n < QUEUE_MIN_ROWS:
-                        e = q if name in QUEUE_EXPLAINS else 0.0  # the fixed rule until learned
-                    else:
-                        e = margin * c.slope * q
-                    if v > 0.0 and e > 0.0:
-                        z[name] = max(0.0, v - e)
-                    elif v < 0.0 and e < 0.0:
-                        z[name] = min(0.0, v - e)
-            z["queue_depth"] = min(q, 3.0)
-        for name in self.rises_only:
-            v = z.get(name)
-            if v is not None and v < 0.0:
-                z[name] = 0.0
-        for name in RATE_METRICS:
-            past = node.past.get(name)
-            if name in xs and past and len(past) == self.rate_lag:
-                rate = xs[name] - past[0]
-                rate_name = name + "_rate"
-                xs[rate_name] = values[rate_name] = rate  # (an alert can name it: values)
-                st = node.rates.get(name)
-                zr = st.z(rate, RATE_FLOOR, mc) if st is not None else 0.0
-                z[rate_name] = 0.0 if zr < 0.0 and name in self.rises_only else zr
-                if st is not None:
-                    means[rate_name] = st.mean
-        uptime = get("uptime_s")
-        if uptime is not None:
-            young = max(0.0, 1.0 - float(uptime) / self.restart_s)
-            reset = node.prev_uptime is not None and float(uptime) + 1.0 < node.prev_uptime
-            z["restart"] = (
-                10.0 * max(young, 1.0 if reset else 0.0) if node.prev_uptime is not None else 0.0
-            )
-            xs["restart"] = float(uptime)
-        streams = get("amst_streams")
-        trend = 0.0
-        if node_id is not None:
-            raised = [n for n in RATE_METRICS if z.get(n, 0.0) >= self.trend_min_z]
-            trend = self.trend_.score_one(node_id, xs, new_tick, raised) if raised else 0.0
+        zr, xr, vr, mr = (a[i].tolist() for a in (self.z, self.x, self.values, self.means))
+        for c in order:
+            name = self.columns[c]
+            if zr[c] == zr[c]:
+                z[name] = zr[c]
+            if xr[c] == xr[c]:
+                xs[name] = xr[c]
+            if vr[c] == vr[c] and c != self._restart:
+                values[name] = vr[c]
+            if mr[c] == mr[c]:
+                means[name] = mr[c]
+        queue = None
+        q = float(self.queue[i])
+        if q > 1.0 and self._queued:
+            zb = self.z_before[i].tolist()
+            queue = (q, {self.columns[c]: zb[c] for c in self._coupled if zb[c] == zb[c]})
         return FeatureRow(
-            node_id=node_id,
-            peer_id=peer_id,
-            event_time=ts,
-            new_tick=new_tick,
+            node_id=get("node_id"),
+            peer_id=get("peer_id"),
+            event_time=self.times[i],
+            new_tick=bool(self.new_tick[i]),
             z=z,
             values=values,
-            peer_unreachable=streams is not None and streams == 0 and peer_id is not None,
-            trend=trend,
-            warm=not cold,
+            peer_unreachable=bool(self.unreachable[i]),
+            trend=float(self.trend[i]),
+            warm=bool(self.warm[i]),
             generic=generic,
             _x=xs,
-            _counts=counts,
             _means=means,
-            _offsets=offsets,
+            _offsets=self._offsets,
             _queue=queue,
         )
 
-    # -- learning -----------------------------------------------------------------------------
-    def learn_row(self, row: FeatureRow) -> None:
-        """Update the baselines with a row from :meth:`score_one` (protected if it deviates)."""
-        node = self.nodes_.get(row.node_id)
-        if node is None:
-            node = self.nodes_[row.node_id] = _Node()
-        key = (row.node_id, row.peer_id)
-        link = self.links_.get(key)
-        if link is None:
-            link = self.links_[key] = {"": _Stat()}  # "": consecutive protected samples in .n
-        alpha = 2.0 / (self.span + 1.0)
-        z, xs = row.z, row._x
-        plan = self.plan_
-        link_dev = node_dev = 0.0
-        for name, on_link, _offset, _floor2 in plan:
-            a = z.get(name, 0.0)
-            a = -a if a < 0.0 else a  # abs(), also of -0.0
-            if on_link:
-                if a > link_dev:
-                    link_dev = a
-            elif a > node_dev:
-                node_dev = a
-        for name in row.generic:
-            a = abs(z.get(name, 0.0))
-            if a > link_dev:
-                link_dev = a
-        w_link = w_node = 1.0
-        run = link[""]
-        if link_dev > self.protect_z:
-            run.n += 1
-            w_link = self.protect_weight if run.n <= self.protect_max else 1.0
-        else:
-            run.n = 0
-        new_tick = row.new_tick
-        if new_tick:
-            if node_dev > self.protect_z:
-                node.protected += 1
-            else:
-                node.protected = 0
-        if 0 < node.protected <= self.protect_max:
-            w_node = self.protect_weight
-        if row.peer_unreachable:
-            w_link = 0.0  # a link to a dead peer says nothing about this link's normal
-        a_link, a_node = alpha * w_link, alpha * w_node
-        nstats = node.stats
-        # a protected sample is also winsorised (clip_z): learned as if it deviated by clip_z
-        # standard deviations at most, so an incident inflates neither mean nor variance
-        c2 = self.clip2_
-        c2l = c2 if w_link < 1.0 else 0.0
-        c2n = c2 if w_node < 1.0 else 0.0
-        for name, on_link, _offset, floor2 in plan:
-            x = xs.get(name)
-            if x is None:
-                continue
-            if on_link:
-                if w_link == 0.0:
-                    continue
-                stats, w, clip2 = link, a_link, c2l
-            else:
-                if not new_tick:
-                    continue  # node metrics repeat on every link of the tick: learn once
-                stats, w, clip2 = nstats, a_node, c2n
-            st = stats.get(name)
-            if st is None:
-                st = stats[name] = _Stat()
-            st.update(x, w, clip2, clip2 * floor2)
-        if w_link > 0.0:
-            for name in row.generic:
-                x = xs.get(name)
-                if x is None:
-                    continue  # a counter without a rate yet
-                st = link.get(name)
-                if st is None:
-                    st = link[name] = _Stat()
-                st.update(x, a_link, c2l, c2l * GENERIC_FLOOR2)
-        queue = row._queue
-        if queue is not None and queue[0] > QUEUE_LEARN_ABOVE and w_link > 0.0 and row.warm:
-            q = queue[0]
-            couplings = self.couplings_
-            for name, v in queue[1].items():
-                c = couplings.get(name)
-                if c is None:
-                    c = couplings[name] = _Coupling()
-                c.update(v, q, QUEUE_ALPHA)
-        if row._counts:
-            last = self.counters_.setdefault(key, {})
-            for name, tv in row._counts.items():
-                before = last.get(name)
-                if before is None or tv[0] > before[0]:
-                    last[name] = tv
-        if new_tick:
-            self.trend_.learn_one(row.node_id, xs)
-            for name in RATE_METRICS:
-                x = xs.get(name)
-                if x is None:
-                    continue
-                if name + "_rate" in xs:
-                    st = node.rates.get(name)
-                    if st is None:
-                        st = node.rates[name] = _Stat()
-                    st.update(xs[name + "_rate"], a_node, c2n, c2n * RATE_FLOOR2)
-                past = node.past.get(name)
-                if past is None:
-                    past = node.past[name] = deque(maxlen=self.rate_lag)
-                past.append(x)
-            node.last_time = row.event_time
-        if "restart" in xs:
-            node.prev_uptime = xs["restart"]
+    def ref(self, i: int) -> RowRef:
+        """Record ``i``'s row, built only when read (:meth:`RowRef.get`)."""
+        return RowRef(self, i)
 
-    def learn_one(self, rec: Any) -> FeatureRow:
-        """Score then learn ``rec``; returns its features."""
-        row = self.score_one(rec)
-        self.learn_row(row)
-        return row
+
+class RowRef:
+    """A :class:`FeatureBatch` row not built yet: most rows are never read one by one. It
+    pickles (and copies) as the :class:`FeatureRow` it stands for."""
+
+    __slots__ = ("batch", "i")
+
+    def __init__(self, batch: FeatureBatch, i: int) -> None:
+        self.batch, self.i = batch, i
+
+    def get(self) -> FeatureRow:
+        return self.batch.row(self.i)
+
+    def __reduce__(self) -> tuple[Any, tuple[FeatureRow]]:
+        return _same, (self.get(),)
+
+
+def _same(row: FeatureRow) -> FeatureRow:
+    return row
+
+
+def as_row(row: FeatureRow | RowRef) -> FeatureRow:
+    """The :class:`FeatureRow` of a row or of a reference to one."""
+    return row.get() if isinstance(row, RowRef) else row

@@ -9,6 +9,7 @@ import pickle
 import threading
 import time
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from models.reliability import (
     TrendTracker,
     match_category,
 )
+from models.reliability.features import FeatureBatch
 from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
 
@@ -197,8 +199,14 @@ def test_links_to_a_dead_peer_teach_no_scale() -> None:
     det = ReliabilityDetector(seed=0, warmup=8000)
     rows, learned = [], []
     ctx, dev = det.context_, det.calibrators_["deviation"]
-    learn_row, learn_dev = ctx.learn_one, dev.learn_exact
-    ctx.learn_one = lambda rec: rows.append(learn_row(rec)) or rows[-1]  # type: ignore[method-assign]
+    learn_many, learn_dev = ctx.learn_many, dev.learn_exact
+
+    def spy(records: list[Any]) -> FeatureBatch:
+        batch = learn_many(records)
+        rows.extend(batch.row(i) for i in range(len(batch)))
+        return batch
+
+    ctx.learn_many = spy  # type: ignore[method-assign]
     dev.learn_exact = lambda xs: learned.extend(xs) or learn_dev(xs)  # type: ignore[method-assign]
     scored = [s for _ in range(700) for s in det.process(enc.records(fleet.step()))[0]]
     dead = [r for r in rows if r.peer_unreachable]

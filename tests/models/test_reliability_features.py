@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from models.reliability.features import QUEUE_EXPLAINS, QUEUE_MIN_ROWS, FeatureRow, NodeContext
+from models.reliability.features import QUEUE_EXPLAINS, FeatureRow, NodeContext
+from models.reliability.kernel import QUEUE_MIN_ROWS
+from tests.models.reference_features import NodeContext as Reference
 
 # A FeatureRow pickled by the code of 91ff857, when the raw-unit baselines were a field (pending
 # ticks hold rows, so every reliability checkpoint of that time has some): made with
@@ -76,10 +78,11 @@ def test_a_learned_coupling_explains_congestion_and_leaves_a_path_fault() -> Non
     for r in recs:
         learned.learn_one(r)
         fixed.learn_one(r)
-    slope = {name: c.slope for name, c in learned.couplings_.items()}
+    slope = {name: learned.coupling(name)[0] for name in ("rtt_ms", "packet_loss")}
+    slope["throughput_mbps"] = learned.coupling("throughput_mbps")[0]
     assert slope["rtt_ms"] > 0.5 and slope["packet_loss"] > 0.5  # they rise with the queue
     assert slope["throughput_mbps"] < 0  # it falls
-    assert learned.couplings_["rtt_ms"].n >= QUEUE_MIN_ROWS
+    assert learned.coupling("rtt_ms")[1] >= QUEUE_MIN_ROWS
 
     jam = dict(congested_link(4000)[-1], timestamp=T0 + dt.timedelta(seconds=40_000))
     a, b = learned.score_one(jam).z, fixed.score_one(jam).z
@@ -98,13 +101,13 @@ def test_a_learned_coupling_explains_congestion_and_leaves_a_path_fault() -> Non
 
 def test_a_context_from_before_the_coupling_keeps_the_fixed_rule() -> None:
     recs = congested_link(1600)
-    old = NodeContext(queue_explain=None)
+    old = Reference(queue_explain=None)  # the code of the time, state in dicts
     for r in recs:
         old.learn_one(r)
     state = old.__getstate__()
     del state["queue_explain"], state["couplings_"]  # what a checkpoint of 72ac972 holds
     restored = NodeContext.__new__(NodeContext)
-    restored.__setstate__(pickle.loads(pickle.dumps(state)))
+    restored.__setstate__(state)
     assert restored.queue_explain is None
     for r in congested_link(2000)[1600:]:
         assert restored.learn_one(r).z == old.learn_one(r).z
@@ -167,7 +170,8 @@ def test_a_disk_that_empties_is_no_evidence_and_one_that_fills_is() -> None:
     assert a is not None and b is not None
     assert a.z["disk_util_rate"] == 0.0 and b.z["disk_util_rate"] < -3.0
     # nor does the fall slow the node's baselines down (protection), as it did
-    assert one.nodes_["a"].protected == 0 and two.nodes_["a"].protected == len(later)
+    protected = [ctx.node_i_[ctx.node_index_["a"], 0] for ctx in (one, two)]
+    assert protected == [0, len(later)]
 
 
 def restored_without(ctx: NodeContext, name: str) -> NodeContext:
@@ -212,7 +216,7 @@ def test_robust_baselines_keep_a_short_burst_out_of_the_variance() -> None:
     for r in recs:
         plain.learn_one(r)
         robust.learn_one(r)
-    sd = {name: math.sqrt(ctx.nodes_["a"].stats["consensus_latency_ms"].var)
+    sd = {name: math.sqrt(ctx.baseline("consensus_latency_ms", "a")[1])
           for name, ctx in (("plain", plain), ("robust", robust))}  # fmt: skip
     # the burst was protected for only a few samples: after that its z fell under protect_z
     # because the plain variance had grown, and it was learned at full weight
@@ -229,11 +233,8 @@ def test_robust_baselines_change_nothing_until_a_sample_is_protected() -> None:
     plain, robust = NodeContext(), NodeContext(clip_z=4.0)
     for r in node_consensus(300):  # never beyond protect_z: nothing is winsorised
         assert plain.learn_one(r).z == robust.learn_one(r).z
-    a, b = (
-        plain.nodes_["a"].stats["consensus_latency_ms"],
-        robust.nodes_["a"].stats["consensus_latency_ms"],
-    )
-    assert (a.mean, a.var, a.n) == (b.mean, b.var, b.n)
+    a, b = (ctx.baseline("consensus_latency_ms", "a") for ctx in (plain, robust))
+    assert a == b and a[2] == 300
 
 
 def test_a_context_from_before_robust_baselines_restores_plain() -> None:
