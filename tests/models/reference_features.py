@@ -9,114 +9,40 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from models.reliability.features import (
+    COVERED_BY,
+    GENERIC_FLOOR2,
+    METRICS,
+    QUEUE_EXPLAINS,
+    RATE_FLOOR,
+    RATE_FLOOR2,
+    RATE_METRICS,
+    RISES_ONLY,
+    FeatureRow,
+    MetricSpec,
+    field_getter,
+)
 from models.reliability.generic import (
     GENERIC_FLOOR,
     counter_rate,
     epoch,
     generic_fields,
     generic_values,
-    untransform,
+)
+from models.reliability.kernel import (
+    CLIP_AFTER,
+    QUEUE_ALPHA,
+    QUEUE_LEARN_ABOVE,
+    QUEUE_MIN_ROWS,
+    Z_CLIP,
 )
 from models.reliability.trend import TrendTracker
-from stream.schema import Telemetry
 
 asinh, isfinite, log, sqrt = math.asinh, math.isfinite, math.log, math.sqrt
 
-__all__ = ["METRICS", "MetricSpec", "NodeContext", "FeatureRow", "field_getter"]
-
-
-@dataclass(frozen=True, slots=True)
-class MetricSpec:
-    """One metric the context tracks.
-
-    ``scope`` is ``"link"`` (baseline per ``(node_id, peer_id)``) or ``"node"``; ``offset``
-    > 0 means the metric is taken as ``log(x + offset)``; ``floor`` is the smallest standard
-    deviation (in transformed units) a z-score divides by.
-    """
-
-    name: str
-    scope: str
-    offset: float
-    floor: float
-
-    def transform(self, v: float) -> float:
-        """``log(v + offset)`` (``v`` below 0, which no valid record has here, counts as 0)."""
-        return math.log((v if v > 0.0 else 0.0) + self.offset) if self.offset else v
-
-
-#: The metrics the reliability detector reads (any subset may be present in a record).
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("rtt_ms", "link", 0.01, 0.03),
-    MetricSpec("jitter_ms", "link", 0.001, 0.15),
-    MetricSpec("throughput_mbps", "link", 1.0, 0.08),
-    MetricSpec("packet_loss", "link", 1e-5, 0.3),
-    MetricSpec("retransmits", "link", 1.0, 0.3),
-    MetricSpec("congestion_window", "link", 1.0, 0.08),
-    MetricSpec("queue_depth", "link", 1.0, 0.3),
-    MetricSpec("failure_rate", "link", 1e-2, 0.3),
-    MetricSpec("cpu_util", "node", 0.0, 1.5),
-    MetricSpec("mem_util", "node", 0.0, 0.5),
-    MetricSpec("disk_util", "node", 0.0, 0.2),
-    MetricSpec("error_count", "node", 1.0, 0.3),
-    MetricSpec("consensus_latency_ms", "node", 0.1, 0.08),
-)
-#: Metrics whose rise queueing explains by the fixed rule (``queue_explain=None``, and every
-#: metric until its slope is learned): their z-score is reduced by the queue's.
-QUEUE_EXPLAINS = ("rtt_ms", "jitter_ms", "packet_loss", "retransmits")
-#: The coupling to the queue is learned from rows whose queue z-score is above this (below, a
-#: queue of a few packets moves by counting noise, and nothing moves with it) ...
-QUEUE_LEARN_ABOVE = 2.0
-#: ... with this weight after a fast start (about the last 1,000 such rows of the fleet) ...
-QUEUE_ALPHA = 0.001
-#: ... and is used once a metric has this many of them.
-QUEUE_MIN_ROWS = 20
-
-#: Fields outside :data:`METRICS` that measure what a field in it measures already (DWCP's
-#: bytes per interval are its throughput times the interval; AMST's rate and stream count are
-#: how the link's throughput is carried, and no streams is already the unreachable-peer
-#: evidence; the error-budget burn follows the failure rate; availability follows restarts):
-#: generic features only in records *without* the covering field, e.g. a source that reports
-#: bytes but no throughput. With the covering field present they count the same evidence twice
-#: (tuning seed 1, reading the AMST stream count too: FPR 2.2% -> 2.6%, recall 95.8% -> 94.4%;
-#: not reading it: 2.3%, 95.8%).
-COVERED_BY: dict[str, str] = {
-    "bytes_tx": "throughput_mbps",
-    "bytes_rx": "throughput_mbps",
-    "amst_transfer_rate": "throughput_mbps",
-    "amst_streams": "throughput_mbps",
-    "error_budget_burn_rate": "failure_rate",
-    "uptime_pct": "uptime_s",
-}
-
-#: Node metrics that also get a rate-of-change feature (``<name>_rate``).
-RATE_METRICS = ("mem_util", "disk_util")
-#: Metrics whose fall is no evidence of a fault, so their negative z-scores (and their rates')
-#: count 0: a disk that empties was cleaned up (rotated logs, a purge). Counted, a daily clean-up
-#: gave the largest |z| of most normal records that had a large one (simulator, seed 23), so
-#: the deviation detector's normal tail was heavy and a real deviation elsewhere ranked low, and
-#: it slowed the node's baselines (protection) for hours after every clean-up.
-RISES_ONLY = ("disk_util",)
-Z_CLIP = 50.0
-#: Smallest standard deviation of a rate-of-change feature (transformed units per ``rate_lag``).
-RATE_FLOOR = 0.3
-RATE_FLOOR2 = RATE_FLOOR * RATE_FLOOR
-GENERIC_FLOOR2 = GENERIC_FLOOR * GENERIC_FLOOR
-#: A baseline is learned robustly (``clip_z``) only after this many samples: the first ones
-#: set its scale.
-CLIP_AFTER = 20
-
-
-def field_getter(rec: Any) -> Any:
-    """``get(name)`` for a mapping or an attribute record (``Telemetry``); missing -> None."""
-    if isinstance(rec, Mapping):
-        return rec.get
-    if type(rec) is Telemetry:  # every schema field is an attribute (None when absent)
-        return rec.__getattribute__
-    return lambda name: getattr(rec, name, None)
+__all__ = ["NodeContext"]
 
 
 class _Stat:
@@ -171,70 +97,6 @@ class _Coupling:
         a = max(alpha, 1.0 / self.n)
         self.zq += a * (z * q - self.zq)
         self.qq += a * (q * q - self.qq)
-
-
-@dataclass(slots=True)
-class FeatureRow:
-    """Features of one record.
-
-    ``z`` maps feature name -> signed z-score (0 while a baseline warms up); ``values``
-    holds the raw values (and each rate of change: its change over ``rate_lag`` samples) and
-    :attr:`baselines` the baseline means in raw units (for alerts);
-    ``peer_unreachable`` is True when the record says its peer is unreachable (no transfer
-    streams to it), which is evidence about the *peer*, not this node. ``warm`` is False
-    while a node or link baseline the row's z-scores need is still warming up: its zeros
-    are not evidence of normal behaviour (rates of change come online later, as before).
-    """
-
-    node_id: str
-    peer_id: str | None
-    event_time: Any
-    new_tick: bool
-    z: dict[str, float]
-    values: dict[str, float] = field(default_factory=dict)
-    peer_unreachable: bool = False
-    trend: float = 0.0
-    warm: bool = True
-    generic: list[str] = field(default_factory=list)  # generic feature names in ``z``
-    _x: dict[str, float] = field(default_factory=dict, repr=False)
-    _counts: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
-    # baseline means in transformed units and each table metric's log offset: the raw-unit
-    # baselines are only read for an alert's explanation, so they are computed then
-    _means: dict[str, float] = field(default_factory=dict, repr=False)
-    _offsets: Mapping[str, float] = field(default_factory=dict, repr=False)
-    # with the queue up: its z-score and the link metrics' z-scores before it explained them
-    _queue: tuple[float, dict[str, float]] | None = field(default=None, repr=False)
-
-    def __setstate__(self, state: Any) -> None:
-        # pending ticks' rows are checkpointed: a row pickled before a field existed gets its
-        # default, and one from before the raw-unit baselines were derived (they were a field)
-        # keeps them as they were (an offset of 0 reads a mean as it is)
-        slots = dict(state[1] if isinstance(state, tuple) else state)
-        old = slots.pop("baselines", None)
-        if old is not None:
-            slots.setdefault("_means", dict(old))
-            slots.setdefault("_offsets", dict.fromkeys(old, 0.0))
-        for f in fields(self):
-            if f.name in slots:
-                value = slots[f.name]
-            elif f.default_factory is not MISSING:
-                value = f.default_factory()
-            else:
-                value = f.default
-            object.__setattr__(self, f.name, value)
-
-    @property
-    def baselines(self) -> dict[str, float]:
-        """Baseline mean of each scored metric in raw units (``values``' units)."""
-        out = {}
-        offsets = self._offsets
-        for name, mean in self._means.items():
-            offset = offsets.get(name)
-            if offset is None:  # a generic feature
-                out[name] = untransform(mean)
-            else:
-                out[name] = math.exp(mean) - offset if offset else mean
-        return out
 
 
 class _Node:
