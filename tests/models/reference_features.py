@@ -112,55 +112,8 @@ class _Node:
 
 
 class NodeContext:
-    """Per-node and per-link baselines turned into z-score features.
-
-    Parameters
-    ----------
-    span
-        Baseline memory in samples of one node or link (``alpha = 2 / (span + 1)``).
-    min_count
-        Samples a baseline needs before its z-scores count (0 before).
-    protect_z
-        A sample whose largest |z| in its scope exceeds this is learned with weight
-        ``protect_weight`` (the baseline does not chase an incident).
-    protect_weight
-        Relative learning weight of such samples, for at most ``protect_max`` samples in a
-        row; after that the deviation is taken as the new normal and learned at full weight.
-    protect_max
-        See ``protect_weight``.
-    rate_lag
-        Rate-of-change features compare a node metric with its value this many samples
-        (ticks of the node) ago.
-    restart_s
-        ``restart`` is ``1 - uptime_s / restart_s`` right after a restart (0 after).
-    trend_lag, trend_k, trend_min_z
-        Slope window (samples) and CUSUM allowance of the node trend score
-        (:class:`~models.reliability.trend.TrendTracker`, on :data:`RATE_METRICS`); a metric
-        counts in it only while its level's z-score is at least ``trend_min_z``.
-    queue_explain
-        While a link's queue z-score ``q`` is above 1, each other link metric of the table moves
-        toward 0 by ``queue_explain x slope x q`` (never past it), ``slope`` being its learned
-        coupling to the queue (module docstring). The margin covers the coupling's curve: a
-        long queue comes with more than the slope's share of latency. ``None``: the fixed rule
-        of before (RTT, jitter, loss and retransmits reduced by ``q``), which is also used for
-        each metric until its coupling has :data:`QUEUE_MIN_ROWS` rows.
-    rises_only
-        Metrics (of the table) whose fall is no evidence: a negative z-score of theirs, and of
-        their rate of change, counts 0 (:data:`RISES_ONLY`; ``()``: every metric two-sided,
-        as before 2026-12-07).
-    metrics
-        The :class:`MetricSpec` table (default :data:`METRICS`).
-    generic
-        Also turn every other numeric field and every ``extra`` metric into a feature
-        (:mod:`models.reliability.generic`); ``False``: the table alone.
-    clip_z
-        Robust baselines: a protected sample (see ``protect_z``) is also winsorised, learned as
-        if each of its metrics deviated by at most ``clip_z`` standard deviations (Huber's
-        rule), so a short incident inflates neither the baseline's mean nor its variance. Without
-        it, a two-minute burst left a node's consensus-latency baseline 3.3x its normal width
-        20 minutes later, and a critical degradation then peaked at z 4.6 (simulator, seed 21).
-        ``None`` (the default): plain exponentially weighted baselines. Measured, not a default:
-        it ranks incidents better on every simulator shape and worse on ASD (README).
+    """Per-node and per-link baselines turned into z-score features, one record at a time
+    (the parameters are :class:`models.reliability.features.NodeContext`'s).
     """
 
     def __init__(
