@@ -650,9 +650,13 @@ class _Extract:
         self.link_of, self.node_of = at.reshape(n, 2).T.copy()
         self.has_node = np.array([node is not None for node in nodes], dtype=np.bool_)
         self.ts = _floats([epoch(t) for t in self.times])
-        self.uptime = _floats(raw["uptime_s"])
-        streams = _floats(raw["amst_streams"])
-        self.unreachable = (streams == 0.0) & np.array([p is not None for p in peers], dtype=bool)
+        # every numeric field as one matrix, a row per field (None: NaN)
+        numeric = dict.fromkeys(["uptime_s", "amst_streams", *table, *(f[0] for f in fields)])
+        at_row = {name: k for k, name in enumerate(numeric)}
+        m = _floats([v for name in numeric for v in raw[name]]).reshape(len(numeric), n)
+        self.uptime = m[at_row["uptime_s"]]
+        peered = np.array([p is not None for p in peers], dtype=bool)
+        self.unreachable = (m[at_row["amst_streams"]] == 0.0) & peered
         cells: list[tuple[int, str, float, str]] = []  # (record, feature, value, counter kind)
         for i, extra in enumerate(raw.get(EXTRA_FIELD, ())):
             if extra:
@@ -660,12 +664,18 @@ class _Extract:
                     cells.append((i, name, val, counter))
         # the DWCP fields outside the table, each where its covering field is absent
         cols: list[tuple[str, str, np.ndarray]] = []
-        for field_name, name, counter, covering in fields:
-            col = _floats(raw[field_name])
+        absent = np.isnan(m[[at_row[f[0]] for f in fields]]).all(axis=1) if fields else []
+        for k, (field_name, name, counter, covering) in enumerate(fields):
+            if absent[k]:
+                continue  # in no record of the batch
+            col = m[at_row[field_name]]
             if covering:
-                col[np.array([c is not None for c in raw[covering]], dtype=bool)] = math.nan
-            if not np.isnan(col).all():
-                cols.append((name, counter, col))
+                covered = np.array([c is not None for c in raw[covering]], dtype=bool)
+                if covered.any():
+                    col = np.where(covered, math.nan, col)
+                    if np.isnan(col).all():
+                        continue
+            cols.append((name, counter, col))
         new: dict[str, tuple[int, int, str]] = {}  # feature -> (first record, order, counter)
         for k, (name, counter, col) in enumerate(cols):
             if name not in ctx.col_index_:
@@ -677,10 +687,9 @@ class _Extract:
             ctx._add_columns([(n, new[n][2]) for n in sorted(new, key=new.__getitem__)])
         values = np.full((n, len(ctx.columns_)), math.nan)
         ci = ctx.col_index_
-        for name in table:
-            values[:, ci[name]] = _floats(raw[name])
-        for name, _, col in cols:
-            values[:, ci[name]] = col
+        values[:, [ci[name] for name in table]] = m[[at_row[name] for name in table]].T
+        if cols:
+            values[:, [ci[name] for name, _, _ in cols]] = np.array([c for _, _, c in cols]).T
         for i, name, val, _ in cells:
             c = ci.get(name)  # (None: never finite yet)
             if c is not None:
