@@ -18,8 +18,8 @@ COPY data ./data
 # The versions in uv.lock, as on every other machine (no dev tools in the image).
 RUN pip install "uv==0.13.9" && uv sync --frozen --no-editable --extra fast
 ENV PATH="/app/.venv/bin:$PATH"
-# numba's compiled reliability loop, cached in the image (no consumer compiles it at start)
-RUN python -c "from models.reliability.features import NodeContext; NodeContext().learn_many([])"
+# numba's compiled reliability loops, cached in the image (no consumer compiles them at start)
+RUN python -c "import models.reliability as r; r.precompile()"
 
 # Checkpoints and other state live here; mount a volume to keep them across restarts.
 ENV DWCP_STATE_DIR=/var/lib/dwcp

@@ -43,7 +43,8 @@ fi
 # model consumers took 6.8 s instead of 3.0 s, in every consumer and every test that starts one.
 "$uv" sync --frozen --python "$py" --extra fast --extra dev --quiet --compile-bytecode
 echo "setup: .venv matches uv.lock ($("$uv" --version))" >&2
-# numba compiles the reliability features' loop (models/reliability/kernel.py) at its first call
-# and caches it beside the source (models/reliability/__pycache__): done once here (about 3 s),
-# so no consumer's first record waits for it. Later calls load the cache in well under a second.
-"$root/.venv/bin/python" -c "from models.reliability.features import NodeContext; NodeContext().learn_many([])"
+# numba compiles the reliability detector's loops (the context's, models/reliability/kernel.py,
+# and the forest's walk) at their first call and caches them beside the source
+# (models/reliability/__pycache__): done once here (about 4 s), so no consumer's first records
+# wait for it. Later processes load the cache in well under a second.
+"$root/.venv/bin/python" -c "import models.reliability as r; r.precompile()"

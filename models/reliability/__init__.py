@@ -2,7 +2,8 @@
 background-refit IsolationForest, per-link PCA residuals, calibrated and combined into one score, with category
 signatures, missed-heartbeat tracking and the shared alert lifecycle.
 
-Pure code: no Kafka, no file or network I/O, no environment reads. See
+Pure code: no Kafka, no file or network I/O, no environment reads (numba keeps its compiled
+loops in its own cache beside the source: :func:`precompile`). See
 :mod:`models.reliability.detector` for how the parts fit together.
 """
 
@@ -17,6 +18,21 @@ from models.reliability.hst import HSTDetector
 from models.reliability.residual import LinkResidual
 from models.reliability.signatures import SIGNATURES, match_category
 from models.reliability.trend import TrendTracker
+
+
+def precompile() -> None:
+    """Compile the detector's numba loops (the context's and the forest's walk) now, or load
+    them from numba's cache: ``scripts/setup.sh`` calls it once, so that no consumer's first
+    records wait about 3 s for the compiler."""
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    from models.reliability.forest import ForestScorer
+
+    NodeContext().learn_many([])
+    x = np.zeros((4, 2))
+    ForestScorer(IsolationForest(n_estimators=2, random_state=0).fit(x)).score_samples(x)
+
 
 __all__ = [
     "METRICS",
@@ -36,4 +52,5 @@ __all__ = [
     "TrendTracker",
     "fit_forest",
     "match_category",
+    "precompile",
 ]
