@@ -21,17 +21,22 @@ from models.reliability.trend import TrendTracker
 
 
 def precompile() -> None:
-    """Compile the detector's numba loops (the context's and the forest's walk) now, or load
-    them from numba's cache: ``scripts/setup.sh`` calls it once, so that no consumer's first
-    records wait about 3 s for the compiler."""
+    """Compile the detector's numba loops (the context's, the forest's walk, the trees') now,
+    or load them from numba's cache: ``scripts/setup.sh`` calls it once, so that no
+    consumer's first records wait about 4 s for the compiler."""
     import numpy as np
     from sklearn.ensemble import IsolationForest
 
+    from models.reliability import hst
     from models.reliability.forest import ForestScorer
 
     NodeContext().learn_many([])
     x = np.zeros((4, 2))
     ForestScorer(IsolationForest(n_estimators=2, random_state=0).fit(x)).score_samples(x)
+    mass = np.zeros((1, 3), dtype=np.int64)
+    _, paths = hst._score(x[:1], np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1)), mass, 1,
+                          False, 0.1, 3)  # fmt: skip
+    hst._add_paths(mass, paths, np.ones(1, dtype=np.bool_))
 
 
 __all__ = [

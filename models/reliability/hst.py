@@ -42,6 +42,7 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import numba
 import numpy as np
 from river.anomaly import HalfSpaceTrees
 
@@ -259,37 +260,17 @@ class _Trees:
 
     def score(self, zs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """River's score of every row (with the current reference masses) and each row's
-        path, ``(height + 1, trees, rows)`` node indices."""
-        n, t, h = len(zs), len(self.column), self.height
-        paths = np.zeros((h + 1, t, n), dtype=np.intp)
-        rows = np.arange(n)[None, :]
-        trees = np.arange(t)[:, None]
-        node = np.zeros((t, n), dtype=np.intp)
-        for d in range(h):
-            col = self.column[trees, node]
-            go_left = zs[rows, col] < self.boundary[trees, node]
-            node = 2 * node + 2 - go_left
-            paths[d + 1] = node
-        if self.first_window:
-            return np.zeros(n), paths
-        limit = 0.1 * self.window_size
-        total = np.zeros(n, dtype=np.int64)
-        active = np.ones((t, n), dtype=bool)
-        for d in range(h + 1):
-            r = self.r_mass[trees, paths[d]]
-            total += np.where(active, r << d, 0).sum(axis=0)
-            active &= r >= limit
-        return 1 - total / self.max_score, paths
+        path, ``(height + 1, trees, rows)`` node indices (one compiled loop: :func:`_score`)."""
+        zs = np.ascontiguousarray(zs, dtype=np.float64)
+        return _score(zs, self.column, self.boundary, self.r_mass, self.height,
+                      self.first_window, 0.1 * self.window_size, self.max_score)  # fmt: skip
 
     def learn_paths(self, paths: np.ndarray, learned: np.ndarray) -> None:
         """Add the learned rows' paths to the latest masses, pivoting at the window's end
         (the caller never passes rows beyond the one that completes a window)."""
         k = int(learned.sum())
         if k:
-            size = self.l_mass.shape[1]
-            for tree in range(len(self.column)):
-                nodes = paths[:, tree, learned].ravel()
-                self.l_mass[tree] += np.bincount(nodes, minlength=size)
+            _add_paths(self.l_mass, paths, np.ascontiguousarray(learned, dtype=np.bool_))
         self.counter += k
         if self.counter >= self.window_size:
             self.r_mass, self.l_mass = self.l_mass, np.zeros_like(self.l_mass)
@@ -298,6 +279,42 @@ class _Trees:
 
     def learn(self, zs: np.ndarray, learned: np.ndarray) -> None:
         self.learn_paths(self.score(zs)[1], learned)
+
+
+@numba.njit(cache=True, nogil=True)
+def _score(zs, column, boundary, r_mass, height, first_window, limit, max_score):  # fmt: skip
+    """Each row's path down each tree (a z below the node's boundary goes left) and, once the
+    first window is complete, river's score: 1 - (the reference masses along the path, each
+    times 2 ** depth, down to the first node under ``limit``) / ``max_score``."""
+    t, n = column.shape[0], zs.shape[0]
+    paths = np.zeros((height + 1, t, n), dtype=np.intp)
+    scores = np.zeros(n)
+    for i in range(n):
+        total = 0
+        for k in range(t):
+            node = 0
+            for d in range(height):
+                node = 2 * node + 1 if zs[i, column[k, node]] < boundary[k, node] else 2 * node + 2
+                paths[d + 1, k, i] = node
+            if not first_window:
+                for d in range(height + 1):
+                    r = r_mass[k, paths[d, k, i]]
+                    total += r << d
+                    if r < limit:
+                        break
+        if not first_window:
+            scores[i] = 1 - total / max_score
+    return scores, paths
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_paths(l_mass, paths, learned):  # fmt: skip
+    """Count the learned rows' paths into the latest masses."""
+    for k in range(paths.shape[1]):
+        for i in range(paths.shape[2]):
+            if learned[i]:
+                for d in range(paths.shape[0]):
+                    l_mass[k, paths[d, k, i]] += 1
 
 
 def _ordered(x: float) -> int:
