@@ -105,18 +105,18 @@ class ForestScorer:
         subsample = forest._max_features != forest.n_features_in_
         sizes = [t.node_count for t in trees]
         self.roots = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self.left = np.concatenate([t.children_left + r for t, r in zip(trees, self.roots,
-                                                                         strict=True)])  # fmt: skip
-        self.right = np.concatenate([t.children_right + r for t, r in zip(trees, self.roots,
-                                                                           strict=True)])  # fmt: skip
-        self.leaf = np.concatenate([t.children_left == -1 for t in trees])
-        features = []
-        for k, t in enumerate(trees):  # the column of x each split reads
-            f = np.asarray(t.feature, dtype=np.int64)
-            if subsample:
+        # per node (global numbers): its children side by side, the column of x it splits (-1:
+        # a leaf), its threshold, its path length
+        children, features = [], []
+        for k, t in enumerate(trees):
+            r = self.roots[k]
+            children.append(np.column_stack([t.children_left + r, t.children_right + r]))
+            f = np.where(t.children_left == -1, -1, np.asarray(t.feature, dtype=np.int64))
+            if subsample:  # the column of x each split reads
                 f = np.where(f >= 0, np.asarray(forest.estimators_features_[k])[np.maximum(f, 0)], f)
             features.append(f)
-        self.feature = np.concatenate(features).astype(np.int64)
+        self.children = np.ascontiguousarray(np.concatenate(children), dtype=np.int32)
+        self.feature = np.concatenate(features).astype(np.int32)
         self.threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
         self.lengths = np.concatenate(lengths).astype(np.float64)
         self.denominator = len(trees) * _average_path_length([forest._max_samples])
@@ -124,24 +124,24 @@ class ForestScorer:
     def score_samples(self, xs: np.ndarray) -> np.ndarray:
         """scikit-learn's ``score_samples`` (lower = more abnormal)."""
         x = np.ascontiguousarray(xs, dtype=np.float32)
-        depths = _walk(x, self.roots, self.left, self.right, self.leaf, self.feature,
-                       self.threshold, self.lengths)  # fmt: skip
+        depths = _walk(x, self.roots, self.children, self.feature, self.threshold, self.lengths)
         d = self.denominator
         return -(2 ** (-np.divide(depths, d, out=np.ones_like(depths), where=d != 0)))
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(x, roots, left, right, leaf, feature, threshold, lengths):  # fmt: skip
-    """Per row, the path lengths of its leaves added tree by tree (in the trees' order)."""
+def _walk(x, roots, children, feature, threshold, lengths):  # fmt: skip
+    """Per row, the path lengths of its leaves added tree by tree (in the trees' order; tree
+    by tree over all rows, so that a tree's nodes stay in the cache)."""
     depths = np.zeros(x.shape[0])
-    for i in range(x.shape[0]):
-        d = 0.0
-        for r in roots:
+    for r in roots:
+        for i in range(x.shape[0]):
             node = r
-            while not leaf[node]:
-                node = left[node] if x[i, feature[node]] <= threshold[node] else right[node]
-            d += lengths[node]
-        depths[i] = d
+            f = feature[node]
+            while f >= 0:
+                node = children[node, 0] if x[i, f] <= threshold[node] else children[node, 1]
+                f = feature[node]
+            depths[i] += lengths[node]
     return depths
 
 
