@@ -6,8 +6,8 @@ moved. So the batch is walked record by record, in stream order, as the plain Py
 did, but compiled with numba over arrays (per link, per node and per column), which costs
 about a tenth of the interpreted loop. The arithmetic is the Python loop's, operation for
 operation and in the same order, so the floats are the same bit for bit
-(``tests/models/test_reliability_kernel.py`` checks it against the plain Python loop, kept
-there as the reference).
+(``tests/models/test_reliability_kernel.py`` checks it against the plain Python loop, kept as
+the reference in ``tests/models/reference_features.py``).
 
 State layout (every array is owned and grown by ``NodeContext``; ``F`` columns):
 
