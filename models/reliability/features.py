@@ -11,7 +11,7 @@ Queueing explains latency: when a link's queue is longer than usual (congestion,
 normal operation), the other link metrics' z-scores move toward 0 by what the queue explains,
 so congestion is not mistaken for a path fault. How much a queue explains is learned from the
 fleet: each link metric's least-squares slope on the queue's z-score over the rows where the
-queue is up (:class:`_Coupling`), times a margin (``queue_explain``). A path fault moves
+queue is up (:meth:`NodeContext.coupling`), times a margin (``queue_explain``). A path fault moves
 latency, loss and throughput *without* a longer queue, or far beyond what its queue explains.
 
 Two more features carry per-node context that a baseline cannot: ``restart`` (1 right after a
@@ -29,6 +29,12 @@ into per-second rates (:mod:`models.reliability.generic`); ``generic=False`` lea
 The baseline learns with a reduced weight from samples that deviate strongly (protection):
 an incident does not become the new normal within minutes, while a lasting level shift
 (a provider's throttle, a path change) still does, eventually.
+
+The records of a batch are walked in order by one compiled loop over arrays
+(:mod:`models.reliability.kernel`): the state is per link and per node ``(mean, variance,
+count)`` for each column, and :meth:`NodeContext.learn_many` gives a :class:`FeatureBatch` of
+matrices, one row per record; a :class:`FeatureRow` is built only for a record that is read one
+by one (an alert's explanation, :meth:`NodeContext.score_one`).
 
 Examples
 --------
