@@ -87,9 +87,10 @@ class ForestScorer:
     does (a float32 value ``<=`` the float64 threshold goes left), and the per-tree path
     lengths are added in the estimators' order, exactly as
     ``IsolationForest._compute_score_samples`` does. The walk is one compiled loop over all the
-    trees' nodes in flat arrays (:func:`_walk`): a call costs a few microseconds beside its
-    rows, where a loop over the trees' own ``apply`` cost about 0.35 ms even for 20 rows (a
-    poll of 450 rows and 100 trees took 4 ms that way, scikit-learn's 16 ms).
+    trees' nodes in flat arrays (:func:`_walk`), tree by tree over the rows. With 100 trees, 20
+    rows take 0.06 ms where a loop over the trees' own ``apply`` took 0.2 ms, 500 rows 1.5
+    against 1.9 ms, 5,000 rows 15 against 13 ms (that loop: a poll of 450 rows in 4 ms,
+    scikit-learn's ``score_samples`` 16 ms).
     """
 
     def __init__(self, forest: IsolationForest) -> None:
