@@ -336,18 +336,18 @@ class NodeContext:
             generic_fields(tuple(m.name for m in metrics), COVERED_BY) if generic else ()
         )
         self.trend_ = TrendTracker(RATE_METRICS, lag=trend_lag, k=trend_k)  # its parameters
-        # columns: the table, the rates of change, restart, then generic features as first seen
-        self.columns_: list[str] = [m.name for m in metrics]
-        self.columns_ += [f"{n}_rate" for n in RATE_METRICS] + ["restart"]
-        self.kinds_: list[int] = [K.LINK if m.scope == "link" else K.NODE for m in metrics]
-        self.kinds_ += [K.RATE] * len(RATE_METRICS) + [K.RESTART]
-        self.node_index_: dict[Any, int] = {}
-        self.link_index_: dict[tuple[Any, Any], int] = {}
         self._empty_state()
-        self._plan()
 
     # -- state ----------------------------------------------------------------------------------
     def _empty_state(self) -> None:
+        """No node, no link, and the columns of the table (the rates of change and restart
+        after it; generic features join as they are first seen)."""
+        self.columns_: list[str] = [m.name for m in self.metrics]
+        self.columns_ += [f"{n}_rate" for n in RATE_METRICS] + ["restart"]
+        self.kinds_: list[int] = [K.LINK if m.scope == "link" else K.NODE for m in self.metrics]
+        self.kinds_ += [K.RATE] * len(RATE_METRICS) + [K.RESTART]
+        self.node_index_: dict[Any, int] = {}
+        self.link_index_: dict[tuple[Any, Any], int] = {}
         f, r = len(self.columns_), len(RATE_METRICS)
         self.link_stats_ = np.zeros((0, f, 3))
         self.link_run_ = np.zeros(0, dtype=np.int64)
@@ -360,6 +360,7 @@ class NodeContext:
         self.trend_f_ = np.zeros((0, r, 4))
         self.trend_ring_ = np.zeros((0, r, self.trend_lag))
         self.coupling_ = np.zeros((f, 3))
+        self._plan()
 
     def _plan(self) -> None:
         """The per-column arrays the compiled loop reads (derived from the columns)."""
@@ -465,13 +466,7 @@ class NodeContext:
         if "nodes_" in state:  # from before the compiled loop: baselines in dicts of objects
             old: dict[str, Any] = {k: state.pop(k) for k in _OLD_STATE if k in state}
             self.__dict__.update(state)
-            self.columns_ = [m.name for m in self.metrics]
-            self.columns_ += [f"{n}_rate" for n in RATE_METRICS] + ["restart"]
-            self.kinds_ = [K.LINK if m.scope == "link" else K.NODE for m in self.metrics]
-            self.kinds_ += [K.RATE] * len(RATE_METRICS) + [K.RESTART]
-            self.node_index_, self.link_index_ = {}, {}
             self._empty_state()
-            self._plan()
             self._from_dicts(old)
             return
         self.__dict__.update(state)
@@ -759,7 +754,7 @@ class FeatureBatch:
         """Record ``i``'s features as a :class:`FeatureRow`."""
         rec = self.records[i]
         get = field_getter(rec)
-        col = {n: c for c, n in enumerate(self.columns)}
+        col = self.col_index
         generic = [n for n, _, _ in generic_values(get, self._generic_fields)
                    if n in col and not math.isnan(self.z[i, col[n]])]  # fmt: skip
         order = [*range(self._table), *(col[n] for n in generic), *self._tail, self._restart]

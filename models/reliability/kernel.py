@@ -118,50 +118,35 @@ def features(
             v = values[i, c]
             if math.isnan(v) or RATE <= k <= RESTART:
                 continue
-            if k <= NODE:  # a table metric
+            if k <= NODE:  # a table metric: in log space when it has an offset
                 off = offset[c]
                 x = math.log((v if v > 0.0 else 0.0) + off) if off else v
-                x_out[i, c] = x
-                value_out[i, c] = v
                 st = link_stats if k == LINK else node_stats
                 r = lk if k == LINK else nd
-                cnt = st[r, c, 2]
-                if cnt == 0.0:
-                    z_out[i, c] = 0.0
-                    cold = True
-                    continue
-                mean = st[r, c, 0]
-                mean_out[i, c] = mean
-                if cnt < min_count:
-                    cold = True
-                    z_out[i, c] = 0.0
-                    continue
-                zz = (x - mean) / math.sqrt(st[r, c, 1] + floor2[c])
-                z_out[i, c] = Z_CLIP if zz > Z_CLIP else (-Z_CLIP if zz < -Z_CLIP else zz)
-                continue
-            if k >= DELTA:  # a counter
-                # its per-second rate since the link's previous sample
-                prev_t = counter[lk, c, 0]
-                if math.isnan(t) or math.isnan(prev_t) or not t - prev_t > 0.0:
-                    z_out[i, c] = 0.0  # no earlier sample yet: no rate, no evidence
-                    continue
-                dt = t - prev_t
-                if k == DELTA:
-                    v = max(v, 0.0) / dt
-                else:
-                    inc = v - counter[lk, c, 1]
-                    v = (inc if inc >= 0.0 else max(v, 0.0)) / dt
-            x = math.asinh(v)
+            else:  # a generic feature, a counter as its per-second rate since the last sample
+                if k >= DELTA:
+                    prev_t = counter[lk, c, 0]
+                    if math.isnan(t) or math.isnan(prev_t) or not t - prev_t > 0.0:
+                        z_out[i, c] = 0.0  # no earlier sample yet: no rate, no evidence
+                        continue
+                    dt = t - prev_t
+                    if k == DELTA:
+                        v = max(v, 0.0) / dt
+                    else:
+                        inc = v - counter[lk, c, 1]
+                        v = (inc if inc >= 0.0 else max(v, 0.0)) / dt
+                x = math.asinh(v)
+                st, r = link_stats, lk
             x_out[i, c] = x
             value_out[i, c] = v
-            cnt = link_stats[lk, c, 2]
-            if cnt == 0.0:
+            cnt = st[r, c, 2]
+            if cnt == 0.0:  # no baseline yet
                 z_out[i, c] = 0.0
                 cold = True
                 continue
             cold = cold or cnt < min_count
-            z_out[i, c] = _z(link_stats, lk, c, x, floor2[c], min_count)
-            mean_out[i, c] = link_stats[lk, c, 0]
+            z_out[i, c] = _z(st, r, c, x, floor2[c], min_count)
+            mean_out[i, c] = st[r, c, 0]
         # -- what the queue explains ---------------------------------------------------------
         q = 0.0 if queue_col < 0 or math.isnan(z_out[i, queue_col]) else z_out[i, queue_col]
         queued = False
