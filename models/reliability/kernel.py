@@ -203,28 +203,21 @@ def features(
             x_out[i, restart_col] = up
         # -- the node's trend score (TrendTracker.score_one) -------------------------------------
         trend = 0.0
-        if has_node[i]:
-            raised = False
+        if has_node[i]:  # over the metrics whose level is raised (none raised: 0)
             for j in range(n_rates):
                 s = rate_src[j]
+                if trend_i[nd, j, 2] == 0:  # no state for this metric yet
+                    continue
                 zs = 0.0 if s < 0 or math.isnan(z_out[i, s]) else z_out[i, s]
-                if zs >= t_min_z:
-                    raised = True
-            if raised:
-                for j in range(n_rates):
-                    s = rate_src[j]
-                    if trend_i[nd, j, 2] == 0:  # no state for this metric yet
-                        continue
-                    zs = 0.0 if s < 0 or math.isnan(z_out[i, s]) else z_out[i, s]
-                    if zs < t_min_z:
-                        continue
-                    cs = trend_f[nd, j, 2]
-                    x = x_out[i, s] if s >= 0 else math.nan
-                    if new_tick and not math.isnan(x):
-                        tz = _trend_step(trend_i, trend_f, trend_ring, nd, j, x, t_fast, t_lag,
-                                         t_floor, t_min_n)[2]  # fmt: skip
-                        cs = min(t_cap, max(0.0, cs + tz - t_k))
-                    trend = max(trend, cs)
+                if zs < t_min_z:
+                    continue
+                cs = trend_f[nd, j, 2]
+                x = x_out[i, s] if s >= 0 else math.nan
+                if new_tick and not math.isnan(x):
+                    tz = _trend_step(trend_i, trend_f, trend_ring, nd, j, x, t_fast, t_lag,
+                                     t_floor, t_min_n)[2]  # fmt: skip
+                    cs = min(t_cap, max(0.0, cs + tz - t_k))
+                trend = max(trend, cs)
         row_out[i, 0] = 0.0 if cold else 1.0
         row_out[i, 1] = 1.0 if new_tick else 0.0
         row_out[i, 2] = trend
