@@ -59,6 +59,7 @@ class BandwidthProcessor(LSTMProcessor):
         self.topic = settings.topic("predictions")
         self.forecaster = state if state is not None else self._new()
         self.forecaster.fit_where(not args.sync_retrain, args.retrain_pause)  # also if restored
+        self.train_where(self.forecaster, args)
         self.published = 0
         # the forecaster reports its accuracy at step boundaries (the same wherever the records
         # come from); set here too for a forecaster restored from a checkpoint
@@ -288,6 +289,7 @@ class BandwidthProcessor(LSTMProcessor):
 
     def close(self) -> None:
         self.forecaster.finish()
+        self.release_pool()
 
 
 def link_records(recs: Sequence[Any]) -> list[Any]:

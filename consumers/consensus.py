@@ -73,6 +73,7 @@ class ConsensusProcessor(LSTMProcessor):
         for knob, (old, new) in self.tracker.retune(confirm_s=args.confirm_s).items():
             log.info("%s %s -> %s (restored state, this run's flag)", knob, old, new)
         self.detector.fit_where(not args.sync_retrain, args.retrain_pause)  # also if restored
+        self.train_where(self.detector, args)
         self.last_version = self.detector.version_
         self.alerts = 0
         self.keep_scores = bool(args.labels)
@@ -282,6 +283,7 @@ class ConsensusProcessor(LSTMProcessor):
 
     def close(self) -> None:
         self.detector.finish()
+        self.release_pool()
 
 
 def _interval(proc: ConsensusProcessor) -> float:

@@ -1,10 +1,17 @@
-"""Micro-batch retraining in one background thread, with an atomic swap done by the caller.
+"""Micro-batch retraining beside the stream, with an atomic swap done by the caller.
 
 :class:`BackgroundTrainer` owns a *training copy* of the model. :meth:`submit` hands it a
-training set and starts one thread that continues training it (warm start); inference keeps
-using the caller's model meanwhile. When the thread is done, :meth:`poll` returns the new
+training set and starts one retrain that continues training it (warm start); inference keeps
+using the caller's model meanwhile. When the retrain is done, :meth:`poll` returns the new
 weights once, and the caller copies them into its inference model between two batches, so
 every forecast of a batch comes from one model version. At most one retrain runs at a time.
+
+A retrain runs in a thread of this process, or, given an executor (:meth:`~BackgroundTrainer.
+set_executor`, e.g. a one-worker process pool), in that executor: the training copy travels
+pickled (weights, optimizer moments, training-order generator: the same continuation as in a
+thread) and comes back pickled. Keras' training loop is Python; in a thread it holds this
+process's interpreter lock for much of a fit (tracing the training step, every minibatch's
+callbacks), and the stream loop waits. In a worker process it only shares the CPU.
 
 Examples
 --------
@@ -24,8 +31,12 @@ True
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
+import uuid
+from concurrent.futures import Executor, Future
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,8 +57,55 @@ class RetrainResult:
 _FIT_SLOT = threading.Lock()
 
 
+#: Training copies a worker process keeps live between retrains: ``trainer id -> (generation,
+#: model)``. A retrain whose copy is the one the worker returned last (same generation) continues
+#: that object instead of unpickling it again (rebuilding the network and retracing its training
+#: step each time); the pickle round trip is exact, so both give the same weights.
+_WORKER_MODELS: dict[str, tuple[int, Any]] = {}
+_WORKER_KEEP = 4
+
+
+def fit_in_worker(
+    key: str,
+    generation: int,
+    blob: bytes,
+    x: Any,
+    y: Any,
+    epochs: int,
+    pause_s: float,
+    threads: tuple[int, int],
+) -> tuple[int, bytes, list[Any]]:
+    """One retrain in a worker process: continue the training copy pickled in ``blob`` (or the
+    live copy of the same ``generation`` kept from this trainer's last retrain) on ``(x, y)``.
+    Returns the next generation, the trained copy pickled, and its weights. Module-level, so a
+    process pool can run it."""
+    from models.forecast import tfrt
+
+    tfrt.configure_threads(*threads)  # before this worker's first TensorFlow import
+    kept = _WORKER_MODELS.pop(key, None)
+    model = kept[1] if kept is not None and kept[0] == generation else pickle.loads(blob)
+    if pause_s > 0:
+        model.fit(x, y, epochs=epochs, pause_s=pause_s)
+    else:
+        model.fit(x, y, epochs=epochs)
+    _WORKER_MODELS[key] = (generation + 1, model)
+    while len(_WORKER_MODELS) > _WORKER_KEEP:  # trainers this worker no longer hears from
+        _WORKER_MODELS.pop(next(iter(_WORKER_MODELS)))
+    return generation + 1, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL), model.get_weights()
+
+
+def prepare_worker(threads: tuple[int, int]) -> None:
+    """Import TensorFlow in a worker process ahead of its first retrain (seconds of CPU that
+    would otherwise delay that retrain). Module-level, so a process pool can run it."""
+    from models.forecast import tfrt
+
+    tfrt.configure_threads(*threads)
+    tfrt.keras()
+
+
 class BackgroundTrainer:
-    """Runs ``model.fit(x, y, epochs=...)`` in a background thread (one at a time).
+    """Runs ``model.fit(x, y, epochs=...)`` beside the stream (one at a time): in a thread, or
+    in an executor given with :meth:`set_executor`.
 
     Parameters
     ----------
@@ -61,11 +119,30 @@ class BackgroundTrainer:
     """
 
     def __init__(self, model: Any, background: bool = True, pause_s: float = 0.0) -> None:
-        self.model, self.background, self.pause_s = model, background, pause_s
+        self._model: Any = model
+        self._blob: bytes | None = None  # the training copy as a worker returned it, pickled
+        self.background, self.pause_s = background, pause_s
         self._thread: threading.Thread | None = None
+        self._future: Future[Any] | None = None
+        self._done = threading.Event()
         self._result: RetrainResult | None = None
         self._lock = threading.Lock()
+        self.executor: Executor | None = None
+        self._key = uuid.uuid4().hex
+        self._generation = 0
         self.completed = 0
+
+    @property
+    def model(self) -> Any:
+        """The training copy (unpickled here on first use after a retrain in a worker)."""
+        if self._blob is not None:
+            self._model, self._blob = pickle.loads(self._blob), None
+            self._key = uuid.uuid4().hex  # the worker's live copy is no longer the one to go on
+        return self._model
+
+    def set_executor(self, executor: Executor | None) -> None:
+        """Run later background retrains in ``executor`` (``None``: a thread of this process)."""
+        self.executor = executor
 
     def run_where(self, background: bool, pause_s: float) -> None:
         """Where the next retrains run (between retrains: a restored model follows the run's
@@ -75,6 +152,8 @@ class BackgroundTrainer:
     @property
     def busy(self) -> bool:
         """True while a retrain runs."""
+        if self._future is not None and not self._done.is_set():
+            return True
         return self._thread is not None and self._thread.is_alive()
 
     @property
@@ -102,6 +181,8 @@ class BackgroundTrainer:
             return True
         if not _FIT_SLOT.acquire(blocking=False):
             return False  # another trainer of this process is fitting: try again later
+        if self.executor is not None and self._submit_elsewhere(x, y, epochs, reason, n):
+            return True
         self._thread = threading.Thread(
             target=self._run_in_slot, args=(x, y, epochs, reason, n), name="lstm-retrain",
             daemon=True,
@@ -123,6 +204,45 @@ class BackgroundTrainer:
             self._result = result
             self.completed += 1
 
+    def _submit_elsewhere(self, x: Any, y: Any, epochs: int, reason: str, n: int) -> bool:
+        """Start the retrain in the executor (the fit slot is held); False if it refused."""
+        from models.forecast import tfrt
+
+        blob = self._blob
+        if blob is None:
+            blob = pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL)
+        t0 = time.perf_counter()
+        assert self.executor is not None
+        try:
+            future = self.executor.submit(
+                fit_in_worker, self._key, self._generation, blob, x, y, epochs,
+                self.pause_s, tfrt.threads(),
+            )  # fmt: skip
+        except (RuntimeError, BrokenProcessPool):  # shut down or broken: a thread from now on
+            self.executor = None
+            return False
+        self._done.clear()
+        self._future = future
+        future.add_done_callback(lambda f: self._collect(f, reason, n, t0))
+        return True
+
+    def _collect(self, future: Future[Any], reason: str, n: int, t0: float) -> None:
+        """The executor's retrain is over (its own thread calls this): keep its result."""
+        try:
+            generation, blob, weights = future.result()
+            result = RetrainResult(weights, reason, time.perf_counter() - t0, n)
+            with self._lock:
+                self._generation, self._blob = generation, blob
+        except BaseException as exc:  # a failed retrain keeps the current model serving
+            result = RetrainResult([], reason, time.perf_counter() - t0, n, error=repr(exc))
+            if isinstance(exc, BrokenProcessPool):
+                self.executor = None  # the worker died: later retrains run in a thread
+        with self._lock:
+            self._result = result
+            self.completed += 1
+        _FIT_SLOT.release()
+        self._done.set()
+
     def _run_in_slot(self, x: Any, y: Any, epochs: int, reason: str, n: int) -> None:
         try:
             self._run(x, y, epochs, reason, n)
@@ -137,12 +257,17 @@ class BackgroundTrainer:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for a running retrain."""
+        if self._future is not None:
+            self._done.wait(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
 
     def __getstate__(self) -> dict[str, Any]:
+        # a copy a worker returned stays pickled: no network is rebuilt here for a checkpoint
+        blob = self._blob
         return {
-            "model": self.model,
+            "model": self._model if blob is None else None,
+            "model_pickled": blob,
             "background": self.background,
             "pause_s": self.pause_s,
             "completed": self.completed,
@@ -150,6 +275,7 @@ class BackgroundTrainer:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["model"], state["background"], state.get("pause_s", 0.0))  # type: ignore[misc]
+        self._blob = state.get("model_pickled")
         self.completed = state["completed"]
 
 
@@ -176,6 +302,11 @@ class RetrainsInBackground:
 
     def _swap(self, events: list[str]) -> None:
         raise TypeError(f"{type(self).__name__} must define _swap()")
+
+    def train_in(self, executor: Executor | None) -> None:
+        """Run background retrains in ``executor`` (e.g. a one-worker process pool; ``None``:
+        a thread of this process). Not pickled: set again after a restore."""
+        self.trainer_.set_executor(executor)
 
     def fit_where(self, background: bool, pause_s: float) -> None:
         """Run the first fit and later retrains in the background (or inline), pausing

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from consumers import bandwidth
+from consumers.lstm import LSTMProcessor
 from producers import synthetic
 from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
@@ -153,10 +154,27 @@ def test_a_restored_forecaster_fits_where_this_run_says() -> None:
     live = [f for f in SMALL if f != "--sync-retrain"]
     saved = bandwidth.BandwidthProcessor(Settings(), parse(SMALL), None).forecaster
     assert not saved.background and not saved.trainer_.background
-    restored = bandwidth.BandwidthProcessor(
+    assert saved.trainer_.executor is None  # inline fits: no training worker
+    users = LSTMProcessor._pool_users  # processors of earlier tests that still hold it
+    proc = bandwidth.BandwidthProcessor(
         Settings(), parse([*live, "--retrain-pause", "0.05"]), pickle.loads(pickle.dumps(saved))
-    ).forecaster
+    )
+    restored = proc.forecaster
     assert restored.background and restored.trainer_.background
     assert restored.retrain_pause_s == restored.trainer_.pause_s == 0.05
-    back = bandwidth.BandwidthProcessor(Settings(), parse(SMALL), pickle.loads(pickle.dumps(restored)))
+    pool = restored.trainer_.executor  # live: background fits in the shared worker process
+    assert pool is not None and pool is LSTMProcessor._pool
+    thread = bandwidth.BandwidthProcessor(Settings(), parse([*live, "--train-in", "thread"]), None)
+    assert thread.forecaster.trainer_.executor is None
+    back = bandwidth.BandwidthProcessor(
+        Settings(), parse(SMALL), pickle.loads(pickle.dumps(restored))
+    )
     assert not back.forecaster.background and not back.forecaster.trainer_.background
+    assert back.forecaster.trainer_.executor is None
+    assert LSTMProcessor._pool_users == users + 1
+    proc.close()
+    assert LSTMProcessor._pool_users == users
+    if not users:  # its last user gone, the worker is shut down
+        assert LSTMProcessor._pool is None
+        with pytest.raises(RuntimeError):
+            pool.submit(int)

@@ -141,10 +141,14 @@ def test_a_restored_detector_fits_where_this_run_says() -> None:
     assert not saved.detector.background and not saved.detector.trainer_.background
     live = [f for f in SMALL if f != "--sync-retrain"]
     state = pickle.loads(pickle.dumps((saved.sampler, saved.detector, saved.tracker)))
-    restored = consensus.ConsensusProcessor(Settings(), parse(live), state).detector
+    proc = consensus.ConsensusProcessor(Settings(), parse(live), state)
+    restored = proc.detector
     assert restored.background and restored.trainer_.background
+    assert restored.trainer_.executor is not None  # background fits in the training worker
     back = consensus.ConsensusProcessor(Settings(), parse(SMALL), pickle.loads(pickle.dumps(state)))
     assert not back.detector.background and not back.detector.trainer_.background
+    assert back.detector.trainer_.executor is None
+    proc.close()
 
 
 def test_confirm_s_holds_short_streaks_back_and_is_this_runs_flag(recording: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -134,6 +135,97 @@ def test_one_background_fit_at_a_time_in_a_process() -> None:
     second.join()
     assert second.poll().weights == [2] and first.poll().reason == "bandwidth"
     assert first.slot_free
+
+
+def _retrains(trainer: BackgroundTrainer, x, y, rounds: int) -> list[list[np.ndarray]]:
+    """The weights of ``rounds`` background retrains on ``(x, y)`` slices, one after another."""
+    out = []
+    for k in range(rounds):
+        part = slice(100 * k, 100 * k + 400)
+        assert trainer.submit(x[part], y[part], epochs=1, reason=f"r{k}")
+        trainer.join(120)
+        result = trainer.poll()
+        assert result is not None and not result.error, result
+        out.append(result.weights)
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_retrains_in_a_worker_process_give_the_weights_of_retrains_in_a_thread() -> None:
+    # Keras' training loop holds the interpreter lock the stream loop needs: the consumers
+    # retrain in a worker process. The training copy travels pickled (weights, Adam moments,
+    # training order) and the worker keeps it live between retrains: the same weights, bit
+    # for bit, as retrains in a thread, also after a checkpoint round trip between retrains.
+    from stream import workers
+
+    _, _, x, y = _sine_windows(900, 10, seed=3)
+
+    def trainer() -> BackgroundTrainer:
+        model = LSTMForecaster(window=10, horizons=(1, 5), n_features=1, units=8, epochs=1,
+                               batch_size=64, seed=4)  # fmt: skip
+        model.fit(x[:300], y[:300])  # the first fit, inline (its scalers)
+        return BackgroundTrainer(model)
+
+    in_thread = _retrains(trainer(), x, y, 3)
+    pool = workers.pool(max_workers=1)
+    try:
+        elsewhere = trainer()
+        elsewhere.set_executor(pool)
+        first = _retrains(elsewhere, x, y, 2)
+        assert elsewhere.model.net_ is not None  # unpickled here only when asked for
+        again = pickle.loads(pickle.dumps(elsewhere))  # a checkpoint between retrains
+        again.set_executor(pool)
+        last = _retrains(again, x[200:], y[200:], 1)
+        kept = trainer()  # a second trainer continuing the worker's live copy
+        kept.set_executor(pool)
+        kept_runs = _retrains(kept, x, y, 3)
+    finally:
+        pool.shutdown()
+    for got in (first + last, kept_runs):
+        for a, b in zip(in_thread, got, strict=True):
+            for u, v in zip(a, b, strict=True):
+                np.testing.assert_array_equal(u, v)
+
+
+class _DiesInAWorker:
+    """A model whose fit kills the process it runs in, unless that is the test's own."""
+
+    def __init__(self) -> None:
+        self.home, self.w = os.getpid(), 0
+
+    def fit(self, x, y, epochs=None):
+        if os.getpid() != self.home:
+            os._exit(1)
+        self.w += len(x)
+
+    def get_weights(self):
+        return [self.w]
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_that_dies_fails_one_retrain_and_the_next_runs_in_a_thread() -> None:
+    from stream import workers
+
+    pool = workers.pool(max_workers=1)
+    try:
+        bt = BackgroundTrainer(_DiesInAWorker())
+        bt.set_executor(pool)
+        assert bt.submit([0, 0], None, epochs=1, reason="a")
+        bt.join(60)
+        failed = bt.poll()
+        assert failed is not None and "BrokenProcessPool" in failed.error and not failed.weights
+        assert bt.executor is None and bt.slot_free  # the slot is given back
+        assert bt.submit([0, 0, 0], None, epochs=1, reason="b")
+        bt.join(60)
+        assert bt.poll().weights == [3]
+        pool2 = workers.pool(max_workers=1)
+        pool2.shutdown()  # a pool that refuses the submit: the retrain runs in a thread
+        bt.set_executor(pool2)
+        assert bt.submit([0], None, epochs=1, reason="c")
+        bt.join(60)
+        assert bt.poll().weights == [4] and bt.executor is None
+    finally:
+        pool.shutdown()
 
 
 def _sine_windows(n: int, window: int, seed: int):
