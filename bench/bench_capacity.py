@@ -485,13 +485,25 @@ def quix_app(settings: Settings, n: int) -> dict[str, Any]:
     return doc
 
 
+def _assignment(admin: Any, group: str, topic: str) -> list[list[int]] | None:
+    """Each member's partitions of ``topic`` in ``group`` (None while the broker cannot say)."""
+    try:
+        desc = admin._admin.describe_consumer_groups([group])[group].result(timeout=10)
+    except Exception:
+        return None
+    return [sorted(tp.partition for tp in m.assignment.topic_partitions if tp.topic == topic)
+            for m in desc.members]  # fmt: skip
+
+
 def on_backlog(
     settings: Settings, tail: list[str], state: Path, n: int, limit: float, members: int = 1
 ) -> dict[str, Any]:
     """Records/s of ``members`` of our processes in one new group on the backlog, each from
     its own copy of ``state``: the group's committed offsets polled every 0.2 s, from their
-    first move until ``n`` records are committed (then SIGTERM); each member's records from
-    its ``--summary``."""
+    first move once every member holds partitions (the records consumed while the group was
+    still forming, one member alone, are left out) until ``n`` more records are committed
+    (then SIGTERM). Each member's records in that window come from its partitions' offsets;
+    its records over the whole run from its ``--summary``."""
     group = f"bench-backlog-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(dir=state.parent))
     topic = settings.topic("telemetry")
@@ -512,17 +524,39 @@ def on_backlog(
             out = (work / f"m{k}.log").open("wb")
             procs.append(subprocess.Popen(argv, env=_env(), stdout=out, stderr=subprocess.STDOUT))
         first = last = None
-        seen = 0
+        seen = at_first = 0
+        formed_s = 0.0
         t0 = time.monotonic()
+        formed: list[list[int]] | None = None  # the members' partitions once all hold some
+        base: dict[int, int] = {}
         while any(p.poll() is None for p in procs):
             time.sleep(0.2)
+            if formed is None:
+                parts = _assignment(admin, group, topic)
+                if parts and len(parts) == members and all(parts):
+                    formed = parts
+                    try:
+                        base = admin.group_offsets(group, topic)
+                    except Exception:
+                        formed = None
+                    seen = sum(base.values())
+                    formed_s = time.monotonic() - t0
+                continue
             done = _committed(admin, group, topic) or 0
             if done > seen:
                 now = time.monotonic() - t0
-                first = now if first is None else first
+                if first is None:
+                    first, at_first = now, done
                 last, seen = now, done
-            if seen >= n:
+            if seen - sum(base.values()) >= n:
                 break
+        window: list[int] | None = None
+        if formed is not None:
+            try:
+                end = admin.group_offsets(group, topic)
+                window = [sum(end.get(q, 0) - base.get(q, 0) for q in parts) for parts in formed]
+            except Exception:
+                window = None
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -537,8 +571,15 @@ def on_backlog(
         except (OSError, ValueError, KeyError):
             per_member.append(None)
     shutil.rmtree(work, ignore_errors=True)
-    rate = seen / (last - first) if first is not None and last and last > first else 0.0
-    return {"rate": round(rate), "records": seen, "records_per_member": per_member}
+    counted = seen - sum(base.values())
+    # between the first and the last move of the committed offsets (the records of the first
+    # move were read before it): how fast the group went once formed
+    rate = (
+        (seen - at_first) / (last - first) if first is not None and last and last > first else 0.0
+    )
+    return {"rate": round(rate), "records": counted, "records_per_member": per_member,
+            "partitions_per_member": formed, "window_records_per_member": window,
+            "group_formed_s": round(formed_s, 1) if formed is not None else None}  # fmt: skip
 
 
 def partition_spread(settings: Settings, n: int | None = None) -> dict[str, Any]:
@@ -653,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
                     s, ["consumers.reliability"], warm, n, 300
                 )
                 two = on_backlog(s, ["consumers.reliability"], warm, n, 300, members=2)
-                per = [x for x in two["records_per_member"] if x]
+                per = [x for x in two["window_records_per_member"] or [] if x]
                 two["member_skew_max_over_mean"] = (
                     round(max(per) / statistics.fmean(per), 3) if len(per) == 2 else None
                 )
