@@ -82,7 +82,7 @@ CARDS = (
         "Per link (node_id, peer_id): windows of throughput, RTT, jitter and loss.",
         "First fit once enough windows are buffered (warm-up), on the stream itself; forecasts "
         "1, 5 and 15 intervals ahead with a prediction interval from residual quantiles.",
-        "Micro-batch retrains in a background thread every N records, or earlier when ADWIN "
+        "Micro-batch retrains in a worker process every N records, or earlier when ADWIN "
         "sees the forecast error rise (drift).",
         "No forecasts before the warm-up fit; a gap in a link's samples breaks its window.",
     ),

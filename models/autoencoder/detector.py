@@ -107,7 +107,8 @@ class ConsensusDetector(RetrainsInBackground):
         (:class:`~models.autoencoder.volatility.NodeVolatility`): the erratic latency of a
         small degradation one window's error misses. ``volatility_ratio=0`` turns it off.
     background
-        Retrain in a background thread (``False``: inline, reproducible).
+        Retrain in the background, in a thread or in the executor given with :meth:`train_in`
+        (``False``: inline, reproducible).
     step_samples
         Samples between two step boundaries (see the module docstring).
     retrain_pause_s

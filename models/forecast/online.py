@@ -136,7 +136,8 @@ class OnlineForecaster(RetrainsInBackground):
     drift_delta, drift_chunk
         ADWIN confidence and errors averaged per ADWIN update.
     background
-        Retrain in a background thread (``False``: synchronously, for reproducible runs).
+        Retrain in the background, in a thread or in the executor given with :meth:`train_in`
+        (``False``: synchronously, for reproducible runs).
     step_records
         Input records between two step boundaries (see the module docstring).
     retrain_pause_s

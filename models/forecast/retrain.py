@@ -208,17 +208,17 @@ class BackgroundTrainer:
         """Start the retrain in the executor (the fit slot is held); False if it refused."""
         from models.forecast import tfrt
 
-        blob = self._blob
-        if blob is None:
-            blob = pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL)
         t0 = time.perf_counter()
         assert self.executor is not None
         try:
+            blob = self._blob
+            if blob is None:
+                blob = pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL)
             future = self.executor.submit(
                 fit_in_worker, self._key, self._generation, blob, x, y, epochs,
                 self.pause_s, tfrt.threads(),
             )  # fmt: skip
-        except (RuntimeError, BrokenProcessPool):  # shut down or broken: a thread from now on
+        except Exception:  # shut down, broken, or a copy that cannot travel: a thread from now on
             self.executor = None
             return False
         self._done.clear()
