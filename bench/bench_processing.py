@@ -1,6 +1,6 @@
 """Per-record processing cost of the processors, from a warm state, without Kafka (not a test).
 
-    python bench/bench_processing.py [--records 60000] [--reps 3] [--json]
+    python bench/bench_processing.py [--records 60000] [--reps 3] [--only LABEL ...] [--json]
 
 What the loop itself costs once the models are fitted, apart from the broker and from first
 fits: the same fleet as ``bench/bench_capacity.py`` (20 nodes x 4 links, 5 s, seed 3) learns
@@ -16,6 +16,8 @@ Side by side, in one run, interleaved ``--reps`` times (medians; the machine is 
 * the four-model pipeline process and ``reliability`` alone, each with the garbage collector
   as the shell sets it (``stream/collector.py``) and with Python's defaults
   (``DWCP_GC_THRESHOLD=0``: how it ran before);
+* the pipeline with its LSTM retrains in a thread of the process (``--train-in thread``: how
+  they ran before the training worker process);
 * the limit a user would compare with: the bare river MinMaxScaler + HalfSpaceTrees loop
   (``bench_capacity.bare_hst``) on the same records, pre-decoded.
 
@@ -48,6 +50,10 @@ BARE_HST = "bare HST loop (river, pre-decoded)"
 #: label -> (argv tail after ``python -m``, extra environment)
 CONFIGS: dict[str, tuple[list[str], dict[str, str]]] = {
     "pipeline": (PIPELINE, {}),
+    "pipeline, LSTM retrains in a thread": (
+        [*PIPELINE, "--bandwidth.train-in", "thread", "--consensus.train-in", "thread"],
+        {},
+    ),
     "pipeline, Python's collector defaults": (PIPELINE, {"DWCP_GC_THRESHOLD": "0"}),
     "reliability": (RELIABILITY, {}),
     "reliability, Python's collector defaults": (RELIABILITY, {"DWCP_GC_THRESHOLD": "0"}),
@@ -83,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--records", type=int, default=60_000, help="records per run (default 60000)")
     ap.add_argument("--warm-records", type=int, default=60_000)
     ap.add_argument("--reps", type=int, default=3, help="runs of each configuration (default 3)")
-    ap.add_argument("--only", help="comma-separated configuration labels (default all)")
+    ap.add_argument("--only", action="append", metavar="LABEL",
+                    help="run this configuration (repeatable; default all): " + "; ".join(CONFIGS))  # fmt: skip
     ap.add_argument("--json", action="store_true", help=f"write {RESULTS.relative_to(cap.ROOT)}")
     args = ap.parse_args(argv)
-    configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only.split(",")}
+    unknown = set(args.only or ()) - set(CONFIGS)
+    if unknown:
+        ap.error(f"unknown configuration {sorted(unknown)}; known: {list(CONFIGS)}")
+    configs = {k: v for k, v in CONFIGS.items() if not args.only or k in args.only}
     with tempfile.TemporaryDirectory(prefix="bench-processing-") as tmp:
         work = Path(tmp)
         state = work / "state"
@@ -119,6 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             ratios[f"{name}: tuned collector / Python's defaults"] = round(
                 medians[name] / medians[slow], 3
             )
+    thread = "pipeline, LSTM retrains in a thread"
+    if "pipeline" in medians and thread in medians:
+        ratios["pipeline: retrains in a worker process / in a thread"] = round(
+            medians["pipeline"] / medians[thread], 3
+        )
     print("\nmedian records/s (loop only, warm state, from a file)")
     for k, v in medians.items():
         print(f"  {k:45s} {v:>8,}")
