@@ -534,13 +534,11 @@ def on_backlog(
             if formed is None:
                 parts = _assignment(admin, group, topic)
                 if parts and len(parts) == members and all(parts):
-                    formed = parts
                     try:
                         base = admin.group_offsets(group, topic)
-                    except Exception:
-                        formed = None
-                    seen = sum(base.values())
-                    formed_s = time.monotonic() - t0
+                    except Exception:  # the coordinator cannot say yet: ask again
+                        continue
+                    formed, seen, formed_s = parts, sum(base.values()), time.monotonic() - t0
                 continue
             done = _committed(admin, group, topic) or 0
             if done > seen:

@@ -11,10 +11,10 @@ forecast is scored beside the LSTM alone and every baseline; the running figures
 (``kind="bandwidth_accuracy"``, node_id ``"fleet"``, value = MAE) every ``--accuracy-every``
 records. The model is retrained in micro-batches in a worker process (``--train-in``) while
 inference goes on (every ``--retrain-every`` records, or earlier when ADWIN sees the error
-rise), then swapped in with a new version. It runs in the application shell (:mod:`stream.app`): state (model,
-scalers, buffers, accuracy) is checkpointed under ``DWCP_STATE_DIR``/bandwidth-<group> right
-after the commit that follows a new version, on the shell's schedule and on shutdown, and
-restored on start.
+rise), then swapped in with a new version. It runs in the application shell
+(:mod:`stream.app`): state (model, scalers, buffers, accuracy) is checkpointed under
+``DWCP_STATE_DIR``/bandwidth-<group> right after the commit that follows a new version, on the
+shell's schedule and on shutdown, and restored on start.
 
     python -m consumers.bandwidth --from-beginning
     python -m consumers.bandwidth --from-file .cache/lstm/bw.jsonl --summary out.json   # offline
