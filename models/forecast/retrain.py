@@ -65,6 +65,15 @@ _WORKER_MODELS: dict[str, tuple[int, Any]] = {}
 _WORKER_KEEP = 4
 
 
+def _fit(model: Any, x: Any, y: Any, epochs: int, pause_s: float) -> None:
+    """``model.fit``, sleeping ``pause_s`` per minibatch when it is above 0 (a model without
+    the ``pause_s`` argument is fitted without one)."""
+    if pause_s > 0:
+        model.fit(x, y, epochs=epochs, pause_s=pause_s)
+    else:
+        model.fit(x, y, epochs=epochs)
+
+
 def fit_in_worker(
     key: str,
     generation: int,
@@ -84,10 +93,7 @@ def fit_in_worker(
     tfrt.configure_threads(*threads)  # before this worker's first TensorFlow import
     kept = _WORKER_MODELS.pop(key, None)
     model = kept[1] if kept is not None and kept[0] == generation else pickle.loads(blob)
-    if pause_s > 0:
-        model.fit(x, y, epochs=epochs, pause_s=pause_s)
-    else:
-        model.fit(x, y, epochs=epochs)
+    _fit(model, x, y, epochs, pause_s)
     _WORKER_MODELS[key] = (generation + 1, model)
     while len(_WORKER_MODELS) > _WORKER_KEEP:  # trainers this worker no longer hears from
         _WORKER_MODELS.pop(next(iter(_WORKER_MODELS)))
@@ -193,10 +199,7 @@ class BackgroundTrainer:
     def _run(self, x: Any, y: Any, epochs: int, reason: str, n: int) -> None:
         t0 = time.perf_counter()
         try:
-            if self.background and self.pause_s > 0:
-                self.model.fit(x, y, epochs=epochs, pause_s=self.pause_s)
-            else:
-                self.model.fit(x, y, epochs=epochs)
+            _fit(self.model, x, y, epochs, self.pause_s if self.background else 0.0)
             result = RetrainResult(self.model.get_weights(), reason, time.perf_counter() - t0, n)
         except Exception as exc:  # a failed retrain keeps the current model serving
             result = RetrainResult([], reason, time.perf_counter() - t0, n, error=repr(exc))
