@@ -5,7 +5,7 @@ Encoder ``LSTM(units)`` -> ``Dense(latent)`` -> repeated over the window -> deco
 windows only; :meth:`LSTMAutoencoder.score` is the mean squared reconstruction error per
 window (scaled features; column weights let the consensus column dominate; the largest
 per-step errors can be trimmed). Inference runs
-inside one ``tf.function`` with a ``(None, window, features)`` signature.
+inside one XLA-compiled ``tf.function`` (:func:`models.forecast.tfrt.inference_function`).
 
 Examples
 --------
@@ -81,7 +81,7 @@ class LSTMAutoencoder(tfrt.KerasPickling):
         self._infer: Any = None
 
     def _build(self) -> None:
-        tf, keras = tfrt.tensorflow(), tfrt.keras()
+        keras = tfrt.keras()
         keras.utils.set_random_seed(self.seed)
         L = keras.layers
         inp = keras.Input((self.window, self.n_features))
@@ -90,8 +90,7 @@ class LSTMAutoencoder(tfrt.KerasPickling):
         out = L.TimeDistributed(L.Dense(self.n_features))(h)
         net = keras.Model(inp, out)
         net.compile(optimizer=keras.optimizers.Adam(self.learning_rate, clipnorm=1.0), loss="mse")
-        spec = tf.TensorSpec((None, self.window, self.n_features), tf.float32)
-        self._infer = tf.function(lambda x: net(x, training=False), input_signature=[spec])
+        self._infer = tfrt.inference_function(net, self.window, self.n_features)
         self.net_ = net
 
     def fit(

@@ -3,9 +3,9 @@
 Windows are made window-relative (:func:`models.forecast.windows.normalize_windows`), scaled
 with a :class:`~models.forecast.scaling.StandardScaler` fitted on the first training set, and
 the network predicts ``log1p(throughput[t + h]) - ref`` for every horizon at once (one dense
-head over the last LSTM state). Inference calls the model inside one ``tf.function`` with a
-``(None, window, features)`` signature: no retracing across batch sizes, and about 8x faster
-than ``model.predict`` for a batch of 1,000 windows. Batches are padded to a multiple of
+head over the last LSTM state). Inference calls the model inside one XLA-compiled
+``tf.function`` (:func:`~models.forecast.tfrt.inference_function`), much faster than
+``model.predict``. Batches are padded to a power of two of at least
 :data:`~models.forecast.tfrt.INFER_BLOCK` rows, so a window's forecast does not depend on its
 batch.
 
@@ -95,7 +95,7 @@ class LSTMForecaster(tfrt.KerasPickling):
 
     # -- network ---------------------------------------------------------------------------
     def _build(self) -> None:
-        tf, keras = tfrt.tensorflow(), tfrt.keras()
+        keras = tfrt.keras()
         keras.utils.set_random_seed(self.seed)
         inp = keras.Input((self.window, self.n_features))
         h = keras.layers.LSTM(self.units)(inp)
@@ -105,8 +105,7 @@ class LSTMForecaster(tfrt.KerasPickling):
             optimizer=keras.optimizers.Adam(self.learning_rate, clipnorm=1.0),
             loss=keras.losses.Huber(delta=1.0),
         )
-        spec = tf.TensorSpec((None, self.window, self.n_features), tf.float32)
-        self._infer = tf.function(lambda x: net(x, training=False), input_signature=[spec])
+        self._infer = tfrt.inference_function(net, self.window, self.n_features)
         self.net_ = net
 
     def _prepare(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

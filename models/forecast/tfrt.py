@@ -60,22 +60,41 @@ def keras() -> Any:
     return _keras
 
 
-#: Inference batches are padded to a multiple of this many rows: the kernels TensorFlow picks
-#: for a small or odd batch (one row: a matrix-vector product) round differently, so a row's
-#: output would depend on which other rows were in its batch.
-INFER_BLOCK = 32
+#: Inference batches are padded with zero rows to a power of two of at least this many rows
+#: (the padding's outputs dropped): the kernels for a small or odd batch (one row: a
+#: matrix-vector product) round differently, so a row's output would depend on which other rows
+#: were in its batch (with XLA, 32 rows still round differently from 64 or more); and every
+#: shape is compiled once (:func:`inference_function`).
+INFER_BLOCK = 64
+#: Larger batches are inferred in calls of this many rows (at most 5 shapes: 64 to 1,024 rows).
+INFER_MAX = 1024
+
+
+def inference_function(net: Any, window: int, n_features: int) -> Any:
+    """``net(x, training=False)`` for ``(None, window, n_features)`` float32 inputs, compiled
+    with XLA (``jit_compile``): the recurrent loop runs as one fused program instead of a few
+    TensorFlow ops per time step, 2-3x faster per row on a 2-core machine. XLA compiles each
+    input shape once (about 0.25 s); :func:`infer_padded` keeps them to a few."""
+    tf = tensorflow()
+    spec = tf.TensorSpec((None, window, n_features), tf.float32)
+    return tf.function(lambda x: net(x, training=False), input_signature=[spec], jit_compile=True)
 
 
 def infer_padded(fn: Any, x: Any) -> Any:
-    """``fn(x).numpy()`` with ``x`` padded by zero rows to a multiple of :data:`INFER_BLOCK`
-    and the padding's outputs dropped: each row's output is the same in any batch."""
+    """``fn(x).numpy()``, in calls of at most :data:`INFER_MAX` rows, each padded with zero
+    rows to a power of two of at least :data:`INFER_BLOCK` rows: each row's output is the
+    same in any batch."""
     import numpy as np
 
-    n = len(x)
-    pad = -n % INFER_BLOCK
-    if pad:
-        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), dtype=x.dtype)])
-    return fn(x).numpy()[:n]
+    outs = []
+    for a in range(0, max(len(x), 1), INFER_MAX):
+        part = x[a : a + INFER_MAX]
+        n = len(part)
+        size = max(INFER_BLOCK, 1 << max(n - 1, 0).bit_length())
+        if size > n:
+            part = np.concatenate([part, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
+        outs.append(fn(part).numpy()[:n])
+    return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
 def fit_shuffled(

@@ -238,6 +238,67 @@ class LinkHistory:
         np.add.at(self.count, rows, 1)
         return rows, steps, ok
 
+    def peek(
+        self, keys: Sequence[Hashable], ts: np.ndarray, feats: np.ndarray, width: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The windows that :meth:`append` of these records, then :meth:`windows`, would give,
+        without changing the buffers: ``(accepted_mask, index, windows)``, where ``index`` are
+        the input positions of the accepted records whose window is full (step >= ``width - 1``)
+        and ``windows`` ``(len(index), width, F)`` theirs, in input order.
+
+        The windows come from the buffers' last ``width - 1`` steps and the records themselves,
+        so no key's count in one call is limited by the capacity. A forecaster infers them in
+        one large batch ahead of the appends (per-row cost falls with the batch).
+
+        >>> h = LinkHistory(n_features=1, capacity=8)
+        >>> _ = h.append(["a"], np.array([1.0]), np.array([[1.0]]), np.array([0.0]))
+        >>> ok, index, win = h.peek(["a", "a", "b", "a"], np.array([2.0, 2.0, 1.0, 3.0]),
+        ...                         np.array([[2.0], [9.0], [5.0], [3.0]]), width=2)
+        >>> ok.tolist(), index.tolist(), win[..., 0].tolist(), h.count.tolist()[:1]
+        ([True, False, True, True], [0, 3], [[1.0, 2.0], [2.0, 3.0]], [1])
+        """
+        n, cap = len(keys), self.capacity
+        local: dict[Hashable, int] = {}
+        rows: list[int] = []  # buffer row of each local key (-1: a key not seen yet)
+        counts: list[int] = []
+        last: list[float] = []  # latest accepted event time of each local key
+        ids = np.empty(n, dtype=np.int64)
+        ok = np.zeros(n, dtype=bool)
+        for i, key in enumerate(keys):  # the same acceptance as append()
+            j = local.get(key)
+            if j is None:
+                j = local[key] = len(rows)
+                r = self.index.get(key, -1)
+                c = int(self.count[r]) if r >= 0 else 0
+                rows.append(r)
+                counts.append(c)
+                last.append(float(self.ts[r, (c - 1) % cap]) if c else -np.inf)
+            t = float(ts[i])
+            ids[i] = j
+            if t > last[j]:
+                ok[i], last[j] = True, t
+        ids = ids[ok]
+        order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[order]
+        rank = np.empty(len(ids), dtype=np.int64)
+        rank[order] = np.arange(len(ids)) - np.searchsorted(sorted_ids, sorted_ids, side="left")
+        base = np.array(counts, dtype=np.int64)
+        full = base[ids] + rank >= width - 1
+        # per local key: its last width - 1 buffered steps, then this call's accepted records
+        most = int(rank.max()) + 1 if len(rank) else 0
+        tmp = np.zeros((len(rows), width - 1 + most, self.n_features), dtype=self.feats.dtype)
+        known = np.array(rows, dtype=np.int64) >= 0
+        if known.any() and width > 1:
+            at = np.array(rows, dtype=np.int64)[known]
+            st = base[known][:, None] + np.arange(1 - width, 0)
+            tmp[known, : width - 1] = np.where(
+                (st >= 0)[..., None], self.feats[at[:, None], st % cap], 0.0
+            )
+        tmp[ids, width - 1 + rank] = feats[ok]
+        sel = np.flatnonzero(full)
+        win = tmp[ids[sel][:, None], rank[sel][:, None] + np.arange(width)]
+        return ok, np.flatnonzero(ok)[sel], win
+
     def windows(self, rows: np.ndarray, steps: np.ndarray, width: int) -> np.ndarray:
         """Raw feature windows ``(n, width, F)`` ending at (and including) each step."""
         pos = (steps[:, None] + np.arange(1 - width, 1)) % self.capacity

@@ -37,6 +37,35 @@ def test_history_many_keys_in_one_batch() -> None:
     assert rows.tolist() == [0, 1] * 3 and steps.tolist() == [0, 0, 1, 1, 2, 2]
 
 
+def test_peek_gives_the_windows_that_append_then_windows_give() -> None:
+    """Duplicates, late records, new keys, keys with a short history and keys that wrap the
+    ring buffer: peek() accepts the records append() accepts and gathers the same windows,
+    and leaves the buffers as they were."""
+    rng = np.random.default_rng(3)
+    h = LinkHistory(n_features=2, capacity=16)
+    width = 5
+    clock = {k: 0.0 for k in "abcdefg"}
+    for _ in range(12):
+        keys = list(rng.choice(list("abcdefg"), size=int(rng.integers(1, 30))))
+        ts = []
+        for k in keys:
+            step = float(rng.choice([1.0, 0.0, -2.0], p=[0.8, 0.1, 0.1]))  # dup, late
+            clock[k] = max(clock[k] + step, 0.0)
+            ts.append(clock[k])
+        t = np.array(ts)
+        feats = rng.normal(size=(len(keys), 2)).astype(np.float32)
+        before = (h.feats.copy(), h.ts.copy(), h.count.copy(), list(h.keys))
+        ok, index, win = h.peek(keys, t, feats, width)
+        assert np.array_equal(h.feats, before[0]) and np.array_equal(h.count, before[2])
+        assert h.keys == before[3]
+        rows, steps, got = h.append(keys, t, feats, t)
+        assert np.array_equal(ok, got)
+        full = steps >= width - 1
+        assert np.array_equal(index, np.flatnonzero(got)[full])
+        assert np.array_equal(win, h.windows(rows[full], steps[full], width))
+    assert h.count.max() > h.capacity  # some key wrapped
+
+
 def test_step_features_shape_and_nan_tolerance() -> None:
     f = step_features(
         np.array([0.0, 3600.0]),
@@ -257,6 +286,22 @@ def test_lstm_seeded_and_pickle_round_trip() -> None:
     c = pickle.loads(pickle.dumps(a))
     np.testing.assert_allclose(c.predict(x[:50]), pa, rtol=1e-6)
     assert np.isfinite(pa).all()
+
+
+def test_a_window_s_forecast_is_the_same_in_any_batch() -> None:
+    """XLA-compiled inference, padded to a power of two and cut into INFER_MAX-row calls: a
+    window's forecast is bit for bit the same alone, among 37 or 700 others, or in a batch
+    of 2,500 (three calls), so a forecast never depends on how the records arrived."""
+    from models.forecast import tfrt
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(2500, 30, len(FEATURES))).astype(np.float32)
+    y = rng.normal(size=(2500, 3))
+    f = LSTMForecaster(window=30, units=8, epochs=1, seed=1).fit(x[:300], y[:300])
+    whole = f.predict(x)
+    assert whole.shape == (2500, 3) and np.isfinite(whole).all()
+    for lo, n in ((0, 1), (5, 37), (1000, 700), (tfrt.INFER_MAX - 3, 7), (2480, 20)):
+        assert np.array_equal(f.predict(x[lo : lo + n]), whole[lo : lo + n]), (lo, n)
 
 
 def _link_stream(links: int, ticks: int, seed: int = 0):

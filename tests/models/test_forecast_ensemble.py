@@ -79,6 +79,49 @@ def test_the_same_records_give_the_same_forecasts_however_they_are_batched() -> 
             assert all(np.array_equal(x, y) for x, y in zip(first, other, strict=True)), key
 
 
+def test_lstm_forecasts_inferred_ahead_are_those_of_one_piece_at_a_time() -> None:
+    """The LSTM's forecasts inferred in large batches ahead of the step pieces (again after
+    every synchronous fit that changes the model in the middle of a call) give bit for bit
+    the published forecasts of inferring each piece on its own, also with duplicate and late
+    records and a link that starts mid-call; in fewer, larger inference calls."""
+    rng = np.random.default_rng(8)
+    links, ticks = 7, 400
+    tput = 60.0 * np.exp(np.cumsum(rng.normal(0, 0.05, (links, ticks)), axis=1))
+    keys = [(f"n{i}", "p") for i in range(links)]
+    k = np.tile(np.arange(links), ticks)
+    t = np.repeat(np.arange(ticks, dtype=float), links)
+    y = tput.T.ravel()
+    late = rng.random(len(t)) < 0.05
+    t[late] -= 3.0  # late (skipped) records
+    dup = np.flatnonzero(rng.random(len(t)) < 0.05)  # duplicates right after the original
+    k, t, y = (np.insert(a, dup + 1, a[dup]) for a in (k, t, y))
+    young = (k == 6) & (t < 150)  # the last link starts in the middle of the first call
+    k, t, y = k[~young], t[~young], y[~young]
+    ones = np.ones(len(y))
+    kw = dict(warmup_windows=300, warmup_epochs=1, retrain_every=500, retrain_windows=300)
+    outs, calls = [], []
+    for ahead in (0, 1024, 150):
+        f = _small(infer_ahead=ahead, **kw)
+        rows: list[int] = []
+        predict = f.model_.predict
+        f.model_.predict = lambda x, predict=predict, rows=rows: (rows.append(len(x)), predict(x))[
+            1
+        ]  # type: ignore[method-assign]
+        got = [f.process([keys[i] for i in k[s]], t[s], y[s], ones[s], ones[s], 0 * ones[s])
+               for s in (slice(0, 1400), slice(1400, 1401), slice(1401, None))]  # fmt: skip
+        outs.append(got)
+        calls.append(rows)
+        assert f.version_ >= 3  # the warm-up and retrains fell inside calls
+    # fewer calls (a fit in the middle of a call wastes what was inferred beyond it)
+    assert sum(calls[0]) > 1000 and max(calls[0]) <= 100 and max(calls[1]) > 500
+    assert len(calls[1]) < len(calls[2]) < len(calls[0]) * 0.7
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            assert np.array_equal(a.index, b.index) and np.array_equal(a.versions, b.versions)
+            for name in ("value", "lower", "upper", "weights"):
+                assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+
+
 def test_prediction_at_t_does_not_change_when_the_future_does() -> None:
     """A forecast made at tick t (LSTM, retrains, combination, intervals) is the same whatever
     comes after t, even later samples in the same batch."""
