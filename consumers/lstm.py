@@ -79,7 +79,9 @@ class LSTMProcessor(app.Processor):
 
     def train_where(self, model: Any, args: argparse.Namespace) -> None:
         """Give ``model`` (a :class:`~models.forecast.retrain.RetrainsInBackground`) this
-        run's training worker, or none (inline fits, ``--train-in thread``)."""
+        run's training worker, or none (inline fits, ``--train-in thread``); a restored model
+        starts compiling its inference now, before the group is joined."""
+        model.warm_inference()
         if args.sync_retrain or args.train_in == "thread":
             model.train_in(None)
             return

@@ -5,7 +5,7 @@ Encoder ``LSTM(units)`` -> ``Dense(latent)`` -> repeated over the window -> deco
 windows only; :meth:`LSTMAutoencoder.score` is the mean squared reconstruction error per
 window (scaled features; column weights let the consensus column dominate; the largest
 per-step errors can be trimmed). Inference runs
-inside one XLA-compiled ``tf.function`` (:func:`models.forecast.tfrt.inference_function`).
+inside one XLA-compiled ``tf.function`` (:class:`models.forecast.tfrt.Inference`).
 
 Examples
 --------
@@ -90,7 +90,7 @@ class LSTMAutoencoder(tfrt.KerasPickling):
         out = L.TimeDistributed(L.Dense(self.n_features))(h)
         net = keras.Model(inp, out)
         net.compile(optimizer=keras.optimizers.Adam(self.learning_rate, clipnorm=1.0), loss="mse")
-        self._infer = tfrt.inference_function(net, self.window, self.n_features)
+        self._infer = tfrt.Inference(net, self.window, self.n_features)
         self.net_ = net
 
     def fit(

@@ -4,7 +4,7 @@ Windows are made window-relative (:func:`models.forecast.windows.normalize_windo
 with a :class:`~models.forecast.scaling.StandardScaler` fitted on the first training set, and
 the network predicts ``log1p(throughput[t + h]) - ref`` for every horizon at once (one dense
 head over the last LSTM state). Inference calls the model inside one XLA-compiled
-``tf.function`` (:func:`~models.forecast.tfrt.inference_function`), much faster than
+``tf.function`` (:class:`~models.forecast.tfrt.Inference`), much faster than
 ``model.predict``. Batches are padded to a power of two of at least
 :data:`~models.forecast.tfrt.INFER_BLOCK` rows, so a window's forecast does not depend on its
 batch.
@@ -105,7 +105,7 @@ class LSTMForecaster(tfrt.KerasPickling):
             optimizer=keras.optimizers.Adam(self.learning_rate, clipnorm=1.0),
             loss=keras.losses.Huber(delta=1.0),
         )
-        self._infer = tfrt.inference_function(net, self.window, self.n_features)
+        self._infer = tfrt.Inference(net, self.window, self.n_features)
         self.net_ = net
 
     def _prepare(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -311,6 +311,15 @@ class RetrainsInBackground:
         a thread of this process). Not pickled: set again after a restore."""
         self.trainer_.set_executor(executor)
 
+    def warm_inference(self) -> None:
+        """Start compiling the serving model's inference shapes (a model restored from a
+        checkpoint; :class:`~models.forecast.tfrt.Inference`) beside whatever comes next, e.g.
+        joining the consumer group, instead of at its first batches. Nothing to do before the
+        first fit."""
+        infer = getattr(getattr(self, "model_", None), "_infer", None)
+        if infer is not None:
+            infer.warm()
+
     def fit_where(self, background: bool, pause_s: float) -> None:
         """Run the first fit and later retrains in the background (or inline), pausing
         ``pause_s`` per minibatch: set after a restore, so a checkpoint saved by an inline-fit

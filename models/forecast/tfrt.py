@@ -64,20 +64,54 @@ def keras() -> Any:
 #: (the padding's outputs dropped): the kernels for a small or odd batch (one row: a
 #: matrix-vector product) round differently, so a row's output would depend on which other rows
 #: were in its batch (with XLA, 32 rows still round differently from 64 or more); and every
-#: shape is compiled once (:func:`inference_function`).
+#: shape is compiled once (:class:`Inference`).
 INFER_BLOCK = 64
 #: Larger batches are inferred in calls of this many rows (at most 5 shapes: 64 to 1,024 rows).
 INFER_MAX = 1024
 
 
-def inference_function(net: Any, window: int, n_features: int) -> Any:
-    """``net(x, training=False)`` for ``(None, window, n_features)`` float32 inputs, compiled
-    with XLA (``jit_compile``): the recurrent loop runs as one fused program instead of a few
-    TensorFlow ops per time step, 2-3x faster per row on a 2-core machine. XLA compiles each
-    input shape once (about 0.25 s); :func:`infer_padded` keeps them to a few."""
-    tf = tensorflow()
-    spec = tf.TensorSpec((None, window, n_features), tf.float32)
-    return tf.function(lambda x: net(x, training=False), input_signature=[spec], jit_compile=True)
+#: The shapes :func:`infer_padded` uses: powers of two from INFER_BLOCK to INFER_MAX rows.
+INFER_SIZES = tuple(2**k for k in range(INFER_BLOCK.bit_length() - 1, INFER_MAX.bit_length()))
+
+
+class Inference:
+    """``net(x, training=False)`` for ``(n, window, n_features)`` float32 inputs, compiled with
+    XLA (``jit_compile``): the recurrent loop runs as one fused program instead of a few
+    TensorFlow ops per time step, 2-3x faster per row on a 2-core machine.
+
+    XLA compiles each input shape once, about 0.25 s each. :meth:`warm` (or else the first
+    call) starts a thread that compiles every :data:`INFER_SIZES`, instead of a pause of the
+    loop the first time each size comes. The thread is not a daemon: a process that ends
+    early waits for it (a second or so) rather than tearing TensorFlow down under it.
+    """
+
+    def __init__(self, net: Any, window: int, n_features: int) -> None:
+        tf = tensorflow()
+        spec = tf.TensorSpec((None, window, n_features), tf.float32)
+        self.fn = tf.function(
+            lambda x: net(x, training=False), input_signature=[spec], jit_compile=True
+        )
+        self.shape = (window, n_features)
+        self.compiling: threading.Thread | None = None
+
+    def warm(self, skip: int = 0) -> None:
+        """Compile every size but ``skip`` in a thread (once; later calls do nothing)."""
+        if self.compiling is None:
+            self.compiling = threading.Thread(
+                target=self._compile, args=(skip,), name="xla-compile"
+            )
+            self.compiling.start()
+
+    def __call__(self, x: Any) -> Any:
+        self.warm(skip=len(x))  # this call compiles its own size
+        return self.fn(x)
+
+    def _compile(self, skip: int) -> None:
+        import numpy as np
+
+        for size in INFER_SIZES:
+            if size != skip:
+                self.fn(np.zeros((size, *self.shape), dtype=np.float32))
 
 
 def infer_padded(fn: Any, x: Any) -> Any:
