@@ -14,9 +14,10 @@ one-sided disk, ``rises_only``, on seeds 7 and 2; earlier parameters on seed 1, 
 here); the others are held out.
 
 ``--components`` also writes the scores (``--scores-output``) and reports, per run, the
-record-level best F1 of the final score and of each component alone (a record is positive
-inside a label's window of its node; the 60 s after it count neither way; chosen with the
-labels, so a diagnostic of which component ranks the incidents, not a result).
+record-level best F1 of the final score, of each component alone and of other rules for
+combining them (``rule: ...``, from ``bench/asd_combinations.py``; a record is positive inside
+a label's window of its node; the 60 s after it count neither way; chosen with the labels, so
+a diagnostic of which component or rule ranks the incidents, not a result).
 
 ``--pipeline`` also scores each shape once with the consensus detector (``python -m
 consumers.consensus --from-file F --sync-retrain``), the pipeline's other incident detector,
@@ -145,10 +146,18 @@ def component_f1(scores: Path, labels: Path) -> dict[str, float]:
         y[mine & (t >= start).to_numpy() & (t <= end).to_numpy()] = 1
         after |= mine & (t > end).to_numpy() & (t <= end + pd.Timedelta(seconds=POST_S)).to_numpy()
     keep = (t >= t.min() + pd.Timedelta(seconds=WARMUP_S)).to_numpy() & (~after | (y == 1))
-    return {
+    out = {
         c: round(best_f1(y[keep], df[c].to_numpy(float)[keep])["f1"], 4)
         for c in ("score", *COMPONENTS)
     }
+    # other combinations of the same component scores (bench/asd_combinations.py)
+    from asd_combinations import rules
+
+    p = np.nan_to_num(df[list(COMPONENTS)].to_numpy(float)[keep], nan=0.5)
+    for name, s in rules(list(COMPONENTS), p, df["score"].to_numpy(float)[keep]).items():
+        if name != "published score":
+            out[f"rule: {name}"] = round(best_f1(y[keep], s)["f1"], 4)
+    return out
 
 
 def _categories(cats: dict[str, Any]) -> dict[str, Any]:
