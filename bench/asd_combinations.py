@@ -8,7 +8,9 @@ Runs our detector offline as ``bench/bench_asd.py`` does (``--learn-from`` the t
 the test split; reuses ``DIR/offline/scores.csv`` when it exists) and prints, for the
 published score and for each rule over the calibrated component scores (each in [0, 1], 0.5 a
 typical record): the mean, the max, the mean of the two largest, and Fisher's sum of
-``-log(1 - p)`` (with and without the Half-Space Trees), the point-wise best F1.
+``-log(1 - p)`` (with and without the Half-Space Trees), the point-wise best F1. Fisher's sum is,
+up to the caps on each surprise and the weights, the detector's own mean of surprises without
+its max term (``--param max_weight=0``).
 """
 
 from __future__ import annotations
