@@ -31,6 +31,7 @@ True
 
 from __future__ import annotations
 
+import logging
 import pickle
 import threading
 import time
@@ -56,6 +57,8 @@ class RetrainResult:
 #: consensus detector's fits at once left the stream loop too little CPU
 _FIT_SLOT = threading.Lock()
 
+
+log = logging.getLogger(__name__)
 
 #: Training copies a worker process keeps live between retrains: ``trainer id -> (generation,
 #: model)``. A retrain whose copy is the one the worker returned last (same generation) continues
@@ -221,7 +224,9 @@ class BackgroundTrainer:
                 fit_in_worker, self._key, self._generation, blob, x, y, epochs,
                 self.pause_s, tfrt.threads(),
             )  # fmt: skip
-        except Exception:  # shut down, broken, or a copy that cannot travel: a thread from now on
+        except Exception as exc:  # shut down, broken, or a copy that cannot travel
+            log.warning("the training worker refused a %s retrain (%r): retrains run in a "
+                        "thread of this process from now on", reason, exc)  # fmt: skip
             self.executor = None
             return False
         self._done.clear()
@@ -316,9 +321,7 @@ class RetrainsInBackground:
         checkpoint; :class:`~models.forecast.tfrt.Inference`) beside whatever comes next, e.g.
         joining the consumer group, instead of at its first batches. Nothing to do before the
         first fit."""
-        infer = getattr(getattr(self, "model_", None), "_infer", None)
-        if infer is not None:
-            infer.warm()
+        self.model_.warm_inference()
 
     def fit_where(self, background: bool, pause_s: float) -> None:
         """Run the first fit and later retrains in the background (or inline), pausing

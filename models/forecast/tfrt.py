@@ -187,10 +187,17 @@ class KerasPickling:
     training after a restore continues exactly as it would have without it."""
 
     net_: Any
+    _infer: Inference | None
     seed: int
 
     def _build(self) -> None:
         raise TypeError(f"{type(self).__name__} must define _build()")
+
+    def warm_inference(self) -> None:
+        """Start compiling the inference shapes now (:meth:`Inference.warm`); nothing to do
+        before the network is built."""
+        if self._infer is not None:
+            self._infer.warm()
 
     def get_weights(self) -> list[Any]:
         raise TypeError(f"{type(self).__name__} must define get_weights()")
