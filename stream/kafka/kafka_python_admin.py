@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import kafka.errors as kerr
@@ -76,7 +77,18 @@ class KafkaPythonAdmin(Admin):
         return {tp.partition: (start[tp].offset, end[tp].offset) for tp in sorted(tps)}
 
     def group_offsets(self, group_id: str, topic: str) -> dict[int, int]:
-        got = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+        # Right after a broker restart the group coordinator answers "loading" or "not the
+        # coordinator" for a while; those errors are retriable, so ask again until the timeout
+        # (librdkafka does the same inside the confluent admin).
+        deadline = time.monotonic() + self._timeout_ms / 1000
+        while True:
+            try:
+                got = self._admin.list_group_offsets({group_id: None}).get(group_id, {})
+                break
+            except kerr.KafkaError as exc:
+                if not exc.retriable or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
         return {tp.partition: om.offset for tp, om in got.items() if tp.topic == topic and om.offset >= 0}
 
     def close(self) -> None:
