@@ -87,10 +87,11 @@ class ForestScorer:
     does (a float32 value ``<=`` the float64 threshold goes left), and the per-tree path
     lengths are added in the estimators' order, exactly as
     ``IsolationForest._compute_score_samples`` does. The walk is one compiled loop over all the
-    trees' nodes in flat arrays (:func:`_walk`), tree by tree over the rows. With 100 trees, 20
-    rows take 0.06 ms where a loop over the trees' own ``apply`` took 0.2 ms, 500 rows 1.5
-    against 1.9 ms, 5,000 rows 15 against 13 ms (that loop: a poll of 450 rows in 4 ms,
-    scikit-learn's ``score_samples`` 16 ms).
+    trees' nodes in flat arrays (:func:`_walk`), tree by tree over the rows, and level by level
+    within a tree: every row takes one step down before any takes the next, so the rows' steps
+    are independent work the processor overlaps (a leaf points at itself, so a row that
+    reached one stays there without a branch). With 100 trees of 256 samples that is about
+    1.5 us a row, against 3.9-4.4 us for one row's whole path after another (2026-12-07).
     """
 
     def __init__(self, forest: IsolationForest) -> None:
@@ -118,6 +119,10 @@ class ForestScorer:
             features.append(f)
         self.children = np.ascontiguousarray(np.concatenate(children), dtype=np.int32)
         self.feature = np.concatenate(features).astype(np.int32)
+        leaves = np.flatnonzero(self.feature < 0)
+        self.children[leaves] = leaves[:, None]  # a leaf's children are itself
+        self.feature[leaves] = 0  # (any column: either way it stays)
+        self.levels = max((t.max_depth for t in trees), default=0)
         self.threshold = np.concatenate([t.threshold for t in trees]).astype(np.float64)
         self.lengths = np.concatenate(lengths).astype(np.float64)
         self.denominator = len(trees) * _average_path_length([forest._max_samples])
@@ -125,24 +130,30 @@ class ForestScorer:
     def score_samples(self, xs: np.ndarray) -> np.ndarray:
         """scikit-learn's ``score_samples`` (lower = more abnormal)."""
         x = np.ascontiguousarray(xs, dtype=np.float32)
-        depths = _walk(x, self.roots, self.children, self.feature, self.threshold, self.lengths)
+        depths = _walk(
+            x, self.roots, self.children, self.feature, self.threshold, self.lengths, self.levels
+        )
         d = self.denominator
         return -(2 ** (-np.divide(depths, d, out=np.ones_like(depths), where=d != 0)))
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(x, roots, children, feature, threshold, lengths):  # fmt: skip
+def _walk(x, roots, children, feature, threshold, lengths, levels):  # fmt: skip
     """Per row, the path lengths of its leaves added tree by tree (in the trees' order; tree
-    by tree over all rows, so that a tree's nodes stay in the cache)."""
-    depths = np.zeros(x.shape[0])
+    by tree over all rows, so that a tree's nodes stay in the cache). Within a tree, ``levels``
+    steps of every row in turn (leaves lead to themselves): a float32 value ``<=`` the
+    threshold goes to the first child, anything else (also ``nan``) to the second."""
+    n = x.shape[0]
+    depths = np.zeros(n)
+    node = np.empty(n, dtype=np.int64)
     for r in roots:
-        for i in range(x.shape[0]):
-            node = r
-            f = feature[node]
-            while f >= 0:
-                node = children[node, 0] if x[i, f] <= threshold[node] else children[node, 1]
-                f = feature[node]
-            depths[i] += lengths[node]
+        node[:] = r
+        for _ in range(levels):
+            for i in range(n):
+                at = node[i]
+                node[i] = children[at, 0 if x[i, feature[at]] <= threshold[at] else 1]
+        for i in range(n):
+            depths[i] += lengths[node[i]]
     return depths
 
 

@@ -212,25 +212,31 @@ class LinkResidual:
     def _fit(self, rows: _Window) -> _Fit | None:
         m, _sizes = rows.padded()  # the feature set may have grown meanwhile: nan-padded
         d = m.shape[1]
-        present = ~np.all(np.isnan(m), axis=0)
+        absent = np.isnan(m)
+        counts = len(m) - absent.sum(axis=0)
+        present = counts > 0
         if present.sum() < 2:
             return None  # one metric has no structure to break
-        with np.errstate(invalid="ignore"):
-            mean = np.where(present, np.nanmean(np.where(present, m, 0.0), axis=0), 0.0)
-        m = np.where(np.isnan(m), mean, m)
+        np.copyto(m, 0.0, where=absent)  # (a copy of the window)
+        mean = m.sum(axis=0) / np.maximum(counts, 1)  # (absent metrics: 0)
+        np.copyto(m, mean, where=absent)
         scale = np.maximum(m.std(axis=0), self.min_scale)
         z = (m - mean) / scale
-        _u, s, vt = np.linalg.svd(z, full_matrices=False)
-        energy = s**2
-        total = float(energy.sum())
+        # the principal axes from the d x d Gram matrix (eigh), not an SVD of the n x d
+        # window: a tenth of the time at 8,192 rows, and the same axes up to rounding (only
+        # the projection onto them is used, so their signs do not matter)
+        gram = z.T @ z
+        energy, axes = np.linalg.eigh(gram)  # ascending
+        energy, axes = np.maximum(energy[::-1], 0.0), axes[:, ::-1]
+        total = float(np.trace(gram))
         if total <= 0.0:
             k = 0
         else:
             k = int(np.searchsorted(np.cumsum(energy) / total, self.variance)) + 1
         k = min(k, int(present.sum()) - 1)
-        basis = vt[:k].T
-        resid = z - (z @ basis) @ basis.T
-        typical = float(np.mean(np.sum(resid**2, axis=1)))
+        basis = np.ascontiguousarray(axes[:, :k])
+        # the window's residual energy is what the dropped axes hold
+        typical = max(total - float(energy[:k].sum()), 0.0) / len(z)
         # a window that fits its components exactly still has a scale: one unit of spread
         # outside them per metric is 'typical' then
         return _Fit(mean, scale, basis, max(typical, 1e-3 * d))
