@@ -21,13 +21,14 @@ from models.reliability.trend import TrendTracker
 
 
 def precompile() -> None:
-    """Compile the detector's numba loops (the context's, the forest's walk, the trees') now,
+    """Compile the detector's numba loops (the context's, the forest's walk, the trees', the surprises) now,
     or load them from numba's cache: ``scripts/setup.sh`` calls it once, so that no
     consumer's first records wait about 4 s for the compiler."""
     import numpy as np
     from sklearn.ensemble import IsolationForest
 
     from models.reliability import hst
+    from models.reliability.calibration import surprises
     from models.reliability.forest import ForestScorer
 
     NodeContext().learn_many([])
@@ -37,6 +38,7 @@ def precompile() -> None:
     _, paths = hst._score(x[:1], np.zeros((1, 1), dtype=np.intp), np.zeros((1, 1)), mass, 1,
                           False, 0.1, 3)  # fmt: skip
     hst._add_paths(mass, paths, np.ones(1, dtype=np.bool_))
+    surprises(np.zeros(1))
 
 
 __all__ = [

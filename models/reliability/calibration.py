@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
-__all__ = ["TailQuantile", "ScoreCombiner", "surprise"]
+__all__ = ["TailQuantile", "ScoreCombiner", "surprise", "surprises"]
 
 _MAX_SURPRISE = 12.0
 
@@ -45,6 +46,23 @@ def surprise(u: float) -> float:
     if u >= 1.0:
         return _MAX_SURPRISE
     return min(_MAX_SURPRISE, max(0.0, -math.log10(1.0 - u)) + 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def surprises(u: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`surprise` of every value, bit for bit: the same libm ``log10`` and the same
+    comparisons as Python's ``min`` and ``max`` (``tests/models/test_calibration.py``)."""
+    out = np.empty(u.size)
+    for i in range(u.size):
+        x = u[i]
+        if x >= 1.0:
+            out[i] = _MAX_SURPRISE
+            continue
+        v = -math.log10(1.0 - x)
+        if not v > 0.0:  # max(0.0, v) keeps 0.0 unless v is larger (nan, -0.0: 0.0)
+            v = 0.0
+        out[i] = v if v < _MAX_SURPRISE else _MAX_SURPRISE
+    return out
 
 
 class TailQuantile:
@@ -286,7 +304,7 @@ class ScoreCombiner:
             if u is None:
                 s = np.full(n, surprise(0.5))
             else:
-                s = np.array([surprise(x) for x in u.tolist()], dtype=float)
+                s = surprises(np.ascontiguousarray(u, dtype=float))
             total = total + w * s
             wsum += w
             if name not in self.mean_only:

@@ -131,9 +131,12 @@ class _Window:
         order = self._order()
         sizes = self.sizes[order]
         width = int(sizes.max()) if self.count else 0
-        if self.start + self.count <= len(self.data):
-            return self.data[self.start : self.start + self.count, :width].copy(), sizes
-        return self.data[order, :width], sizes
+        end = self.start + self.count
+        if end <= len(self.data):
+            return self.data[self.start : end, :width].copy(), sizes
+        # wrapped: the two runs of the ring, copied (a gather by index took 10x as long)
+        first, rest = self.data[self.start :, :width], self.data[: end - len(self.data), :width]
+        return np.concatenate([first, rest]), sizes
 
 
 @dataclass

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from models.reliability.calibration import ScoreCombiner, TailQuantile
+from models.reliability.calibration import ScoreCombiner, TailQuantile, surprise, surprises
 
 CONFIGS = {
     "default": {},
@@ -82,3 +82,14 @@ def test_raw_exact_is_raw_for_every_row() -> None:
     n = len(cal["a"])
     want = [comb.raw({k: float(v[i]) for k, v in cal.items()}) for i in range(n)]
     assert comb.raw_exact(cal, n).tolist() == want
+
+
+def test_the_compiled_surprises_are_surprise_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    near_one = 1.0 - 10.0 ** -rng.uniform(0, 16, size=100_000)  # the tail, up to the cap
+    edges = [0.0, -0.0, 0.5, 1.0, 1.5, -1e-300, -0.5, 1 - 1e-12, 1 - 1e-13, math.nan, math.inf]
+    u = np.concatenate([rng.random(200_000), near_one, np.nextafter(near_one, 2.0), edges])
+    got = surprises(u)
+    want = np.array([surprise(x) for x in u.tolist()])
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))  # no -0.0 where surprise gives 0.0
