@@ -54,38 +54,52 @@ class _Window:
     """The last ``maxlen`` rows of one key, oldest first, in one matrix used as a ring (grown
     up to ``maxlen`` rows, widened when a wider row comes): rows narrower than the matrix are
     padded with ``nan`` and each row's width is kept, so iterating gives the rows as they were
-    learned. Appended rows wait in a list and go into the matrix together (one ``np.stack``
-    and one write) when the window is read: a refit reads it whole and a checkpoint pickles it
-    as one copy, where a deque of rows took a Python step per row."""
+    learned. Appended rows wait as blocks (a key's rows of one batch at a time) and go into the
+    matrix together (one concatenation and one write) when the window is read: a refit reads
+    it whole and a checkpoint pickles it as one copy, where a deque of rows took a Python step
+    per row."""
 
-    __slots__ = ("data", "sizes", "start", "count", "maxlen", "pending")
+    __slots__ = ("data", "sizes", "start", "count", "maxlen", "pending", "n_pending")
 
     def __init__(self, maxlen: int, rows: Iterable[np.ndarray] = ()) -> None:
         self.maxlen = maxlen
         self.data = np.full((0, 0), np.nan)
         self.sizes = np.zeros(0, dtype=np.int64)
         self.start = self.count = 0
-        self.pending: list[np.ndarray] = list(rows)
+        self.pending: list[np.ndarray] = []  # blocks of rows (2-d), oldest first
+        self.n_pending = 0
+        for row in rows:
+            self.append(row)
 
     def append(self, row: np.ndarray) -> None:
-        self.pending.append(row)
+        self.extend(np.asarray(row)[None, :])
+
+    def extend(self, block: np.ndarray) -> None:
+        """Append the rows of ``block`` (2-d, one width), oldest first."""
+        self.pending.append(block)
+        self.n_pending += len(block)
 
     def __len__(self) -> int:
-        return min(self.count + len(self.pending), self.maxlen)
+        return min(self.count + self.n_pending, self.maxlen)
 
     def _fold(self) -> None:
         """Write the pending rows into the ring."""
-        rows, self.pending = self.pending[-self.maxlen :], []
-        if not rows:
+        blocks, self.pending, self.n_pending = self.pending, [], 0
+        if not blocks:
             return
-        sizes = np.fromiter((r.size for r in rows), dtype=np.int64, count=len(rows))
-        width = int(sizes.max())
-        if int(sizes.min()) == width:
-            block = np.stack(rows).astype(float, copy=False)
+        sizes = np.concatenate([np.full(len(b), b.shape[1], dtype=np.int64) for b in blocks])
+        width = int(sizes.max()) if sizes.size else 0
+        if all(b.shape[1] == width for b in blocks):
+            block = np.concatenate(blocks).astype(float, copy=False)
         else:
-            block = np.full((len(rows), width), np.nan)
-            for i, r in enumerate(rows):
-                block[i, : r.size] = r
+            block = np.full((len(sizes), width), np.nan)
+            at = 0
+            for b in blocks:
+                block[at : at + len(b), : b.shape[1]] = b
+                at += len(b)
+        block, sizes = block[-self.maxlen :], sizes[-self.maxlen :]
+        if not len(block):
+            return
         k = len(block)
         cap, have = self.data.shape
         if width > have:  # the feature set grew: every older row is nan there
@@ -193,12 +207,18 @@ class LinkResidual:
 
     def learn_many(self, keys: Sequence[Hashable], rows: np.ndarray) -> None:
         """Add normal rows (``nan`` = metric absent); nothing is refitted here."""
-        for key, row in zip(keys, np.asarray(rows, dtype=float), strict=True):
+        rows = np.asarray(rows, dtype=float)
+        if len(keys) != len(rows):
+            raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
+        groups: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            groups.setdefault(key, []).append(i)
+        for key, idx in groups.items():  # each key's rows in their order, as one block
             k = self.keys_.get(key)
             if k is None:
                 k = self.keys_[key] = _Key(_Window(self.window))
-            k.rows.append(row)
-            k.new += 1
+            k.rows.extend(rows[idx])
+            k.new += len(idx)
 
     def refit(self) -> int:
         """Refit every key that is due; returns how many were refitted."""
