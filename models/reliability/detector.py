@@ -305,7 +305,8 @@ class ReliabilityDetector:
             if "residual" in self.weights
             else None
         )
-        self.residual_pending_: list[tuple[Any, np.ndarray]] = []
+        # a step's normal rows the residual learns at its end: (their keys, their rows)
+        self.residual_pending_: list[tuple[list[Any], np.ndarray]] = []
         self.calibrators_ = {name: TailQuantile() for name in DETECTORS}
         # the trend score is 0 most of the time: ties take the middle rank, and its tail
         # (CUSUM units) keeps a scale of at least one
@@ -326,7 +327,8 @@ class ReliabilityDetector:
         self.heartbeat_ = HeartbeatTracker(factor=heartbeat_factor)
         self.pending_: dict[str, _Tick] = {}
         self.tick_times_: list[tuple[dt.datetime, str]] = []  # heap of pending ticks' times
-        self.forest_pending_: list[np.ndarray] = []  # normal rows the forest learns at the next step
+        # blocks of normal rows the forest learns at the next step
+        self.forest_pending_: list[np.ndarray] = []
         self.watermark_: dt.datetime | None = None
         self.n_seen_ = 0
         self.n_warm_ = 0
@@ -347,6 +349,15 @@ class ReliabilityDetector:
         state.setdefault("clip_z", None)  # and plain EWMA baselines
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
+        # pending rows one by one (before 2026-12-07): one block
+        forest_rows = state.get("forest_pending_", [])
+        if forest_rows and np.ndim(forest_rows[0]) == 1:
+            state["forest_pending_"] = [np.vstack(forest_rows)]
+        res_rows = state["residual_pending_"]
+        if res_rows and np.ndim(res_rows[0][1]) == 1:
+            state["residual_pending_"] = [
+                ([k for k, _ in res_rows], _stack_padded([x[None, :] for _, x in res_rows]))
+            ]
         state.setdefault("hst_learned_", state["hst_"].n_learned_ if "hst_" in state else 0)
         state.get("calibrators_", {}).setdefault("residual", TailQuantile())
         if "feature_index_" not in state:
@@ -510,16 +521,20 @@ class ReliabilityDetector:
             a = b
         # the forest learns at step boundaries of the whole stream only, never at a batch's end
         buf = self.forest_pending_
-        buf.extend(xs[normal_idx])
-        if residual is not None:
-            self.residual_pending_ += [(keys[i], raw_x[i]) for i in normal_idx]
+        if normal_idx:
+            buf.append(xs[normal_idx])
+            if residual is not None:
+                self.residual_pending_.append(([keys[i] for i in normal_idx], raw_x[normal_idx]))
         if self.n_seen_ % self.step == 0:
             if buf:
-                self.forest_.learn_many(np.array(buf))
+                self.forest_.learn_many(np.vstack(buf))
                 buf.clear()
             pend = self.residual_pending_
             if residual is not None and pend:
-                residual.learn_many([k for k, _ in pend], np.array([x for _, x in pend]))
+                # (the z matrix widens when a new feature comes: narrower rows lack it, nan)
+                residual.learn_many(
+                    [k for ks, _ in pend for k in ks], _stack_padded([x for _, x in pend])
+                )
                 pend.clear()
                 residual.refit()
         return out, alerts
@@ -544,12 +559,17 @@ class ReliabilityDetector:
 
     @property
     def model_versions(self) -> dict[str, str]:
-        """Versions of the parts that score (written into every alert)."""
-        return {
-            "features": f"ctx-span{self.span}",
-            "hst": f"hst-s{self.seed}-w{self.hst_learned_ // max(1, self.hst_.window_size)}",
-            "iforest": f"if-s{self.seed}-v{self.forest_.version_}",
-        }
+        """Versions of the parts that score (written into every alert; one dict while they
+        stay the same: read only, the alerts copy it)."""
+        key = (self.hst_learned_ // max(1, self.hst_.window_size), self.forest_.version_)
+        cached = self.__dict__.get("_versions")
+        if cached is None or cached[0] != key:
+            cached = self._versions = (key, {
+                "features": f"ctx-span{self.span}",
+                "hst": f"hst-s{self.seed}-w{key[0]}",
+                "iforest": f"if-s{self.seed}-v{key[1]}",
+            })  # fmt: skip
+        return cached[1]
 
     # -- internals ----------------------------------------------------------------------------
     def _register(self, batch: FeatureBatch) -> None:
@@ -577,7 +597,9 @@ class ReliabilityDetector:
         self.feature_names_ = (*self.feature_names_, *new)
         width = len(self.feature_names_)
         self.forest_.resize(width)
-        self.forest_pending_ = [np.pad(x, (0, width - len(x))) for x in self.forest_pending_]
+        self.forest_pending_ = [
+            np.pad(x, ((0, 0), (0, width - x.shape[1]))) for x in self.forest_pending_
+        ]
         self.hst_.features = self.feature_names_
 
     def _zmatrix(self, batch: FeatureBatch) -> np.ndarray:
@@ -726,6 +748,16 @@ class ReliabilityDetector:
         for node in [n for n, t in self.pending_.items() if t.time < watermark]:
             alerts += self._emit_tick(node)
         return alerts + self._check_heartbeats(watermark)
+
+
+def _stack_padded(blocks: list[np.ndarray]) -> np.ndarray:
+    """The rows of ``blocks`` (2-d) in one matrix, narrower blocks padded with ``nan``."""
+    width = max(b.shape[1] for b in blocks)
+    return np.vstack([
+        b if b.shape[1] == width else np.pad(b, ((0, 0), (0, width - b.shape[1])),
+                                             constant_values=np.nan)
+        for b in blocks
+    ])  # fmt: skip
 
 
 def _absent_as_0(x: np.ndarray) -> np.ndarray:

@@ -232,6 +232,26 @@ def test_state_pickles_mid_stream_and_restores_identically():
     np.testing.assert_array_equal(det.forest_.buf_, restored.forest_.buf_)
 
 
+def test_a_checkpoint_with_pending_rows_one_by_one_restores_as_it_was():
+    """Before 2026-12-07 the rows the forest and the residual learn at the next step were
+    pending one by one (a row, or a key and a row); now they pend as blocks."""
+    records = extra_stream()
+    det = small_detector()
+    det.process(records[:450])  # (step 100: 50 rows pending)
+    state = pickle.loads(pickle.dumps(det)).__dict__
+    assert state["forest_pending_"] and state["residual_pending_"]
+    state["forest_pending_"] = [row for block in state["forest_pending_"] for row in block]
+    state["residual_pending_"] = [
+        (k, row) for keys, block in state["residual_pending_"] for k, row in zip(keys, block, strict=True)
+    ]
+    old = ReliabilityDetector.__new__(ReliabilityDetector)
+    old.__setstate__(state)
+    out_new, out_old = det.process(records[450:]), old.process(records[450:])
+    assert out_new[0] == out_old[0]
+    assert [a.alert_id for a in out_new[1]] == [a.alert_id for a in out_old[1]]
+    np.testing.assert_array_equal(det.forest_.buf_, old.forest_.buf_)
+
+
 def test_a_checkpoint_from_before_generic_features_restores_as_it_was():
     det = small_detector(generic_metrics=False)
     det.process(extra_stream(n=150))
