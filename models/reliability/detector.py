@@ -511,7 +511,7 @@ class ReliabilityDetector:
                     learned.append(j)
                     if self.n_warm_ > self.warmup // 2:  # once the components have a scale
                         final_learned.append(combined_l[j])
-                alerts += self._track(records[i], batch, i, score)
+                alerts += self._track(records[i], batch, i, score, dead[i])
             # the calibrators learn the chunk's normal rows at its end: nothing in the chunk
             # read their scales after scoring it, and none can rescale before its last row
             for name, vals in (("hst", h_l), ("forest", f_l), ("deviation", dv_l),
@@ -654,10 +654,11 @@ class ReliabilityDetector:
             "residual": cals["residual"].score_one(r) if math.isfinite(r) else 0.5,
         }
 
-    def _track(self, rec: Any, batch: FeatureBatch, i: int, score: float) -> list[Alert]:
+    def _track(
+        self, rec: Any, batch: FeatureBatch, i: int, score: float, unreachable: bool
+    ) -> list[Alert]:
         alerts: list[Alert] = []
         (node, peer), ts = batch.keys[i], batch.times[i]
-        unreachable = bool(batch.unreachable[i])
         if ts is None or node is None:
             return alerts
         if self.watermark_ is None or ts > self.watermark_:

@@ -84,9 +84,9 @@ class HeartbeatTracker:
         if b is None:
             self.beats_[node_id] = _Beat(event_time)
             return
-        gap = (event_time - b.last).total_seconds()
-        if gap <= 0:
+        if event_time <= b.last:
             return  # same tick (another link) or late data
+        gap = (event_time - b.last).total_seconds()
         if b.next_report is None:  # a gap after a silence is not a usual interval
             b.interval = gap if b.interval is None else b.interval + self.alpha * (gap - b.interval)
         b.last = event_time
