@@ -21,13 +21,13 @@ from models.reliability.trend import TrendTracker
 
 
 def precompile() -> None:
-    """Compile the detector's numba loops (the context's, the forest's walk, the trees', the surprises) now,
-    or load them from numba's cache: ``scripts/setup.sh`` calls it once, so that no
-    consumer's first records wait about 4 s for the compiler."""
+    """Compile the detector's numba loops (the context's, the forest's walk, the trees', the
+    surprises, the residuals) now, or load them from numba's cache: ``scripts/setup.sh``
+    calls it once, so that no consumer's first records wait about 4 s for the compiler."""
     import numpy as np
     from sklearn.ensemble import IsolationForest
 
-    from models.reliability import hst
+    from models.reliability import hst, residual
     from models.reliability.calibration import surprises
     from models.reliability.forest import ForestScorer
 
@@ -39,6 +39,9 @@ def precompile() -> None:
                           False, 0.1, 3)  # fmt: skip
     hst._add_paths(mass, paths, np.ones(1, dtype=np.bool_))
     surprises(np.zeros(1))
+    residual._residuals(np.zeros((1, 2)), np.zeros(1, dtype=np.int64), x[:1], np.ones((1, 2)),
+                        np.zeros((1, 2, 1)), np.ones(1, dtype=np.int64),
+                        np.full(1, 2, dtype=np.int64), np.ones(1), np.zeros(1))  # fmt: skip
 
 
 __all__ = [

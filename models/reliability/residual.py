@@ -37,6 +37,7 @@ from collections.abc import Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 __all__ = ["LinkResidual"]
@@ -87,9 +88,10 @@ class _Window:
         blocks, self.pending, self.n_pending = self.pending, [], 0
         if not blocks:
             return
-        sizes = np.concatenate([np.full(len(b), b.shape[1], dtype=np.int64) for b in blocks])
+        widths = [b.shape[1] for b in blocks]
+        sizes = np.repeat(np.array(widths, dtype=np.int64), [len(b) for b in blocks])
         width = int(sizes.max()) if sizes.size else 0
-        if all(b.shape[1] == width for b in blocks):
+        if min(widths) == width:
             block = np.concatenate(blocks).astype(float, copy=False)
         else:
             block = np.full((len(sizes), width), np.nan)
@@ -180,6 +182,68 @@ class _Key:
 
 
 @dataclass
+class _Stacked:
+    """Every fitted key's mean, scale and basis in arrays (zero-padded to the widest), for
+    :func:`_residuals`."""
+
+    slot: dict[Hashable, int]
+    mean: np.ndarray  # keys x widest d
+    scale: np.ndarray
+    basis: np.ndarray  # keys x widest d x most components
+    k: np.ndarray  # components per key
+    d: np.ndarray  # metrics per key
+    typical: np.ndarray
+
+    @classmethod
+    def of(cls, keys: dict[Hashable, _Key]) -> _Stacked:
+        fits = [(key, k.fit) for key, k in keys.items() if k.fit is not None]
+        d = max((f.mean.size for _, f in fits), default=0)
+        c = max((f.basis.shape[1] for _, f in fits), default=0)
+        mean, scale = np.zeros((len(fits), d)), np.ones((len(fits), d))
+        basis = np.zeros((len(fits), d, c))
+        for s, (_, f) in enumerate(fits):
+            n, m = f.basis.shape
+            mean[s, :n], scale[s, :n], basis[s, :n, :m] = f.mean, f.scale, f.basis
+        return cls(
+            {key: s for s, (key, _) in enumerate(fits)}, mean, scale, basis,
+            np.array([f.basis.shape[1] for _, f in fits], dtype=np.int64),
+            np.array([f.mean.size for _, f in fits], dtype=np.int64),
+            np.array([f.typical for _, f in fits], dtype=float),
+        )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _residuals(rows, slots, mean, scale, basis, ks, ds, typical, out):  # fmt: skip
+    """Per row with a fit (``slots`` >= 0): its z-scores against the fit (an absent metric,
+    ``nan`` or beyond the row, reads the mean: 0), the energy of what the fit's components
+    leave over, divided by the fit's typical energy; into ``out``."""
+    width = rows.shape[1]
+    z = np.empty(mean.shape[1])
+    p = np.empty(basis.shape[2])
+    for r in range(slots.shape[0]):
+        s = slots[r]
+        if s < 0:
+            continue
+        d, k = ds[s], ks[s]
+        for i in range(d):
+            x = rows[r, i] if i < width else np.nan
+            z[i] = 0.0 if np.isnan(x) else (x - mean[s, i]) / scale[s, i]
+        for j in range(k):
+            acc = 0.0
+            for i in range(d):
+                acc += z[i] * basis[s, i, j]
+            p[j] = acc
+        energy = 0.0
+        for i in range(d):
+            back = 0.0
+            for j in range(k):
+                back += p[j] * basis[s, i, j]
+            e = z[i] - back
+            energy += e * e
+        out[r] = energy / typical[s]
+
+
+@dataclass
 class LinkResidual:
     """PCA reconstruction error per key, relative to the key's typical error.
 
@@ -204,6 +268,17 @@ class LinkResidual:
     variance: float = 0.95
     min_scale: float = 0.01
     keys_: dict[Hashable, _Key] = field(default_factory=dict)
+    # every key's fit side by side for the compiled scoring (derived: rebuilt after a refit)
+    _stacked: _Stacked | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_stacked"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("_stacked", None)  # (pickled before it existed)
+        self.__dict__.update(state)
 
     def learn_many(self, keys: Sequence[Hashable], rows: np.ndarray) -> None:
         """Add normal rows (``nan`` = metric absent); nothing is refitted here."""
@@ -230,6 +305,8 @@ class LinkResidual:
                 k.new = 0
                 k.fits += 1
                 n += 1
+        if n:
+            self._stacked = None
         return n
 
     def _fit(self, rows: _Window) -> _Fit | None:
@@ -265,27 +342,25 @@ class LinkResidual:
         return _Fit(mean, scale, basis, max(typical, 1e-3 * d))
 
     def score_many(self, keys: Sequence[Hashable], rows: np.ndarray) -> np.ndarray:
-        """Residual energy of each row relative to its key's typical one (``nan``: no fit)."""
+        """Residual energy of each row relative to its key's typical one (``nan``: no fit).
+
+        Row by row in one compiled loop (:func:`_residuals`): a row's score depends on its
+        key's fit alone, never on which rows share its batch."""
         rows = np.asarray(rows, dtype=float)
         out = np.full(len(keys), np.nan)
-        groups: dict[Hashable, list[int]] = {}
-        for i, key in enumerate(keys):
-            groups.setdefault(key, []).append(i)
-        for key, idx in groups.items():
-            k = self.keys_.get(key)
-            fit = k.fit if k is not None else None
-            if fit is None:
-                continue
-            d = fit.mean.size
-            x = (
-                rows[idx, :d]
-                if rows.shape[1] >= d
-                else np.pad(rows[idx], ((0, 0), (0, d - rows.shape[1])), constant_values=np.nan)
-            )
-            x = np.where(np.isnan(x), fit.mean, x)
-            z = (x - fit.mean) / fit.scale
-            resid = z - (z @ fit.basis) @ fit.basis.T
-            out[idx] = np.sum(resid**2, axis=1) / fit.typical
+        stacked = self._stacked
+        if stacked is None:
+            stacked = self._stacked = _Stacked.of(self.keys_)
+        if not stacked.slot:
+            return out
+        if len(rows) < len(keys):
+            raise ValueError(f"{len(keys)} keys for {len(rows)} rows")
+        get = stacked.slot.get
+        slots = np.fromiter((get(key, -1) for key in keys), dtype=np.int64, count=len(keys))
+        _residuals(
+            np.ascontiguousarray(rows), slots, stacked.mean, stacked.scale, stacked.basis,
+            stacked.k, stacked.d, stacked.typical, out,
+        )  # fmt: skip
         return out
 
     @property

@@ -177,3 +177,50 @@ def test_a_window_keeps_the_rows_a_deque_of_them_would() -> None:
     assert m.shape == (window, 6) and sizes.tolist() == [r.size for r in kept]
     with pytest.raises(IndexError):
         w[window]
+
+
+def _numpy_scores(res: LinkResidual, keys: list[str], rows: np.ndarray) -> np.ndarray:
+    """The residual score written with numpy, key by key (the compiled loop's reference)."""
+    out = np.full(len(keys), np.nan)
+    for i, key in enumerate(keys):
+        k = res.keys_.get(key)
+        if k is None or k.fit is None:
+            continue
+        fit, d = k.fit, k.fit.mean.size
+        x = np.full(d, np.nan)
+        x[: min(d, rows.shape[1])] = rows[i, :d]
+        z = (np.where(np.isnan(x), fit.mean, x) - fit.mean) / fit.scale
+        resid = z - (z @ fit.basis) @ fit.basis.T
+        out[i] = np.sum(resid**2) / fit.typical
+    return out
+
+
+def test_compiled_scores_are_the_numpy_formula_and_do_not_depend_on_the_batch() -> None:
+    rng = np.random.default_rng(9)
+    res = LinkResidual(window=300, min_rows=100, refit_every=100)
+    t = rng.normal(size=(400, 1))
+    res.learn_many(["a"] * 400, np.hstack([t, 2 * t, -t, rng.normal(size=(400, 1))]))
+    res.learn_many(["b"] * 200, rng.normal(size=(200, 3)))  # narrower: another d
+    res.learn_many(["c"] * 50, rng.normal(size=(50, 4)))  # too few rows: no fit
+    assert res.refit() == 2
+    keys = [rng.choice(["a", "b", "c", "d"]) for _ in range(500)]
+    rows = 2 * rng.normal(size=(500, 4))
+    rows[rng.random(size=rows.shape) < 0.1] = np.nan  # absent metrics read the mean
+    whole = res.score_many(keys, rows)
+    np.testing.assert_allclose(whole, _numpy_scores(res, keys, rows), rtol=1e-12, atol=0)
+    assert np.isnan(whole[[k in ("c", "d") for k in keys]]).all()
+    parts = np.concatenate([res.score_many(keys[i : i + 37], rows[i : i + 37])
+                            for i in range(0, 500, 37)])  # fmt: skip
+    assert np.array_equal(whole, parts, equal_nan=True)  # bit for bit
+    narrow = res.score_many(keys, rows[:, :3])  # rows narrower than a fit: the rest absent
+    wide = rows[:, :3].copy()
+    np.testing.assert_allclose(
+        narrow,
+        _numpy_scores(res, keys, np.hstack([wide, np.full((500, 1), np.nan)])),
+        rtol=1e-12,
+    )
+    res.learn_many(["a"] * 100, rng.normal(size=(100, 4)))
+    assert res.refit() == 1  # a refit replaces what the compiled loop reads
+    np.testing.assert_allclose(
+        res.score_many(keys, rows), _numpy_scores(res, keys, rows), rtol=1e-12, atol=0
+    )
