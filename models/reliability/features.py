@@ -647,10 +647,14 @@ class _Extract:
         nodes, peers, self.times = raw["node_id"], raw["peer_id"], raw["timestamp"]
         self.keys: list[tuple[Any, Any]] = list(zip(nodes, peers, strict=True))
         index = ctx._index
-        at = np.array([index(node, peer) for node, peer in self.keys], dtype=np.int64)
+        # each link once, in the order of first appearance (the order new links and nodes
+        # get their rows in), then every record's
+        rows_of = {key: index(*key) for key in dict.fromkeys(self.keys)}
+        at = np.array([rows_of[key] for key in self.keys], dtype=np.int64)
         self.link_of, self.node_of = at.reshape(n, 2).T.copy()
         self.has_node = np.array([node is not None for node in nodes], dtype=np.bool_)
-        self.ts = _floats([epoch(t) for t in self.times])
+        seconds = {t: epoch(t) for t in dict.fromkeys(self.times)}  # a tick's records share one
+        self.ts = _floats([seconds[t] for t in self.times])
         # every numeric field as one matrix, a row per field (None: NaN)
         numeric = dict.fromkeys(["uptime_s", "amst_streams", *table, *(f[0] for f in fields)])
         at_row = {name: k for k, name in enumerate(numeric)}
@@ -716,8 +720,8 @@ _POSITION = {name: i for i, name in enumerate(Telemetry.__struct_fields__)}
 
 
 def _floats(values: Sequence[Any]) -> np.ndarray:
-    """Floats of a column of raw values (None: NaN)."""
-    return np.array([math.nan if v is None else float(v) for v in values], dtype=float)
+    """Floats of a column of raw values (None: NaN; numpy converts each as ``float`` does)."""
+    return np.array(values, dtype=float)
 
 
 class FeatureBatch:
