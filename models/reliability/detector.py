@@ -444,9 +444,14 @@ class ReliabilityDetector:
         n = len(records)
         a = 0
         while a < n:
-            # as many records as no calibrator can rescale within: each is scored with the
-            # scales it would have met one record at a time (TailQuantile.stable_for)
-            b = min(n, a + min(c.stable_for() for c in (*cals.values(), final)))
+            # a chunk of records scored with the calibrators' current scales: each gets the
+            # scales it would have met one record at a time as long as no calibrator has
+            # learned enough to rescale (TailQuantile.stable_for counts learned values). So
+            # the chunk ends at the record whose learning uses up the least room; not every
+            # record is learned, so a little more than that room is scored ahead (the rest
+            # is scored again in the next chunk)
+            room = min(c.stable_for() for c in (*cals.values(), final))
+            b = min(n, a + room + room // 4 + 8)
             h_l, f_l, r_l = (x[a:b].tolist() for x in (hst_raw, forest_raw, residual_raw))
             dv_l, tr_l = devs[a:b].tolist(), trends[a:b].tolist()
             if b - a > 1:
@@ -512,6 +517,9 @@ class ReliabilityDetector:
                     if self.n_warm_ > self.warmup // 2:  # once the components have a scale
                         final_learned.append(combined_l[j])
                 alerts += self._track(records[i], batch, i, score, dead[i])
+                if len(learned) == room:  # (each calibrator learns at most these)
+                    b = i + 1
+                    break
             # the calibrators learn the chunk's normal rows at its end: nothing in the chunk
             # read their scales after scoring it, and none can rescale before its last row
             for name, vals in (("hst", h_l), ("forest", f_l), ("deviation", dv_l),
