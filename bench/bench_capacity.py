@@ -47,8 +47,10 @@ scoring and producing alerts (``bench/quix_hst_app.py``, in its own environment
 ``.cache/bench/quix-venv``, created here with uv; never a project dependency),
 ``consumers.reliability`` alone, two ``consumers.reliability`` processes in one group (each
 member's records and their skew) and the whole pipeline process, all from the warm state
-(rates from the group's committed offsets until ``--backlog-records`` are committed); the
-records and distinct keys (nodes) per partition; records/s and the ratios.
+(rates from the group's committed offsets until ``--backlog-records`` are committed; and,
+timed as the Quix app is, from each process's first record to its stop, from its
+``--summary``: ``rate_from_first_record``); the records and distinct keys (nodes) per
+partition; records/s and the ratios.
 """
 
 from __future__ import annotations
@@ -562,12 +564,16 @@ def on_backlog(
                 p.wait(60)
             except subprocess.TimeoutExpired:
                 p.kill()
-    per_member = []
+    per_member: list[int | None] = []
+    own_seconds: list[float | None] = []  # each member's loop from its first record to its stop
     for k in range(members):
         try:
-            per_member.append(json.loads((work / f"m{k}.json").read_text())["loop"]["records"])
+            loop = json.loads((work / f"m{k}.json").read_text())["loop"]
+            per_member.append(loop["records"])
+            own_seconds.append(loop.get("seconds_from_first_record"))
         except (OSError, ValueError, KeyError):
             per_member.append(None)
+            own_seconds.append(None)
     shutil.rmtree(work, ignore_errors=True)
     counted = seen - sum(base.values())
     # between the first and the last move of the committed offsets (the records of the first
@@ -575,7 +581,16 @@ def on_backlog(
     rate = (
         (seen - at_first) / (last - first) if first is not None and last and last > first else 0.0
     )
+    # the members' own loops (their --summary): all their records, from each one's first
+    # record to its stop, as the Quix app is timed (first record to last)
+    known = [(r, t) for r, t in zip(per_member, own_seconds, strict=True) if r and t]
+    own = (
+        round(sum(r for r, _ in known) / max(t for _, t in known))
+        if len(known) == members
+        else None
+    )
     return {"rate": round(rate), "records": counted, "records_per_member": per_member,
+            "rate_from_first_record": own, "seconds_from_first_record_per_member": own_seconds,
             "partitions_per_member": formed, "window_records_per_member": window,
             "group_formed_s": round(formed_s, 1) if formed is not None else None}  # fmt: skip
 
@@ -711,6 +726,12 @@ def main(argv: list[str] | None = None) -> int:
                     "pipeline/bare_hst": round(pipe / side["bare_hst_predecoded"], 3),
                     "two_members/one": two["vs_one"],
                 }  # fmt: skip
+                own = side["reliability_consumer"]["rate_from_first_record"]
+                if own:  # timed as the Quix app is: from the first record on
+                    side["ratios"]["reliability_from_first_record/bare_hst"] = round(
+                        own / side["bare_hst_predecoded"], 3
+                    )
+                    side["ratios"]["reliability_from_first_record/quix"] = round(own / q, 3)
                 side["records"] = n
                 doc["side_by_side"] = side
                 print(json.dumps(side, indent=1), flush=True)

@@ -525,6 +525,9 @@ class App:
                 "dead_letters": stats.dead_letters,
                 "outputs": stats.outputs,
                 "seconds": round(stats.elapsed, 2),
+                "seconds_from_first_record": (
+                    None if (since := stats.since_first_record) is None else round(since, 2)
+                ),
                 "stop_reason": stats.stop_reason,
                 "late_records": stats.late_records,
                 "rejected_ahead": stats.rejected_records,

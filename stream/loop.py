@@ -320,6 +320,8 @@ class BatchLoop:
         if offsets is None:
             offsets = computed
         batch = [m for m, _r, _e in decoded]
+        if self.stats.first_record is None and decoded:
+            self.stats.first_record = time.monotonic()
         t0 = time.perf_counter()
         outputs = self._handle(good, batch) if good and self.handler else []
         t_handled = time.perf_counter()

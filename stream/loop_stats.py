@@ -7,6 +7,9 @@ Examples
 >>> stats.tick(2.0)
 >>> stats.window_rate
 600.0
+>>> stats.first_record, stats.stopped = 0.5, 2.5  # records from 0.5 s on, stopped at 2.5 s
+>>> stats.since_first_record
+2.0
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class LoopStats:
     rejected_records: int = 0  # dead-lettered for an event time far ahead (alignment)
     queued: int = 0  # records waiting in the alignment queues
     started: float = field(default_factory=time.monotonic)
+    first_record: float | None = None  # when the first records were handed to the handler
     stopped: float | None = None
     stop_reason: str = ""
     window_rate: float = 0.0
@@ -38,6 +42,14 @@ class LoopStats:
     def elapsed(self) -> float:
         """Seconds since the loop started (until it stopped)."""
         return (self.stopped or time.monotonic()) - self.started
+
+    @property
+    def since_first_record(self) -> float | None:
+        """Seconds from the first records handled until the loop stopped (or now): the run
+        without the start (group join, first fetch); ``None`` before any record."""
+        if self.first_record is None:
+            return None
+        return (self.stopped or time.monotonic()) - self.first_record
 
     @property
     def rate(self) -> float:
