@@ -51,7 +51,8 @@ def surprise(u: float) -> float:
 @numba.njit(cache=True, nogil=True)
 def surprises(u: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """:func:`surprise` of every value, bit for bit: the same libm ``log10`` and the same
-    comparisons as Python's ``min`` and ``max`` (``tests/models/test_calibration.py``)."""
+    comparisons as Python's ``min`` and ``max``
+    (``tests/models/test_reliability_calibration.py``)."""
     out = np.empty(u.size)
     for i in range(u.size):
         x = u[i]
