@@ -332,6 +332,8 @@ class ReliabilityDetector:
         self.watermark_: dt.datetime | None = None
         self.n_seen_ = 0
         self.n_warm_ = 0
+        # model_versions' last answer: ((hst window, forest version), versions)
+        self._versions: tuple[tuple[int, int], dict[str, str]] | None = None
         self.hst_learned_ = 0  # the trees' learned records as of the record in hand
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -349,6 +351,7 @@ class ReliabilityDetector:
         state.setdefault("clip_z", None)  # and plain EWMA baselines
         state.setdefault("residual_", None)  # from before the residual component: without it
         state.setdefault("residual_pending_", [])
+        state.setdefault("_versions", None)  # (derived: rebuilt at the next read)
         # pending rows one by one (before 2026-12-07): one block
         forest_rows = state.get("forest_pending_", [])
         if forest_rows and np.ndim(forest_rows[0]) == 1:
@@ -570,7 +573,7 @@ class ReliabilityDetector:
         """Versions of the parts that score (written into every alert; one dict while they
         stay the same: read only, the alerts copy it)."""
         key = (self.hst_learned_ // max(1, self.hst_.window_size), self.forest_.version_)
-        cached = self.__dict__.get("_versions")
+        cached = self._versions
         if cached is None or cached[0] != key:
             cached = self._versions = (key, {
                 "features": f"ctx-span{self.span}",
