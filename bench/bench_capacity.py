@@ -335,7 +335,8 @@ def run_rate(
               settings.topic_prefix, "--interval", "10"]  # fmt: skip
     for group, tail in _deployment(args.deployment):
         out = (logs / f"{group}.log").open("wb")
-        p = subprocess.Popen([sys.executable, "-m", *tail, *common, "--group-id", group],
+        p = subprocess.Popen([sys.executable, "-m", *tail, *common, "--group-id", group,
+                              "--summary", str(logs / f"{group}.summary.json")],
                              env=_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         procs.append((group, p))
     samples: list[dict[str, Any]] = []
@@ -405,9 +406,29 @@ def run_rate(
         }
     )
     result["latency_s"] = latencies(settings, args.max_latency_samples, steady_ms)
+    result["loops"] = {g: _loop_summary(logs / f"{g}.summary.json") for g, _p in procs}
     result["_settings"] = settings
     result["_state"] = state
     return result
+
+
+def _loop_summary(path: Path) -> dict[str, Any] | None:
+    """What a consumer process said of its run (its ``--summary``): the loop's records and
+    seconds, and the time the reliability loop waited for background forest refits."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None  # killed before it wrote one
+    out = dict(doc.get("loop", {}))
+    if "reliability" in doc:
+        out["forest_waited_s"] = doc["reliability"].get("forest_waited_s")
+    return out
+
+
+def _forest_waits(result: dict[str, Any]) -> list[float | None]:
+    """Seconds each process with the reliability loop waited for its forest refits."""
+    return [v.get("forest_waited_s") for v in result.get("loops", {}).values()
+            if v is not None and "forest_waited_s" in v]  # fmt: skip
 
 
 def _broker_up(bootstrap: str) -> bool:
@@ -693,7 +714,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['lag_slope_per_s']}  drain {r['drain_s']} s  open-alert p50/p99 "
                       f"{lat['alert_open']['p50']}/{lat['alert_open']['p99']} s "
                       f"(n={lat['alert_open']['n']}; steady "
-                      f"{lat['alert_open_steady']['p50']}/{lat['alert_open_steady']['p99']})", flush=True)  # fmt: skip
+                      f"{lat['alert_open_steady']['p50']}/{lat['alert_open_steady']['p99']})  "
+                      f"forest wait {_forest_waits(r)} s", flush=True)  # fmt: skip
             ok = [r["rate"] for r in doc["rates"] if r["sustained"]]
             doc["highest_sustained_rate"] = max(ok) if ok else None
             if last is not None and not a.no_side_by_side:

@@ -464,6 +464,11 @@ class App:
         processors."""
         a, s = self.args, self.settings
         self.learn_history()
+        t0 = time.perf_counter()
+        for proc in self.processors:  # before joining: the first records wait for none of it
+            proc.ready()
+        if (took := time.perf_counter() - t0) >= 0.5:
+            log.info("processors ready in %.1f s", took)
         if self.n_shards > 1:
             self.sharded = ShardSet(
                 self.processors,

@@ -61,6 +61,11 @@ class Processor(ABC):
         """A picklable snapshot that matches the records handled so far (called after a
         commit; ``final`` on shutdown: finish background work first if it should be kept)."""
 
+    def ready(self) -> None:  # noqa: B027 - an optional hook
+        """Do the short preparation that would otherwise fall on the first records (compiled
+        loops loaded from their cache, a worker process started). The shell calls it once,
+        after ``--learn-from`` and before the consumer joins its group."""
+
     def learn(self, batch: list[tuple[Message, Any]]) -> None:
         """Learn from a batch of history (``--learn-from``): by default :meth:`handle`, its
         outputs discarded."""

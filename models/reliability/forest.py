@@ -15,7 +15,8 @@ The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
   for a given seed). A background refit fits the same forest (same window, same seed), only
   the batch at which it is swapped in depends on timing, unless ``swap_after`` is set: then a
   refit started at learned record ``C`` is installed exactly when the learned count reaches
-  ``C + swap_after`` (waiting for it there if it is not finished), inline or in the
+  ``C + swap_after`` (waiting for it there if it is not finished; fitting it there itself if
+  it has not even started, queued behind other detectors' fits in a shared worker), inline or in the
   background, so where the fit runs no longer changes any score (the stream consumer's
   default; a checkpoint keeps the pending refit's data and seed, and a restore starts it
   again);
@@ -77,6 +78,13 @@ def fit_forest(
         n_jobs=1,
     ).fit(data)
     return forest, time.perf_counter() - t0
+
+
+def warm_fit() -> None:
+    """Fit a tiny forest once: a fresh worker process imports scikit-learn and runs its fitting
+    code before the first real refit, which then costs what a refit costs. Module-level, so a
+    process pool can run it."""
+    fit_forest(np.zeros((16, 2)), 0, 2, 16)
 
 
 class ForestScorer:
@@ -243,7 +251,7 @@ class ForestDetector:
         # with swap_after: the refit in flight as (window copy, seed, learned count to install
         # at); kept in checkpoints so that a restore starts the same fit again
         self.pending_: tuple[np.ndarray, int, int] | None = None
-        self.waited_s_ = 0.0  # time spent waiting for background fits at their swap point
+        self.waited_s_ = 0.0  # time the loop spent at swap points (waiting, or fitting itself)
 
     def resize(self, n_features: int) -> None:
         """Widen the vectors to ``n_features`` (new columns are 0 in the window).
@@ -338,6 +346,7 @@ class ForestDetector:
             except BaseException as exc:  # reported at the swap
                 fut.set_exception(exc)
 
+        fut.set_running_or_notify_cancel()  # the thread starts at once: never cancelled
         self._future = fut
         threading.Thread(target=work, name="iforest-refit", daemon=True).start()
 
@@ -355,8 +364,10 @@ class ForestDetector:
             return
         fut, self._future, self.pending_ = self._future, None, None
         forest: IsolationForest | None = None
+        t0 = time.perf_counter()
+        if fut is not None and fut.cancel():
+            fut = None  # still queued behind other shards' fits: fitted here, not waited for
         if fut is not None:
-            t0 = time.perf_counter()
             try:
                 forest, secs = fut.result(timeout=FIT_WAIT_S)
                 if secs >= 0:
@@ -365,8 +376,8 @@ class ForestDetector:
                 self._failed(exc)
                 if isinstance(exc, BrokenExecutor):
                     self.executor = None
-            self.waited_s_ += time.perf_counter() - t0
         self._install(forest if forest is not None else self._fit(data, seed))
+        self.waited_s_ += time.perf_counter() - t0
 
     def _fit(self, data: np.ndarray, seed: int) -> IsolationForest:
         forest, secs = fit_forest(data, seed, self.n_estimators, self.max_samples)

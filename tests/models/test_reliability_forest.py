@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -114,6 +115,24 @@ def test_swap_after_installs_every_refit_at_its_learned_count_wherever_it_runs()
         assert run_swapping(det, xs, chunks) == inline
     immediate = run_swapping(ForestDetector(background=False, **kw), xs, [50])
     assert immediate != inline  # installed 250 records later than without swap_after
+
+
+def test_a_refit_still_queued_at_its_swap_point_is_fitted_there_not_waited_for() -> None:
+    """A shared worker busy with other detectors' fits: the refit never starts there, and the
+    loop fits it itself at the swap point (the same forest) instead of waiting in line."""
+    xs = data(6000, 3, 7)
+    kw = dict(n_features=3, window=1024, refit_every=900, min_fit=300, n_estimators=20, seed=2)
+    inline = run_swapping(ForestDetector(background=False, swap_after=250, **kw), xs, [50])
+    release = threading.Event()
+    with ThreadPoolExecutor(max_workers=1) as busy:
+        busy.submit(release.wait, 60)  # the one worker is taken for the whole run
+        det = ForestDetector(background=True, swap_after=250, executor=busy, **kw)
+        try:
+            assert run_swapping(det, xs, [50]) == inline
+        finally:
+            release.set()
+    assert det.refit_errors_ == 0
+    assert det.waited_s_ > 0  # the fits' time, spent at the swap points
 
 
 def test_a_checkpoint_taken_mid_refit_restarts_the_same_fit() -> None:
