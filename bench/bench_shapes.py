@@ -98,6 +98,8 @@ CONFIGS: dict[str, list[str]] = {
     "robust baselines (--param clip_z=4)": ["--param", "clip_z=4"],
     "--explained-only --confirm-s 180, robust baselines": [
         "--explained-only", "--confirm-s", "180", "--param", "clip_z=4"],
+    "without the HST component": [
+        "--param", 'weights={"forest": 1, "deviation": 1, "trend": 0, "residual": 1}'],
 }
 
 

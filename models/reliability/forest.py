@@ -16,8 +16,8 @@ The forest is a batch model; :class:`ForestDetector` makes it a streaming one:
   the batch at which it is swapped in depends on timing, unless ``swap_after`` is set: then a
   refit started at learned record ``C`` is installed exactly when the learned count reaches
   ``C + swap_after`` (waiting for it there if it is not finished; fitting it there itself if
-  it has not even started, queued behind other detectors' fits in a shared worker), inline or in the
-  background, so where the fit runs no longer changes any score (the stream consumer's
+  it has not even started, queued behind other detectors' fits in a shared worker), inline or
+  in the background, so where the fit runs no longer changes any score (the stream consumer's
   default; a checkpoint keeps the pending refit's data and seed, and a restore starts it
   again);
 * scoring is batched (:meth:`score_many`), and flipped: scikit-learn's ``score_samples`` is
