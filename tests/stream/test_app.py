@@ -162,6 +162,40 @@ def test_learn_from_history_before_the_live_records(tmp_path: Path) -> None:
     assert not (out / "dwcp.dead-letter.jsonl").exists()  # nor its dead letters
 
 
+class Prepared(Count):
+    """Records when it was made ready, against when it learned and handled records."""
+
+    name = "prepared"
+
+    def __init__(self, settings: Any, args: argparse.Namespace, state: Any | None) -> None:
+        super().__init__(settings, args, state)
+        self.events: list[str] = []
+
+    def ready(self) -> None:
+        self.events.append("ready")
+
+    def learn(self, batch: list[Any]) -> None:
+        self.events.append("learn")
+
+    def handle(self, batch: list[Any]) -> list[Any]:
+        self.events.append("handle")
+        return super().handle(batch)
+
+
+def test_ready_is_called_once_after_the_history_and_before_the_first_records(
+    tmp_path: Path,
+) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text("".join(LINE % (i, 7) for i in range(5)))
+    a = run([Prepared, Count], "--from-file", str(recording(tmp_path)),
+            "--learn-from", str(history))  # fmt: skip
+    events = a.processors[0].events
+    assert events.count("ready") == 1
+    assert events.index("ready") > events.index("learn")
+    assert events.index("ready") < events.index("handle")
+    assert a.processors[1].n == 35  # the other one (no hook): 5 history records, 30 live
+
+
 def test_learn_from_is_skipped_when_a_checkpoint_was_restored(tmp_path: Path, capsys) -> None:
     (tmp_path / "h").mkdir()
     live, history = recording(tmp_path, n=6), recording(tmp_path / "h", n=4)
