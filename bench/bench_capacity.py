@@ -26,7 +26,9 @@ consumer holds the newest records until its partitions have been idle ``--align-
 A rate is **sustained** (:func:`verdict`) when the producer achieved at least 95% of it and
 the lag stayed bounded: at most 5 s of input behind when the producer stopped, growing by at
 most 5% of the rate per second over the second half of the run (least-squares slope), and
-back to 0 within 10 s of the producer's end.
+back to 0 within 10 s of the producer's end. Each consumer process also writes its
+``--summary``; the result keeps its loop figures (``loops``), with the seconds the reliability
+loop spent installing forest refits at their swap points (``forest_waited_s``).
 
 **Latency** (method): every record's Kafka timestamp is its produce time (CreateTime). For an
 alert or a prediction about event time ``e``, latency = its own Kafka timestamp minus the
