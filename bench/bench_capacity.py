@@ -416,7 +416,8 @@ def run_rate(
 
 def _loop_summary(path: Path) -> dict[str, Any] | None:
     """What a consumer process said of its run (its ``--summary``): the loop's records and
-    seconds, and the time the reliability loop waited for background forest refits."""
+    seconds, and the time the reliability loop spent installing forest refits at their swap
+    points (waiting for the worker, or fitting one still queued there)."""
     try:
         doc = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -428,7 +429,7 @@ def _loop_summary(path: Path) -> dict[str, Any] | None:
 
 
 def _forest_waits(result: dict[str, Any]) -> list[float | None]:
-    """Seconds each process with the reliability loop waited for its forest refits."""
+    """Seconds each process with the reliability loop spent at its forest refits' swap points."""
     return [v.get("forest_waited_s") for v in result.get("loops", {}).values()
             if v is not None and "forest_waited_s" in v]  # fmt: skip
 

@@ -104,18 +104,22 @@ class ReliabilityProcessor(app.Processor):
         if self.keep and state.get("evaluation"):
             one.flags, one.alerts_seen = state["evaluation"]
         forest = one.detector.forest_
-        if forest.background and self.pool is None:  # one refit worker for every shard
-            self.pool = refit_pool(self.args.refit_in)
-        forest.set_executor(self.pool if forest.background else None)
+        forest.set_executor(self._refit_pool() if forest.background else None)
         self.shards[shard] = one
+
+    def _refit_pool(self) -> Executor | None:
+        """The refit worker every shard shares (started on first use; None: a thread each)."""
+        if self.pool is None:
+            self.pool = refit_pool(self.args.refit_in)
+        return self.pool
 
     def ready(self) -> None:
         """Load the detector's compiled loops from numba's cache now (about 0.25 s, else at
         the first records) and start the refit worker when refits run in the background (a
         process pool starts its worker and imports scikit-learn beside the group's join)."""
         precompile()
-        if self.pool is None and self._params(self.args).get("background"):
-            self.pool = refit_pool(self.args.refit_in)
+        if self._params(self.args).get("background"):
+            self._refit_pool()
 
     def drop_shard(self, shard: int) -> None:
         self.shards.pop(shard).detector.forest_.set_executor(None)
