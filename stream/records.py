@@ -21,6 +21,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
+import numpy as np
 
 #: Incident categories: the four legacy ones plus consensus degradation.
 CATEGORIES = ("crash", "network_failure", "disk_full", "memory_leak", "consensus_degradation")
@@ -131,6 +132,30 @@ _encoder = msgspec.json.Encoder()
 def encode(rec: Any) -> bytes:
     """JSON-encode any record type of this module (or :class:`stream.schema.Telemetry`)."""
     return _encoder.encode(rec)
+
+
+def round_floats(x: Any, ndigits: int) -> list[float]:
+    """``[round(v, ndigits) for v in x]``, the same floats, vectorised where that is exact.
+
+    ``round(v, n)`` is the double nearest to ``v`` rounded (half to even) to ``n`` decimals.
+    ``rint(v * 10**n) / 10**n`` gives it whenever ``v * 10**n`` is not within float error of
+    a half (the integer is then the right one, and IEEE division rounds correctly); the rest
+    (near halves, huge or non-finite values) take Python's own ``round``. About 10x faster
+    than the comprehension on the forecasts' values.
+
+    >>> round_floats([2.675, 0.0005, -1.23456, 1e300], 3)
+    [2.675, 0.001, -1.235, 1e+300]
+    """
+    v = np.asarray(x, dtype=float).ravel()
+    scale = 10.0**ndigits
+    t = v * scale
+    with np.errstate(invalid="ignore"):
+        off = np.abs(np.abs(t - np.floor(t)) - 0.5)
+        exact = (off > 1e-9 * np.maximum(np.abs(t), 1.0)) & (np.abs(t) < 2.0**52)
+    out = (np.rint(t) / scale).tolist()
+    for i in np.flatnonzero(~exact).tolist():
+        out[i] = round(float(v[i]), ndigits)
+    return out
 
 
 def decode(data: bytes, type_: type[T]) -> T:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 
 from consumers import bandwidth
@@ -17,7 +20,7 @@ from producers.encode import RecordEncoder
 from producers.fleet import Fleet, FleetConfig
 from stream.app import App
 from stream.recordings import decoded_batches as file_batches
-from stream.records import Prediction
+from stream.records import Prediction, encode
 from stream.schema import decode_telemetry_lines
 from stream.settings import Settings
 
@@ -104,6 +107,64 @@ def test_predictions_are_valid_records(recording: Path) -> None:
     assert all(p.lower <= p.value <= p.upper for p in fc)
     assert all(p.peer_id and p.model_version.startswith("bandwidth-lstm-v") for p in fc)
     assert isinstance(args, argparse.Namespace)
+
+
+def _encoded_as_records(
+    recs: list[Any], horizons: tuple[int, ...], members: tuple[str, ...], arrays: list[Any]
+) -> list[tuple[bytes, bytes]]:
+    """What the consumer published before :func:`bandwidth.encode_forecasts`: a Prediction per
+    record and horizon, encoded."""
+    value, lower, upper, weights, versions = arrays
+    out = []
+    for i, r in enumerate(recs):
+        for j, h in enumerate(horizons):
+            rounded = weights[i, j].round(3)
+            w = rounded.tolist()
+            p = Prediction(
+                kind="bandwidth_forecast", node_id=r.node_id, peer_id=r.peer_id,
+                event_time=r.timestamp, model_version=f"bandwidth-lstm-v{versions[i]}",
+                target="throughput_mbps", horizon=h, value=round(float(value[i, j]), 3),
+                lower=round(float(lower[i, j]), 3), upper=round(float(upper[i, j]), 3),
+                extra={"member": members[int(rounded.argmax())],
+                       "weights": {m: x for m, x in zip(members, w, strict=True) if x}},
+            )  # fmt: skip
+            out.append((r.node_id.encode(), encode(p)))
+    return out
+
+
+def test_forecasts_are_encoded_byte_for_byte_as_prediction_records() -> None:
+    """The consumer's hand-assembled JSON is what ``encode(Prediction(...))`` writes, for
+    awkward values too: halves at the 4th decimal, zero and tied weights, NaN and infinite
+    bounds and weights, huge values, ids that need escaping, times with microseconds."""
+    rng = np.random.default_rng(4)
+    n, horizons, members = 400, (1, 5, 15), ("lstm", "persistence", "ewma", "harmonic")
+    t0 = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+    recs = [
+        SimpleNamespace(
+            node_id=["n-1", 'n"2', "nœud-3", "n\\4"][i % 4], peer_id=f"p-{i % 7}",
+            timestamp=t0 + dt.timedelta(seconds=i * 5, microseconds=(i % 3) * 250),
+        )  # fmt: skip
+        for i in range(n)
+    ]
+    value = rng.lognormal(4, 2, (n, 3))
+    value[::5] = np.round(value[::5], 3) + 0.0005  # near halves of the last decimal
+    value[::9, 0] = 0.0
+    value[7, 1] = 1e300
+    lower, upper = value * rng.uniform(0.5, 1, (n, 3)), value * rng.uniform(1, 2, (n, 3))
+    lower[3, 0], upper[4, 2], upper[5, 1] = np.nan, np.inf, -0.0
+    weights = rng.dirichlet(np.ones(4), (n, 3))
+    weights[::4, :, 0] = 0.0  # an LSTM without an error yet
+    weights[::6] = [1.0, 0.0, 0.0, 0.0]
+    weights[::10] = 0.25  # all tied: the first member leads
+    weights[11, 1], weights[12, 2, 3] = np.nan, 1.5  # not expected; encoded as records would be
+    versions = rng.integers(0, 12, n)
+    arrays = [value, lower, upper, weights, versions]
+    got = bandwidth.encode_forecasts(recs, horizons, members, *arrays)
+    assert got == _encoded_as_records(recs, horizons, members, arrays)
+    assert bandwidth.encode_forecasts([], horizons, members, *(a[:0] for a in arrays)) == []
+    with pytest.raises(ValueError, match="horizons must be >= 1"):
+        bandwidth.encode_forecasts(recs[:1], (0,), members, *(a[:1, :1] for a in arrays[:4]),
+                                   versions[:1])  # fmt: skip
 
 
 def fleet_telemetry(ticks: int) -> list[Any]:

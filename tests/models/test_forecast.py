@@ -11,7 +11,7 @@ import pytest
 from models.forecast.accuracy import AccuracyTracker
 from models.forecast.baselines import EWMABaseline
 from models.forecast.drift import DriftTrigger
-from models.forecast.intervals import ResidualQuantiles
+from models.forecast.intervals import ResidualQuantiles, linear_quantile
 from models.forecast.lstm import LSTMForecaster
 from models.forecast.online import OnlineForecaster
 from models.forecast.retrain import BackgroundTrainer
@@ -97,6 +97,20 @@ def test_interval_coverage_follows_residuals() -> None:
     lo, hi = rq.bounds(1)
     new = rng.normal(0, 2, 20000)
     assert abs(np.mean((new >= lo) & (new <= hi)) - 0.8) < 0.03
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 50, 999, 5000])
+def test_linear_quantile_is_numpys_to_the_bit(n: int) -> None:
+    rng = np.random.default_rng(n)
+    qs = [0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, *rng.random(40).tolist()]
+    for x in (rng.standard_normal(n), np.round(rng.standard_normal(n), 1), rng.lognormal(0, 3, n)):
+        ordered = np.sort(x)
+        got = [linear_quantile(ordered, q) for q in qs]
+        assert got == [float(np.quantile(x, q)) for q in qs]
+    x[n // 2] = np.nan
+    assert np.isnan(linear_quantile(np.sort(x), 0.5)) and np.isnan(np.quantile(x, 0.5))
+    with pytest.raises(ValueError, match="empty"):
+        linear_quantile(np.zeros(0), 0.5)
 
 
 def test_accuracy_skill_against_better_baseline() -> None:

@@ -8,6 +8,7 @@ import random
 
 import jsonschema
 import msgspec
+import numpy as np
 import orjson
 import pytest
 
@@ -21,6 +22,7 @@ from stream.records import (
     Prediction,
     decode,
     encode,
+    round_floats,
 )
 from stream.schema import (
     FIELD_BY_NAME,
@@ -201,3 +203,16 @@ def test_record_types_round_trip():
         assert decode(encode(rec), type(rec)) == rec
     with pytest.raises(msgspec.ValidationError):
         decode(encode(alert).replace(b'"score":0.9', b'"score":1.9'), Alert)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 1e3, 1e6, 1e13, 1e17])
+@pytest.mark.parametrize("ndigits", [0, 2, 3, 6])
+def test_round_floats_is_pythons_round_to_the_bit(scale: float, ndigits: int) -> None:
+    rng = np.random.default_rng(int(scale * 7) % 1000 + ndigits)
+    x = rng.standard_normal(200_000) * scale
+    x[::3] = np.round(x[::3], ndigits) + 0.5 * 10.0**-ndigits  # at and near halves
+    x[1::7] = np.round(x[1::7], ndigits)
+    x[:6] = [np.nan, np.inf, -np.inf, -0.0, 0.0, -1e-12]
+    want = [round(v, ndigits) for v in x.tolist()]
+    got = round_floats(x, ndigits)
+    assert [repr(v) for v in got] == [repr(v) for v in want]  # repr: NaN and -0.0 too
