@@ -179,40 +179,63 @@ class OnlineCombiner:
     def update(
         self,
         rows: np.ndarray,
-        j: int,
+        j: int | np.ndarray,
         errors: np.ndarray,
         level: np.ndarray,
         order: np.ndarray | None = None,
     ) -> None:
         """Feed absolute errors ``(n, M)`` of horizon index ``j`` (NaN: member had no forecast).
 
-        ``rows`` must be distinct within a call (one resolved forecast per link). With
-        ``order`` (each error's position in the stream), the errors reach the fleet prior only
-        at :meth:`flush_prior`, summed in that order: the prior then depends on which errors
-        came before a flush, not on how they were grouped into calls (batch invariance).
+        ``j`` is one horizon index or one per row; the ``(row, j)`` pairs must be distinct
+        within a call (one resolved forecast per link and horizon), and the result is that of
+        one call per horizon index in increasing order (a new link is started from the level of
+        its first row). With ``order`` (each error's position in the stream), the errors reach
+        the fleet prior only at :meth:`flush_prior`, summed in that order: the prior then
+        depends on which errors came before a flush, not on how they were grouped into calls
+        (batch invariance).
         """
         rows = np.asarray(rows, dtype=np.int64)
         if not len(rows):
             return
+        level = np.asarray(level, dtype=float)
+        if not np.isscalar(j) and order is None:  # the prior changes between the horizons
+            js = np.asarray(j, dtype=np.int64)
+            for jj in range(len(self.horizons)):
+                m = js == jj
+                if m.any():
+                    self.update(rows[m], jj, np.asarray(errors)[m], level[m])
+            return
         self._grow(rows)
-        self._start(rows, np.asarray(level, dtype=float))
+        if np.isscalar(j):
+            js = np.full(len(rows), j, dtype=np.int64)
+            self._start(rows, level)
+        else:
+            js = np.asarray(j, dtype=np.int64)
+            if not self.started_[rows].all():  # each new link from its first row's level
+                by = np.lexsort((np.arange(len(rows)), js))  # horizon order, then row order
+                _u, first = np.unique(rows[by], return_index=True)
+                self._start(rows[by[first]], level[by[first]])
         e = np.asarray(errors, dtype=float)
         has = np.isfinite(e)
+        e = np.where(has, e, 0.0)
         d = 1.0 - 1.0 / self.memory
-        self.loss_[rows, j] = np.where(
-            has, d * self.loss_[rows, j] + np.nan_to_num(e), self.loss_[rows, j]
-        )
-        self.count_[rows, j] = np.where(has, d * self.count_[rows, j] + 1.0, self.count_[rows, j])
-        rel = (
-            np.nan_to_num(e)
-            / np.maximum(np.abs(np.asarray(level, float)), self.level_floor)[:, None]
-        )
-        if order is not None:
-            if self.pending_ is None:
-                self.pending_ = {}
-            self.pending_.setdefault(j, []).append((np.asarray(order), rel * has, has))
+        loss, count = self.loss_[rows, js], self.count_[rows, js]
+        self.loss_[rows, js] = np.where(has, d * loss + e, loss)
+        self.count_[rows, js] = np.where(has, d * count + 1.0, count)
+        rel = e / np.maximum(np.abs(level), self.level_floor)[:, None] * has
+        if order is None:
+            self._add_prior(int(js[0]), rel.sum(axis=0), has.sum(axis=0))
             return
-        self._add_prior(j, (rel * has).sum(axis=0), has.sum(axis=0))
+        if self.pending_ is None:
+            self.pending_ = {}
+        order = np.asarray(order)
+        if np.isscalar(j):
+            self.pending_.setdefault(int(js[0]), []).append((order, rel, has))
+            return
+        for jj in range(len(self.horizons)):
+            m = js == jj
+            if m.any():
+                self.pending_.setdefault(jj, []).append((order[m], rel[m], has[m]))
 
     def _add_prior(self, j: int, total: np.ndarray, n: np.ndarray) -> None:
         dp = (1.0 - 1.0 / self.prior_memory) ** n

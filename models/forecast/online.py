@@ -388,9 +388,10 @@ class OnlineForecaster(RetrainsInBackground):
         # record by record per link (the k-th record of every link at once): resolve, combine
         first = hist.count[rows] - np.bincount(rows, minlength=len(hist.count))[rows]
         rank = steps - first
+        resolved = [self._resolved(rows, steps, h) for h in self.horizons]
         for k in range(int(rank.max()) + 1 if len(rank) else 0):
             sel = np.flatnonzero(rank == k)
-            self._resolve(rows[sel], steps[sel], vals[sel], order[sel])
+            self._resolve(rows, vals, order, sel, resolved)
             sel = sel[full[sel]]
             if not len(sel):
                 continue
@@ -404,7 +405,7 @@ class OnlineForecaster(RetrainsInBackground):
                 [value, np.expm1(lv + q[:, 0]), np.expm1(lv + q[:, 1])], axis=2
             ).clip(0.0)
         # score after forecasting: a record can resolve a forecast made earlier in this batch
-        self._score(rows, steps, vals, events)
+        self._score(rows, vals, events, resolved)
         out = np.flatnonzero(full) if have else np.zeros(0, np.int64)
         pub = self.pub_[rows[out], pos[out]]  # (n, H, 3)
         return (
@@ -502,26 +503,43 @@ class OnlineForecaster(RetrainsInBackground):
         return m, src
 
     def _resolve(
-        self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray, order: np.ndarray
+        self,
+        rows: np.ndarray,
+        vals: np.ndarray,
+        order: np.ndarray,
+        sel: np.ndarray,
+        resolved: list[tuple[np.ndarray, np.ndarray]],
     ) -> None:
-        """Members' errors on the forecasts these records resolve -> the combiner (causal)."""
-        cap = self.capacity
-        for j, h in enumerate(self.horizons):
-            m, src = self._resolved(rows, steps, h)
-            if not m.any():
-                continue
-            r, s = rows[m], src[m] % cap
-            f = self.fc_[r, s, :, j]  # (n, M)
-            self.combiner_.update(r, j, np.abs(f - vals[m, None]), f[:, EWMA], order[m])
+        """Members' errors on the forecasts that records ``sel`` resolve -> the combiner
+        (causal); ``resolved`` is :meth:`_resolved` of every record, per horizon. One update
+        for every horizon, in horizon order."""
+        at, hs, src = [], [], []
+        for j, (m, s) in enumerate(resolved):
+            k = sel[m[sel]]
+            if len(k):
+                at.append(k)
+                hs.append(np.full(len(k), j))
+                src.append(s[k])
+        if not at:
+            return
+        i, js = np.concatenate(at), np.concatenate(hs)
+        r = rows[i]
+        f = self.fc_[r, np.concatenate(src) % self.capacity, :, js]  # (n, M)
+        self.combiner_.update(r, js, np.abs(f - vals[i, None]), f[:, EWMA], order[i])
 
     def _score(
-        self, rows: np.ndarray, steps: np.ndarray, vals: np.ndarray, events: list[str]
+        self,
+        rows: np.ndarray,
+        vals: np.ndarray,
+        events: list[str],
+        resolved: list[tuple[np.ndarray, np.ndarray]],
     ) -> None:
         """Accuracy of resolved published forecasts (where every member had one), interval
-        residuals of all of them, LSTM error to the drift detector."""
+        residuals of all of them, LSTM error to the drift detector (``resolved``: as in
+        :meth:`_resolve`)."""
         cap = self.capacity
         for j, h in enumerate(self.horizons):
-            m, src = self._resolved(rows, steps, h)
+            m, src = resolved[j]
             r, s, y = rows[m], src[m] % cap, vals[m]
             pub = self.pub_[r, s, j]  # (n, 3)
             have = np.isfinite(pub[:, 0])

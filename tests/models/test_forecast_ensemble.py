@@ -216,6 +216,43 @@ def test_combiner_prior_and_validation() -> None:
         OnlineCombiner(("a",), (1,), rule="mean")
 
 
+@pytest.mark.parametrize("with_order", [True, False])
+def test_one_update_for_every_horizon_is_one_update_per_horizon(with_order: bool) -> None:
+    """The forecaster feeds each rank's resolved errors of all horizons in one call; that must
+    be the calls per horizon it replaces, to the bit: the links a call starts (each from its
+    first horizon's level), the discounted errors, and the fleet prior after a flush."""
+    rng = np.random.default_rng(8)
+    one = OnlineCombiner(("a", "b", "c"), horizons=(1, 5, 15), prior_strength=10.0)
+    per = OnlineCombiner(("a", "b", "c"), horizons=(1, 5, 15), prior_strength=10.0)
+    t = 0
+    for step in range(40):
+        # links 0-5 from the start, 6-9 joining later; a link resolves some horizons, not all
+        links = np.arange(6 if step < 20 else 10)
+        rows, js = [], []
+        for j in range(3):
+            r = links[rng.random(len(links)) < 0.7]
+            rows.append(r)
+            js.append(np.full(len(r), j))
+        r, j = np.concatenate(rows), np.concatenate(js)
+        err = rng.lognormal(0, 1, (len(r), 3))
+        err[rng.random(err.shape) < 0.1] = np.nan  # members without a forecast
+        level = rng.uniform(50, 150, len(r))
+        order = t + np.arange(len(r)) if with_order else None
+        t += len(r)
+        one.update(r, j, err, level, order)
+        for jj in range(3):
+            m = j == jj
+            per.update(r[m], jj, err[m], level[m], None if order is None else order[m])
+        if step % 7 == 6:
+            one.flush_prior()
+            per.flush_prior()
+    one.flush_prior()
+    per.flush_prior()
+    for name in ("loss_", "count_", "started_", "prior_loss_", "prior_count_"):
+        assert np.array_equal(getattr(one, name), getattr(per, name)), name
+    assert one.started_[:10].all()
+
+
 def test_shrink_keeps_the_fleet_s_errors_in_every_weight() -> None:
     """A link's few recent errors favour "a" by chance; the fleet's many say "b" is better:
     with shrink the fleet's view weighs in, without it the link's own errors decide."""
