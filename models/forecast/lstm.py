@@ -5,9 +5,8 @@ with a :class:`~models.forecast.scaling.StandardScaler` fitted on the first trai
 the network predicts ``log1p(throughput[t + h]) - ref`` for every horizon at once (one dense
 head over the last LSTM state). Inference calls the model inside one XLA-compiled
 ``tf.function`` (:class:`~models.forecast.tfrt.Inference`), much faster than
-``model.predict``. Batches are padded to a power of two of at least
-:data:`~models.forecast.tfrt.INFER_BLOCK` rows, so a window's forecast does not depend on its
-batch.
+``model.predict``, in calls of :data:`~models.forecast.tfrt.INFER_ROWS` rows (padded), so a
+window's forecast does not depend on its batch.
 
 TensorFlow is imported lazily (:mod:`models.forecast.tfrt`) when the network is first built.
 

@@ -60,73 +60,63 @@ def keras() -> Any:
     return _keras
 
 
-#: Inference batches are padded with zero rows to a power of two of at least this many rows
-#: (the padding's outputs dropped): the kernels for a small or odd batch (one row: a
-#: matrix-vector product) round differently, so a row's output would depend on which other rows
-#: were in its batch (with XLA, 32 rows still round differently from 64 or more); and every
-#: shape is compiled once (:class:`Inference`).
-INFER_BLOCK = 64
-#: Larger batches are inferred in calls of this many rows (at most 5 shapes: 64 to 1,024 rows).
-INFER_MAX = 1024
-
-
-#: The shapes :func:`infer_padded` uses: powers of two from INFER_BLOCK to INFER_MAX rows.
-INFER_SIZES = tuple(2**k for k in range(INFER_BLOCK.bit_length() - 1, INFER_MAX.bit_length()))
+#: Inference runs in calls of exactly this many rows: a smaller batch is padded with zero rows
+#: (their outputs dropped), a larger one is cut. The kernels for a small or odd batch (one row:
+#: a matrix-vector product) round differently, so a row's output would depend on which other
+#: rows were in its batch (with XLA, 32 rows still round differently from 64 or more); one
+#: shape is also one XLA compile per network, about 0.3 s (forecaster) and 1.2 s (autoencoder)
+#: of CPU, where a power of two from 64 to 1,024 rows meant five at a process's start, about
+#: 8 s of CPU beside its first records. Per row, 256-row calls cost within 15% of 1,024-row
+#: ones (measured in the README's capacity section).
+INFER_ROWS = 256
 
 
 class Inference:
-    """``net(x, training=False)`` for ``(n, window, n_features)`` float32 inputs, compiled with
-    XLA (``jit_compile``): the recurrent loop runs as one fused program instead of a few
-    TensorFlow ops per time step, 2-3x faster per row on a 2-core machine.
+    """``net(x, training=False)`` for ``(INFER_ROWS, window, n_features)`` float32 inputs,
+    compiled with XLA (``jit_compile``): the recurrent loop runs as one fused program instead
+    of a few TensorFlow ops per time step, 2-3x faster per row on a 2-core machine.
 
-    XLA compiles each input shape once, about 0.25 s each. :meth:`warm` (or else the first
-    call) starts a thread that compiles every :data:`INFER_SIZES`, instead of a pause of the
-    loop the first time each size comes. The thread is not a daemon: a process that ends
-    early waits for it (a second or so) rather than tearing TensorFlow down under it.
+    XLA compiles the one input shape once. :meth:`warm` starts a thread that compiles it, so
+    a restored model compiles beside whatever comes next (joining the consumer group) instead
+    of at its first batch; else the first call compiles. The thread is not a daemon: a process
+    that ends early waits for it (a second or so) rather than tearing TensorFlow down under it.
     """
 
     def __init__(self, net: Any, window: int, n_features: int) -> None:
         tf = tensorflow()
-        spec = tf.TensorSpec((None, window, n_features), tf.float32)
+        spec = tf.TensorSpec((INFER_ROWS, window, n_features), tf.float32)
         self.fn = tf.function(
             lambda x: net(x, training=False), input_signature=[spec], jit_compile=True
         )
         self.shape = (window, n_features)
         self.compiling: threading.Thread | None = None
 
-    def warm(self, skip: int = 0) -> None:
-        """Compile every size but ``skip`` in a thread (once; later calls do nothing)."""
+    def warm(self) -> None:
+        """Compile in a thread (once; later calls do nothing)."""
         if self.compiling is None:
-            self.compiling = threading.Thread(
-                target=self._compile, args=(skip,), name="xla-compile"
-            )
+            self.compiling = threading.Thread(target=self._compile, name="xla-compile")
             self.compiling.start()
 
     def __call__(self, x: Any) -> Any:
-        self.warm(skip=len(x))  # this call compiles its own size
         return self.fn(x)
 
-    def _compile(self, skip: int) -> None:
+    def _compile(self) -> None:
         import numpy as np
 
-        for size in INFER_SIZES:
-            if size != skip:
-                self.fn(np.zeros((size, *self.shape), dtype=np.float32))
+        self.fn(np.zeros((INFER_ROWS, *self.shape), dtype=np.float32))
 
 
 def infer_padded(fn: Any, x: Any) -> Any:
-    """``fn(x).numpy()``, in calls of at most :data:`INFER_MAX` rows, each padded with zero
-    rows to a power of two of at least :data:`INFER_BLOCK` rows: each row's output is the
-    same in any batch."""
+    """``fn(x).numpy()``, in calls of exactly :data:`INFER_ROWS` rows (the last one padded with
+    zero rows): each row's output is the same in any batch."""
     import numpy as np
 
     outs = []
-    for a in range(0, max(len(x), 1), INFER_MAX):
-        part = x[a : a + INFER_MAX]
+    for a in range(0, max(len(x), 1), INFER_ROWS):
+        part = x[a : a + INFER_ROWS]
         n = len(part)
-        size = max(INFER_BLOCK, 1 << max(n - 1, 0).bit_length())
-        if size > n:
-            part = np.concatenate([part, np.zeros((size - n, *x.shape[1:]), dtype=x.dtype)])
+        if n < INFER_ROWS:
+            part = np.concatenate([part, np.zeros((INFER_ROWS - n, *x.shape[1:]), dtype=x.dtype)])
         outs.append(fn(part).numpy()[:n])
     return outs[0] if len(outs) == 1 else np.concatenate(outs)
 

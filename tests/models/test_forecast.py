@@ -303,9 +303,9 @@ def test_lstm_seeded_and_pickle_round_trip() -> None:
 
 
 def test_a_window_s_forecast_is_the_same_in_any_batch() -> None:
-    """XLA-compiled inference, padded to a power of two and cut into INFER_MAX-row calls: a
-    window's forecast is bit for bit the same alone, among 37 or 700 others, or in a batch
-    of 2,500 (three calls), so a forecast never depends on how the records arrived."""
+    """XLA-compiled inference in calls of INFER_ROWS rows (padded, or cut): a window's forecast
+    is bit for bit the same alone, among 37 or 700 others, or in a batch of 2,500 (ten calls),
+    so a forecast never depends on how the records arrived."""
     from models.forecast import tfrt
 
     rng = np.random.default_rng(4)
@@ -314,7 +314,7 @@ def test_a_window_s_forecast_is_the_same_in_any_batch() -> None:
     f = LSTMForecaster(window=30, units=8, epochs=1, seed=1).fit(x[:300], y[:300])
     whole = f.predict(x)
     assert whole.shape == (2500, 3) and np.isfinite(whole).all()
-    for lo, n in ((0, 1), (5, 37), (1000, 700), (tfrt.INFER_MAX - 3, 7), (2480, 20)):
+    for lo, n in ((0, 1), (5, 37), (1000, 700), (tfrt.INFER_ROWS - 3, 7), (2480, 20)):
         assert np.array_equal(f.predict(x[lo : lo + n]), whole[lo : lo + n]), (lo, n)
 
 
