@@ -60,20 +60,21 @@ def keras() -> Any:
     return _keras
 
 
-#: Inference runs in calls of exactly this many rows: a smaller batch is padded with zero rows
-#: (their outputs dropped), a larger one is cut. The kernels for a small or odd batch (one row:
-#: a matrix-vector product) round differently, so a row's output would depend on which other
-#: rows were in its batch (with XLA, 32 rows still round differently from 64 or more); one
-#: shape is also one XLA compile per network, about 0.3 s (forecaster) and 1.2 s (autoencoder)
-#: of CPU, where a power of two from 64 to 1,024 rows meant five at a process's start, about
-#: 8 s of CPU beside its first records. Per row, 256-row calls cost within 15% of 1,024-row
-#: ones (measured in the README's capacity section).
+#: Inference runs in calls of exactly this many rows (a model may choose another number,
+#: :class:`Inference`): a smaller batch is padded with zero rows (their outputs dropped), a
+#: larger one is cut. The kernels for a small or odd batch (one row: a matrix-vector product)
+#: round differently, so a row's output would depend on which other rows were in its batch
+#: (with XLA, 32 rows still round differently from 64 or more); one shape is also one XLA
+#: compile per network, about 0.3 s (forecaster) and 1.2 s (autoencoder) of CPU, where a power
+#: of two from 64 to 1,024 rows meant five at a process's start, about 8 s of CPU beside its
+#: first records. Per row, 256-row calls cost within 15% of 1,024-row ones (measured in the
+#: README's capacity section).
 INFER_ROWS = 256
 
 
 class Inference:
-    """``net(x, training=False)`` for ``(INFER_ROWS, window, n_features)`` float32 inputs,
-    compiled with XLA (``jit_compile``): the recurrent loop runs as one fused program instead
+    """``net(x, training=False)`` for ``(rows, window, n_features)`` float32 inputs (``rows``:
+    :data:`INFER_ROWS` unless the model's batches are smaller), compiled with XLA (``jit_compile``): the recurrent loop runs as one fused program instead
     of a few TensorFlow ops per time step, 2-3x faster per row on a 2-core machine.
 
     XLA compiles the one input shape once. :meth:`warm` starts a thread that compiles it, so
@@ -82,13 +83,13 @@ class Inference:
     that ends early waits for it (a second or so) rather than tearing TensorFlow down under it.
     """
 
-    def __init__(self, net: Any, window: int, n_features: int) -> None:
+    def __init__(self, net: Any, window: int, n_features: int, rows: int = INFER_ROWS) -> None:
         tf = tensorflow()
-        spec = tf.TensorSpec((INFER_ROWS, window, n_features), tf.float32)
+        spec = tf.TensorSpec((rows, window, n_features), tf.float32)
         self.fn = tf.function(
             lambda x: net(x, training=False), input_signature=[spec], jit_compile=True
         )
-        self.shape = (window, n_features)
+        self.shape, self.rows = (window, n_features), rows
         self.compiling: threading.Thread | None = None
 
     def warm(self) -> None:
@@ -103,20 +104,21 @@ class Inference:
     def _compile(self) -> None:
         import numpy as np
 
-        self.fn(np.zeros((INFER_ROWS, *self.shape), dtype=np.float32))
+        self.fn(np.zeros((self.rows, *self.shape), dtype=np.float32))
 
 
-def infer_padded(fn: Any, x: Any) -> Any:
-    """``fn(x).numpy()``, in calls of exactly :data:`INFER_ROWS` rows (the last one padded with
-    zero rows): each row's output is the same in any batch."""
+def infer_padded(fn: Inference, x: Any) -> Any:
+    """``fn(x).numpy()``, in calls of exactly ``fn.rows`` rows (the last one padded with zero
+    rows): each row's output is the same in any batch."""
     import numpy as np
 
+    rows = fn.rows
     outs = []
-    for a in range(0, max(len(x), 1), INFER_ROWS):
-        part = x[a : a + INFER_ROWS]
+    for a in range(0, max(len(x), 1), rows):
+        part = x[a : a + rows]
         n = len(part)
-        if n < INFER_ROWS:
-            part = np.concatenate([part, np.zeros((INFER_ROWS - n, *x.shape[1:]), dtype=x.dtype)])
+        if n < rows:
+            part = np.concatenate([part, np.zeros((rows - n, *x.shape[1:]), dtype=x.dtype)])
         outs.append(fn(part).numpy()[:n])
     return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
