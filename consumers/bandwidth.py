@@ -27,6 +27,7 @@ import functools
 import logging
 import sys
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,8 @@ class BandwidthProcessor(LSTMProcessor):
         self.forecaster.reset_accuracy_at = args.reset_accuracy_at
         self.last_version = self.forecaster.version_
         self.outputs_on = True
+        self._infer_pool: ThreadPoolExecutor | None = None
+        self._prefetched: tuple[Any, ...] | None = None  # (batch, keep, inputs, Prefetched)
 
     def _new(self) -> Any:
         from models.forecast.online import OnlineForecaster
@@ -140,14 +143,42 @@ class BandwidthProcessor(LSTMProcessor):
         )
 
     # -- handling ----------------------------------------------------------------------------
-    def messages(self, recs: Sequence[Any]) -> list[tuple[bytes, bytes]]:
+    def prefetch(self, batch: list[tuple[Message, Any]]) -> None:
+        """Start the batch's first LSTM inference in a thread, beside the other processors
+        (:meth:`OnlineForecaster.prefetch`); :meth:`handle` of the same batch uses it."""
+        self._settle_prefetch()
+        keep = link_records([rec for _m, rec in batch])
+        if not keep:
+            return
+        if self._infer_pool is None:
+            self._infer_pool = ThreadPoolExecutor(1, thread_name_prefix="lstm-infer")
+        inputs = forecaster_inputs(keep)
+        started = self.forecaster.prefetch(*inputs, executor=self._infer_pool)
+        self._prefetched = (batch, keep, inputs, started)
+
+    def _settle_prefetch(self) -> tuple[Any, ...] | None:
+        """Take the prefetched batch, waiting for its inference (nothing may swap or pickle
+        the model while it runs)."""
+        got, self._prefetched = self._prefetched, None
+        if got is not None and got[3] is not None:
+            got[3].result()
+        return got
+
+    def messages(
+        self, recs: Sequence[Any], prefetched: tuple[Any, ...] | None = None
+    ) -> list[tuple[bytes, bytes]]:
         """Feed decoded telemetry to the forecaster; return the ``(key, value)`` records to
-        publish: the forecasts (encoded by :func:`encode_forecasts`) and accuracy reports."""
-        keep = link_records(recs)
+        publish: the forecasts (encoded by :func:`encode_forecasts`) and accuracy reports.
+        ``prefetched``: what :meth:`prefetch` made of the same records."""
+        if prefetched is not None:
+            _batch, keep, inputs, started = prefetched
+        else:
+            keep = link_records(recs)
+            inputs, started = (forecaster_inputs(keep) if keep else ()), None
         if not keep:
             return []
         f = self.forecaster
-        out = f.process(*forecaster_inputs(keep))
+        out = f.process(*inputs, prefetched=started)
         for e in out.events:
             log.info("%s", e)
         msgs: list[tuple[bytes, bytes]] = []
@@ -214,7 +245,9 @@ class BandwidthProcessor(LSTMProcessor):
 
     def handle(self, batch: list[tuple[Message, Any]]) -> list[Output]:
         """Forecast and encode; ask for a checkpoint once a new model version arrived."""
-        msgs = self.messages([rec for _m, rec in batch])
+        got = self._settle_prefetch()
+        mine = got if got is not None and got[0] is batch else None
+        msgs = self.messages([rec for _m, rec in batch], mine)
         self.published += len(msgs)
         topic = self.topic
         outs = [Output(topic, key, value) for key, value in msgs]
@@ -224,6 +257,7 @@ class BandwidthProcessor(LSTMProcessor):
         return outs
 
     def state(self, final: bool = False) -> Any:
+        self._settle_prefetch()
         if final:
             self.forecaster.finish()  # a running retrain finishes and is swapped in first
         return self.forecaster
@@ -272,6 +306,9 @@ class BandwidthProcessor(LSTMProcessor):
         }
 
     def close(self) -> None:
+        self._settle_prefetch()
+        if self._infer_pool is not None:
+            self._infer_pool.shutdown()
         self.forecaster.finish()
         self.release_pool()
 

@@ -318,6 +318,8 @@ class App:
         if self.sharded is not None:
             per = self.sharded.handle(batch)
         else:
+            for proc in self.processors:
+                proc.prefetch(batch)
             per = [(proc, proc.handle(batch)) for proc in self.processors]
         for (_proc, got), view in zip(per, self.views, strict=True):
             for out in got:

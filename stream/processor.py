@@ -61,6 +61,11 @@ class Processor(ABC):
         """A picklable snapshot that matches the records handled so far (called after a
         commit; ``final`` on shutdown: finish background work first if it should be kept)."""
 
+    def prefetch(self, batch: list[tuple[Message, Any]]) -> None:  # noqa: B027 - optional
+        """Start work on ``batch`` that can run beside the other processors' :meth:`handle`
+        (model inference in a thread that releases the GIL); :meth:`handle` of the same batch
+        follows. The outputs must be those :meth:`handle` alone would give."""
+
     def ready(self) -> None:  # noqa: B027 - an optional hook
         """Do the short preparation that would otherwise fall on the first records (compiled
         loops loaded from their cache, a worker process started). The shell calls it once,

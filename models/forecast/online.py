@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,28 @@ class ForecastBatch:
     versions: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
     members: tuple[str, ...] = MEMBERS
+
+
+@dataclass
+class Prefetched:
+    """LSTM inference started by :meth:`OnlineForecaster.prefetch`: ``key`` = the model
+    version, the records seen before the call, the call's length and the ``start, stop`` of the
+    input records it covers; the positions among them with a full window, and the future of
+    their log forecasts."""
+
+    key: tuple[int, int, int, int, int]
+    index: np.ndarray
+    future: Future[np.ndarray] | None
+    n_horizons: int
+
+    def result(self) -> tuple[tuple[int, int, int, int, int], np.ndarray]:
+        """Wait for the inference; ``(key, (stop - start, H) log forecasts)`` (NaN where a
+        record has no full window), as :meth:`OnlineForecaster._infer_ahead` returns them."""
+        *_, a, b = self.key
+        out = np.full((b - a, self.n_horizons), np.nan)
+        if self.future is not None:
+            out[self.index] = self.future.result()
+        return self.key, out
 
 
 class OnlineForecaster(RetrainsInBackground):
@@ -272,20 +295,21 @@ class OnlineForecaster(RetrainsInBackground):
         rtt: np.ndarray,
         jitter: np.ndarray,
         loss: np.ndarray,
+        prefetched: Prefetched | None = None,
     ) -> ForecastBatch:
         """Handle a batch of link records (arrays aligned with ``keys``, ``ts`` in epoch s).
 
         The batch may hold any number of records per link: it is handled in consecutive
         chunks that each fit the ring buffers (:func:`~models.forecast.windows.key_chunks`).
+        ``prefetched``: what :meth:`prefetch` started for these same inputs (used if the model
+        was not swapped since).
         """
         events: list[str] = []
         self.reports_ = []  # reports index this call's records
+        first = prefetched.result() if prefetched is not None else None  # before any swap
         self._swap(events)
-        ts, tp, rtt, jitter, loss = (
-            np.asarray(x, dtype=float) for x in (ts, throughput, rtt, jitter, loss)
-        )
-        tp = np.maximum(np.nan_to_num(tp), 0.0)
-        feats = step_features(ts, tp, rtt, jitter, loss)
+        call = (self.version_, self.seen_, len(keys))
+        ts, tp, feats = self._step_inputs(ts, throughput, rtt, jitter, loss)
         limit = self.capacity - self.window - max(self.horizons)
         parts: list[tuple[Any, ...]] = []
         pieces = step_pieces(len(keys), self.seen_, self.step_records)
@@ -299,8 +323,12 @@ class OnlineForecaster(RetrainsInBackground):
                     if ahead_v != self.version_ or b > ahead_at + len(ahead):
                         # up to the first step boundary infer_ahead records on (at least to b)
                         end = next((e for _, e in pieces if e >= a + self.infer_ahead), len(keys))
-                        ahead = self._infer_ahead(keys, ts, feats, a, max(b, end))
-                        ahead_at, ahead_v = a, self.version_
+                        end = max(b, end)
+                        if first is not None and first[0] == (*call, a, end):
+                            ahead = first[1]  # inferred by prefetch(), from the same windows
+                        else:
+                            ahead = self._infer_ahead(keys, ts, feats, a, end)
+                        ahead_at, ahead_v, first = a, self.version_, None
                     lstm = ahead[a - ahead_at : b - ahead_at]
                 i, *rest = self._process_chunk(
                     keys[a:b], ts[a:b], tp[a:b], feats[a:b], events, lstm
@@ -328,6 +356,49 @@ class OnlineForecaster(RetrainsInBackground):
             versions=cat[5],
             weights=cat[4],
         )
+
+    def prefetch(
+        self,
+        keys: Sequence[Hashable],
+        ts: np.ndarray,
+        throughput: np.ndarray,
+        rtt: np.ndarray,
+        jitter: np.ndarray,
+        loss: np.ndarray,
+        executor: Executor,
+    ) -> Prefetched | None:
+        """Start, in ``executor`` (a thread), the LSTM inference that :meth:`process` of these
+        same inputs begins with, so it runs beside other work (TensorFlow releases the GIL);
+        hand the result to that :meth:`process` call, the next call on this forecaster. The
+        windows are gathered here, so the forecasts are those :meth:`process` would infer
+        (a model swapped in at its start makes it infer them again). ``None``: nothing to
+        infer."""
+        n = len(keys)
+        if not (self.ready and self.infer_ahead > 0 and n):
+            return None
+        ts, _tp, feats = self._step_inputs(ts, throughput, rtt, jitter, loss)
+        pieces = step_pieces(n, self.seen_, self.step_records)
+        lo, hi = pieces[0]
+        b = lo + key_chunks(keys[lo:hi], self.capacity - self.window - max(self.horizons))[0][1]
+        end = max(b, next((e for _, e in pieces if e >= self.infer_ahead), n))
+        _ok, index, win = self.history_.peek(keys[:end], ts[:end], feats[:end], self.window)
+        future = executor.submit(self.model_.predict, win) if len(index) else None
+        return Prefetched((self.version_, self.seen_, n, 0, end), index, future, len(self.horizons))
+
+    def _step_inputs(
+        self,
+        ts: np.ndarray,
+        throughput: np.ndarray,
+        rtt: np.ndarray,
+        jitter: np.ndarray,
+        loss: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Event times, cleaned throughput and the step features of a batch."""
+        ts, tp, rtt, jitter, loss = (
+            np.asarray(x, dtype=float) for x in (ts, throughput, rtt, jitter, loss)
+        )
+        tp = np.maximum(np.nan_to_num(tp), 0.0)
+        return ts, tp, step_features(ts, tp, rtt, jitter, loss)
 
     def _infer_ahead(
         self, keys: Sequence[Hashable], ts: np.ndarray, feats: np.ndarray, a: int, b: int

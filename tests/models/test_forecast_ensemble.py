@@ -122,6 +122,41 @@ def test_lstm_forecasts_inferred_ahead_are_those_of_one_piece_at_a_time() -> Non
                 assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
 
 
+def test_forecasts_prefetched_in_a_thread_are_those_of_process_alone() -> None:
+    """The consumer starts a batch's first LSTM inference in a thread before the other
+    processors run (``prefetch``); ``process`` then publishes bit for bit what it would alone,
+    through fits inside calls, and infers again when the model was swapped in between."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    links, ticks = 6, 300
+    tput = 70.0 * np.exp(np.cumsum(rng.normal(0, 0.05, (links, ticks)), axis=1))
+    keys = [(f"n{i}", "p") for i in range(links)]
+    k = np.tile(np.arange(links), ticks)
+    t = np.repeat(np.arange(ticks, dtype=float), links)
+    y = tput.T.ravel()
+    ones = np.ones(len(y))
+    kw = dict(warmup_windows=300, warmup_epochs=1, retrain_every=400, retrain_windows=300)
+    plain, fetched = _small(**kw), _small(**kw)
+    used = []
+    with ThreadPoolExecutor(1) as pool:
+        for n, a in enumerate(range(0, len(y), 130)):
+            s = slice(a, a + 130)
+            args = ([keys[i] for i in k[s]], t[s], y[s], ones[s], ones[s], 0 * ones[s])
+            pre = fetched.prefetch(*args, executor=pool)
+            used.append(pre is not None)
+            if n == 9 and pre is not None:  # a retrain swapped in after the prefetch
+                for f in (plain, fetched):
+                    f.model_.set_weights([w * 1.01 for w in f.model_.get_weights()])
+                    f.version_ += 1
+            one, two = plain.process(*args), fetched.process(*args, prefetched=pre)
+            assert np.array_equal(one.index, two.index) and np.array_equal(
+                one.versions, two.versions)  # fmt: skip
+            for name in ("value", "lower", "upper", "weights"):
+                assert np.array_equal(getattr(one, name), getattr(two, name), equal_nan=True)
+    assert fetched.version_ >= 4 and sum(used) > 5 and not used[0]  # nothing before a fit
+
+
 def test_prediction_at_t_does_not_change_when_the_future_does() -> None:
     """A forecast made at tick t (LSTM, retrains, combination, intervals) is the same whatever
     comes after t, even later samples in the same batch."""

@@ -196,6 +196,33 @@ def test_ready_is_called_once_after_the_history_and_before_the_first_records(
     assert a.processors[1].n == 35  # the other one (no hook): 5 history records, 30 live
 
 
+class Fetching(Prepared):
+    """Records the batches it was asked to prefetch, against those it handled."""
+
+    name = "fetching"
+
+    def prefetch(self, batch: list[Any]) -> None:
+        self.events.append("prefetch")
+        self.fetched = batch
+
+    def handle(self, batch: list[Any]) -> list[Any]:
+        assert batch is self.fetched  # the very batch it prefetched
+        return super().handle(batch)
+
+
+def test_every_processor_prefetches_a_batch_before_any_handles_it(tmp_path: Path) -> None:
+    order: list[str] = []
+    a = app.App([Fetching, Prepared], ["--from-file", str(recording(tmp_path)),
+                                       "--batch-size", "7"], environ={})  # fmt: skip
+    for proc in a.processors:
+        proc.events = order  # one log for both
+    a.run(install_signals=False)
+    # per batch: the first one's prefetch, then both handles (the second has no hook)
+    batches = [e for e in order if e != "ready"]
+    assert len(batches) >= 15 and batches == ["prefetch", "handle", "handle"] * (len(batches) // 3)
+    assert a.processors[1].n == 30
+
+
 def test_learn_from_is_skipped_when_a_checkpoint_was_restored(tmp_path: Path, capsys) -> None:
     (tmp_path / "h").mkdir()
     live, history = recording(tmp_path, n=6), recording(tmp_path / "h", n=4)
