@@ -67,6 +67,10 @@ class BandwidthProcessor(LSTMProcessor):
         # come from); set here too for a forecaster restored from a checkpoint
         self.forecaster.report_every = args.accuracy_every
         self.forecaster.reset_accuracy_at = args.reset_accuracy_at
+        # a whole batch's LSTM forecasts in one inference, prefetched beside the other
+        # processors (a backlog's batches are thousands of records; any value gives the same
+        # forecasts)
+        self.forecaster.infer_ahead = max(self.forecaster.infer_ahead, settings.batch_size)
         self.last_version = self.forecaster.version_
         self.outputs_on = True
         self._infer_pool: ThreadPoolExecutor | None = None
