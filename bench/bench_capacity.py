@@ -14,8 +14,11 @@ state**: the pipeline first learns ``--warm-records`` records of the same fleet 
 (``--with-state``, fits inline), and each rate run restores a copy of that state, so no rate
 pays for first fits.
 
-**Each rate**: fresh topics (6 partitions), the consumers started and given ``--settle``
-seconds to join their group, then ``producers.synthetic`` at that fixed rate for ``--seconds``
+**Each rate**: fresh topics (6 partitions), the consumers started, and once each reports ready
+on its metrics port (``/readyz``: state restored, partitions assigned; ``ready_s``, seconds
+from launch; at most ``--settle`` seconds are waited, until 2026-12-08 a fixed 8 s, after
+which the consumers were often still joining and the first seconds' records waited for them),
+1 s later ``producers.synthetic`` at that fixed rate for ``--seconds``
 (20 nodes x 4 links, 5 s of event time between a link's samples, sped up to the rate: the
 fleet's event time continues where the warm state stopped). Every second the benchmark reads
 the topic's end offsets and each group's committed offsets (lag = produced - committed). After
@@ -322,6 +325,34 @@ def _safe_stamp(value: bytes) -> str | None:
         return None
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_ready(ports: dict[str, int], launched: float, limit: float) -> dict[str, float | None]:
+    """Wait until every consumer's ``/readyz`` answers 200 (state restored, partitions
+    assigned), at most ``limit`` seconds after ``launched``; seconds from launch to ready per
+    group (``None``: not ready in time; the producer starts anyway)."""
+    import urllib.error
+    import urllib.request
+
+    ready: dict[str, float | None] = dict.fromkeys(ports)
+    while time.monotonic() - launched < limit and None in ready.values():
+        for group, port in ports.items():
+            if ready[group] is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                        ready[group] = round(time.monotonic() - launched, 1)
+                except (urllib.error.URLError, OSError):
+                    pass
+        time.sleep(0.2)
+    return ready
+
+
 def run_rate(
     rate: float, args: argparse.Namespace, warm: Path, start: str, work: Path
 ) -> dict[str, Any]:
@@ -335,17 +366,22 @@ def run_rate(
     logs.mkdir()
     common = ["--from-beginning", "--state-dir", str(state), "--topic-prefix",
               settings.topic_prefix, "--interval", "10"]  # fmt: skip
+    ports: dict[str, int] = {}
+    launched = time.monotonic()
     for group, tail in _deployment(args.deployment):
         out = (logs / f"{group}.log").open("wb")
+        ports[group] = _free_port()
         p = subprocess.Popen([sys.executable, "-m", *tail, *common, "--group-id", group,
-                              "--summary", str(logs / f"{group}.summary.json")],
+                              "--summary", str(logs / f"{group}.summary.json"),
+                              "--metrics-host", "127.0.0.1", "--metrics-port", str(ports[group])],
                              env=_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
         procs.append((group, p))
     samples: list[dict[str, Any]] = []
     topic = settings.topic("telemetry")
     result: dict[str, Any] = {"rate": rate}
     try:
-        time.sleep(args.settle)
+        result["ready_s"] = _wait_ready(ports, launched, args.settle)
+        time.sleep(1.0)  # the first fetch is on its way
         t0 = time.monotonic()
         steady_ms = int((time.time() + args.seconds / 2) * 1000)
         producer = subprocess.Popen(_producer_argv(settings, rate, args.seconds, start),
@@ -660,7 +696,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rates", default="500,1000,2000,5000,10000",
                     help="events/s to try, comma-separated (default %(default)s)")  # fmt: skip
     ap.add_argument("--seconds", type=float, default=60.0, help="production per rate (%(default)s)")
-    ap.add_argument("--settle", type=float, default=8.0, help="seconds for the group to form")
+    ap.add_argument("--settle", type=float, default=60.0,
+                    help="at most this many seconds for every consumer to report ready "
+                         "(/readyz: state restored, partitions assigned) before the producer "
+                         "starts (1 s after they are)")  # fmt: skip
     ap.add_argument("--drain", type=float, default=30.0, help="seconds to wait for lag 0 after")
     ap.add_argument("--warm-records", type=int, default=60_000)
     ap.add_argument("--backlog-records", type=int, default=100_000)
@@ -718,7 +757,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{lat['alert_open']['p50']}/{lat['alert_open']['p99']} s "
                       f"(n={lat['alert_open']['n']}; steady "
                       f"{lat['alert_open_steady']['p50']}/{lat['alert_open_steady']['p99']})  "
-                      f"forest wait {_forest_waits(r)} s", flush=True)  # fmt: skip
+                      f"forest wait {_forest_waits(r)} s  ready after {r['ready_s']} s",
+                      flush=True)  # fmt: skip
             ok = [r["rate"] for r in doc["rates"] if r["sustained"]]
             doc["highest_sustained_rate"] = max(ok) if ok else None
             if last is not None and not a.no_side_by_side:
