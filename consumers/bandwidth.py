@@ -353,8 +353,8 @@ def encode_forecasts(
     versions: np.ndarray,
 ) -> list[tuple[bytes, bytes]]:
     """``(node key, JSON)`` of each record's forecast per horizon, byte for byte what
-    ``encode(Prediction(...))`` gives (tested) at a third of its cost: the hot path of the
-    consumer. The arrays are the :class:`~models.forecast.online.ForecastBatch` rows of
+    ``encode(Prediction(...))`` gives (tested), 2.5-3x faster
+    (``bench/bench_forecast_encoding.py``): the hot path of the consumer. The arrays are the :class:`~models.forecast.online.ForecastBatch` rows of
     ``recs``: value, lower and upper are rounded to 3 decimals; ``extra`` names the member of
     the largest weight (the first one if tied, as ``max`` picks) and the nonzero weights
     rounded to 3; ``versions`` are the LSTM versions.

@@ -65,10 +65,10 @@ def keras() -> Any:
 #: larger one is cut. The kernels for a small or odd batch (one row: a matrix-vector product)
 #: round differently, so a row's output would depend on which other rows were in its batch
 #: (with XLA, 32 rows still round differently from 64 or more); one shape is also one XLA
-#: compile per network, about 0.3 s (forecaster) and 1.2 s (autoencoder) of CPU, where a power
-#: of two from 64 to 1,024 rows meant five at a process's start, about 8 s of CPU beside its
-#: first records. Per row, 256-row calls cost within 15% of 1,024-row ones (measured in the
-#: README's capacity section).
+#: compile per network, about 0.3 s (forecaster) and 1.3 s (autoencoder) of CPU, where a power
+#: of two from 64 to 1,024 rows meant five at a process's start, about 8.4 s of CPU beside its
+#: first records. Per row, the forecaster's 256-row calls cost 14% more than 1,024-row ones
+#: (``python bench/probe_infer_rows.py``).
 INFER_ROWS = 256
 
 
