@@ -14,17 +14,22 @@ from models.forecast.ensemble import OnlineCombiner
 from models.forecast.online import OnlineForecaster
 
 
+def _tick_by_tick(tput: np.ndarray) -> tuple[list[tuple[str, str]], Any, Any, Any]:
+    """``tput`` ``(links, ticks)`` as records tick by tick: the link keys, and each record's
+    link index, tick (its event time) and value."""
+    links, ticks = tput.shape
+    keys = [(f"n{i}", "p") for i in range(links)]
+    t = np.repeat(np.arange(ticks, dtype=float), links)
+    return keys, np.tile(np.arange(links), ticks), t, tput.T.ravel()
+
+
 def _feed(
     f: OnlineForecaster, tput: np.ndarray, per_batch: int, reports: list[Any] | None = None
 ) -> dict[tuple[int, int], Any]:
     """Feed ``tput`` ``(links, ticks)`` tick by tick in batches; published rows by
     ``(link, tick)`` -> ``(value, lower, upper, weights)`` arrays ``(H,)``/``(H, M)``; the
     accuracy reports go to ``reports`` as ``(record index, model version, summary)``."""
-    links, ticks = tput.shape
-    keys = [(f"n{i}", "p") for i in range(links)]
-    k = np.tile(np.arange(links), ticks)
-    t = np.repeat(np.arange(ticks, dtype=float), links)
-    y = tput.T.ravel()
+    keys, k, t, y = _tick_by_tick(tput)
     ones = np.ones(len(y))
     out: dict[tuple[int, int], Any] = {}
     for a in range(0, len(y), per_batch):
@@ -87,10 +92,7 @@ def test_lstm_forecasts_inferred_ahead_are_those_of_one_piece_at_a_time() -> Non
     rng = np.random.default_rng(8)
     links, ticks = 7, 400
     tput = 60.0 * np.exp(np.cumsum(rng.normal(0, 0.05, (links, ticks)), axis=1))
-    keys = [(f"n{i}", "p") for i in range(links)]
-    k = np.tile(np.arange(links), ticks)
-    t = np.repeat(np.arange(ticks, dtype=float), links)
-    y = tput.T.ravel()
+    keys, k, t, y = _tick_by_tick(tput)
     late = rng.random(len(t)) < 0.05
     t[late] -= 3.0  # late (skipped) records
     dup = np.flatnonzero(rng.random(len(t)) < 0.05)  # duplicates right after the original
@@ -131,10 +133,7 @@ def test_forecasts_prefetched_in_a_thread_are_those_of_process_alone() -> None:
     rng = np.random.default_rng(3)
     links, ticks = 6, 300
     tput = 70.0 * np.exp(np.cumsum(rng.normal(0, 0.05, (links, ticks)), axis=1))
-    keys = [(f"n{i}", "p") for i in range(links)]
-    k = np.tile(np.arange(links), ticks)
-    t = np.repeat(np.arange(ticks, dtype=float), links)
-    y = tput.T.ravel()
+    keys, k, t, y = _tick_by_tick(tput)
     ones = np.ones(len(y))
     kw = dict(warmup_windows=300, warmup_epochs=1, retrain_every=400, retrain_windows=300)
     plain, fetched = _small(**kw), _small(**kw)
