@@ -165,7 +165,7 @@ class BandwidthProcessor(LSTMProcessor):
         the model while it runs)."""
         got, self._prefetched = self._prefetched, None
         if got is not None and got[3] is not None:
-            got[3].result()
+            got[3].wait()
         return got
 
     def messages(

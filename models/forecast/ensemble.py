@@ -206,15 +206,11 @@ class OnlineCombiner:
                     self.update(rows[m], jj, np.asarray(errors)[m], level[m])
             return
         self._grow(rows)
-        if np.isscalar(j):
-            js = np.full(len(rows), j, dtype=np.int64)
-            self._start(rows, level)
-        else:
-            js = np.asarray(j, dtype=np.int64)
-            if not self.started_[rows].all():  # each new link from its first row's level
-                by = np.lexsort((np.arange(len(rows)), js))  # horizon order, then row order
-                _u, first = np.unique(rows[by], return_index=True)
-                self._start(rows[by[first]], level[by[first]])
+        js = np.broadcast_to(np.asarray(j, dtype=np.int64), rows.shape)
+        if not self.started_[rows].all():  # each new link from its first row's level
+            by = np.lexsort((np.arange(len(rows)), js))  # horizon order, then row order
+            _u, first = np.unique(rows[by], return_index=True)
+            self._start(rows[by[first]], level[by[first]])
         e = np.asarray(errors, dtype=float)
         has = np.isfinite(e)
         e = np.where(has, e, 0.0)
@@ -229,9 +225,6 @@ class OnlineCombiner:
         if self.pending_ is None:
             self.pending_ = {}
         order = np.asarray(order)
-        if np.isscalar(j):
-            self.pending_.setdefault(int(js[0]), []).append((order, rel, has))
-            return
         for jj in range(len(self.horizons)):
             m = js == jj
             if m.any():

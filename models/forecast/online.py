@@ -122,6 +122,11 @@ class Prefetched:
     future: Future[np.ndarray] | None
     n_horizons: int
 
+    def wait(self) -> None:
+        """Block until the inference is done (raising its error, if any)."""
+        if self.future is not None:
+            self.future.result()
+
     def result(self) -> tuple[tuple[int, int, int, int, int], np.ndarray]:
         """Wait for the inference; ``(key, (stop - start, H) log forecasts)`` (NaN where a
         record has no full window), as :meth:`OnlineForecaster._infer_ahead` returns them."""

@@ -74,8 +74,9 @@ INFER_ROWS = 256
 
 class Inference:
     """``net(x, training=False)`` for ``(rows, window, n_features)`` float32 inputs (``rows``:
-    :data:`INFER_ROWS` unless the model's batches are smaller), compiled with XLA (``jit_compile``): the recurrent loop runs as one fused program instead
-    of a few TensorFlow ops per time step, 2-3x faster per row on a 2-core machine.
+    :data:`INFER_ROWS` unless the model's batches are smaller), compiled with XLA
+    (``jit_compile``): the recurrent loop runs as one fused program instead of a few
+    TensorFlow ops per time step, 2-3x faster per row on a 2-core machine.
 
     XLA compiles the one input shape once. :meth:`warm` starts a thread that compiles it, so
     a restored model compiles beside whatever comes next (joining the consumer group) instead
